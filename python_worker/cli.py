@@ -1,0 +1,182 @@
+"""`callpanion`: the command line of the CallPanion backend."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+
+from python_worker import migrations
+from python_worker.config import load_env, stack_settings
+from python_worker.errors import CallPanionError
+from python_worker.stack import LocalStack, StackStatus
+
+
+def _print_status(status: StackStatus) -> None:
+    if status.running:
+        print(f"local stack: running (pid {status.pid}, port {status.port})")
+        print(f"  database url: {status.database_url}")
+    elif status.initialised:
+        print("local stack: stopped")
+    else:
+        print("local stack: not created yet (run `callpanion stack up`)")
+    print(f"  data folder:  {status.data_dir}")
+
+
+def _live_summary(database_url: str) -> list[str]:
+    """What the database holds right now, for `stack status` and the demo."""
+    lines: list[str] = []
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "select version, name from supabase_migrations.schema_migrations order by version"
+        ).fetchall()
+        lines.append(f"  migrations applied: {len(rows)}")
+        lines.extend(f"    {version}_{name}" for version, name in rows)
+        tables = conn.execute(
+            """
+            select c.relname, c.relrowsecurity, c.reltuples::bigint
+            from pg_class c join pg_namespace n on n.oid = c.relnamespace
+            where n.nspname = 'public' and c.relkind = 'r' order by c.relname
+            """
+        ).fetchall()
+        lines.append(f"  tables in public: {len(tables)}")
+        for name, rls, _ in tables:
+            count = conn.execute(
+                psycopg.sql.SQL("select count(*) from {}").format(psycopg.sql.Identifier(name))
+            ).fetchone()
+            n = count[0] if count else 0
+            lines.append(f"    {name:<20} rows={n:<6} rls={'on' if rls else 'OFF'}")
+        published = conn.execute(
+            "select string_agg(tablename, ', ' order by tablename) from pg_publication_tables"
+            " where pubname = 'supabase_realtime'"
+        ).fetchone()
+        lines.append(f"  realtime publication: {published[0] if published else ''}")
+        cron = conn.execute(
+            "select exists (select 1 from pg_extension where extname = 'pg_cron')"
+        ).fetchone()
+        if cron and cron[0]:
+            jobs = conn.execute("select jobname, schedule from cron.job order by jobid").fetchall()
+            lines.append(f"  pg_cron jobs: {len(jobs)}")
+            lines.extend(f"    {name} ({schedule})" for name, schedule in jobs)
+        else:
+            preloaded = conn.execute("show shared_preload_libraries").fetchone()
+            lines.append(f"  pg_cron: preloaded ({preloaded[0] if preloaded else ''}), no jobs yet")
+    return lines
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    stack = LocalStack(stack_settings())
+    action: str = args.action
+    if action == "up":
+        result = stack.up()
+        if result.initialised:
+            print(f"created a new cluster in {stack.data_dir}")
+        print("started PostgreSQL" if result.started else "PostgreSQL was already running")
+        print(f"applied platform SQL: {', '.join(result.platform_files) or 'none'}")
+        if result.applied:
+            for m in result.applied:
+                print(f"applied migration {m.version}_{m.name}")
+        else:
+            print("migrations: up to date")
+        _print_status(stack.status())
+    elif action == "down":
+        print("stopped the local stack" if stack.down() else "the local stack was not running")
+    elif action == "status":
+        status = stack.status()
+        _print_status(status)
+        if status.running:
+            for line in _live_summary(status.database_url):
+                print(line)
+        return 0 if status.running else 3
+    elif action == "reset":
+        result = stack.reset(hard=args.hard)
+        print(
+            f"recreated database {stack.settings.database}: "
+            f"{len(result.applied)} migrations applied, seed loaded"
+        )
+        _print_status(stack.status())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = stack_settings()
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        raise CallPanionError("migrate needs --database-url or DATABASE_URL")
+    migrations_dir = Path(args.migrations_dir) if args.migrations_dir else settings.migrations_dir
+    platform = settings.platform_dir if args.with_platform else None
+    applied = migrations.migrate(url, migrations_dir, platform)
+    for m in applied:
+        print(f"applied migration {m.version}_{m.name}")
+    if not applied:
+        print("migrations: up to date")
+    return 0
+
+
+def cmd_demo(_: argparse.Namespace) -> int:
+    settings = stack_settings()
+    stack = LocalStack(settings)
+    print("== CallPanion local stack ==")
+    result = stack.up()
+    print(f"PostgreSQL {'started' if result.started else 'already running'} on 127.0.0.1:{settings.port}")
+    print(f"applied {len(result.applied)} new migration(s); platform SQL: {', '.join(result.platform_files)}")
+    print(f"database url: {settings.database_url}")
+    for line in _live_summary(settings.database_url):
+        print(line)
+    print()
+    print("What is live: a private Postgres 15 cluster with pg_cron, the CallPanion schema with")
+    print("Row Level Security on every table, and the supabase_realtime publication.")
+    print(f"Connect:   psql '{settings.database_url}'")
+    print("Status:    .venv/bin/callpanion stack status")
+    print("Stop it:   make stop   (or .venv/bin/callpanion stack down)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callpanion", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="the embedded local Postgres + pg_cron stack")
+    stack_sub = stack.add_subparsers(dest="action", required=True)
+    stack_sub.add_parser("up", help="create/start the cluster and apply platform SQL + migrations")
+    stack_sub.add_parser("down", help="stop the cluster")
+    stack_sub.add_parser("status", help="show whether it runs and what it holds (exit 3 if stopped)")
+    reset = stack_sub.add_parser("reset", help="recreate the database, migrate and load seed.sql")
+    reset.add_argument("--hard", action="store_true", help="also delete and re-create the cluster")
+    stack.set_defaults(func=cmd_stack)
+
+    migrate = sub.add_parser("migrate", help="apply pending migrations to any Postgres")
+    migrate.add_argument("--database-url", help="target database (default: $DATABASE_URL)")
+    migrate.add_argument("--migrations-dir", help="default: supabase/migrations")
+    migrate.add_argument(
+        "--with-platform",
+        action="store_true",
+        help="first apply sql/platform/*.sql (plain Postgres only; never on hosted Supabase)",
+    )
+    migrate.set_defaults(func=cmd_migrate)
+
+    demo = sub.add_parser("demo", help="bring the local stack up and show what is live")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `callpanion` console script."""
+    load_env()
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CallPanionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

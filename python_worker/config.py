@@ -1,0 +1,118 @@
+"""Configuration read once from the environment (and an optional `.env`), passed in explicitly.
+
+Every variable is documented in README.md ("Configuration"); defaults are named here once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from python_worker.errors import CallPanionError
+
+#: The repository root: `supabase/` and `sql/` are found relative to it.
+DEFAULT_PROJECT_DIR = Path(__file__).resolve().parent.parent
+#: Supabase's local stack uses 54322 for Postgres; we keep the same so tools feel familiar.
+DEFAULT_DB_PORT = 54322
+#: Supabase's local default; the cluster listens on loopback only.
+DEFAULT_DB_PASSWORD = "postgres"
+#: The database pg_cron runs in (`cron.database_name`), as on hosted Supabase.
+DEFAULT_DB_NAME = "postgres"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Where the private cluster lives and how to reach it."""
+
+    project_dir: Path
+    stack_dir: Path
+    port: int
+    password: str
+    database: str
+    pg_bindir: Path | None
+
+    @property
+    def migrations_dir(self) -> Path:
+        return self.project_dir / "supabase" / "migrations"
+
+    @property
+    def platform_dir(self) -> Path:
+        return self.project_dir / "sql" / "platform"
+
+    @property
+    def seed_file(self) -> Path:
+        return self.project_dir / "supabase" / "seed.sql"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise CallPanionError(f"{name} must be an integer, got {raw!r}") from None
+    return value
+
+
+def _server_user_can_reach(path: Path) -> bool:
+    """Whether the `postgres` OS user (who runs the server when we are root) can enter `path`."""
+    if os.geteuid() != 0:
+        return True
+    try:
+        account = pwd.getpwnam("postgres")
+    except KeyError:
+        return True  # no such user: the stack reports the missing server packages instead
+    probe = subprocess.run(
+        ["test", "-x", str(path)],
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=[],
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def default_stack_root(project_dir: Path) -> Path:
+    """`<project>/.callpanion`, or a per-project folder in /var/tmp when, running as root, the
+    server's OS user cannot enter the project (a clone under /root, say)."""
+    if _server_user_can_reach(project_dir):
+        return project_dir / ".callpanion"
+    digest = hashlib.sha256(str(project_dir).encode()).hexdigest()[:10]
+    return Path("/var/tmp") / f"callpanion-{digest}"
+
+
+def load_env(dotenv_path: Path | None = None) -> None:
+    """Load `.env` from the working directory (or the given file) without overriding the env."""
+    load_dotenv(dotenv_path=dotenv_path, override=False)
+
+
+def stack_settings(env: Mapping[str, str] | None = None) -> StackSettings:
+    """Build the local-stack settings from environment variables."""
+    env = os.environ if env is None else env
+    project_dir = Path(env.get("CALLPANION_PROJECT_DIR") or DEFAULT_PROJECT_DIR).resolve()
+    explicit_dir = env.get("CALLPANION_STACK_DIR")
+    stack_dir = Path(explicit_dir) if explicit_dir else default_stack_root(project_dir) / "stack"
+    port = _int(env, "CALLPANION_DB_PORT", DEFAULT_DB_PORT)
+    if not 1024 <= port <= 65535:
+        raise CallPanionError(f"CALLPANION_DB_PORT must be between 1024 and 65535, got {port}")
+    bindir = env.get("CALLPANION_PG_BINDIR")
+    return StackSettings(
+        project_dir=project_dir,
+        stack_dir=stack_dir.resolve(),
+        port=port,
+        password=env.get("CALLPANION_DB_PASSWORD") or DEFAULT_DB_PASSWORD,
+        database=DEFAULT_DB_NAME,
+        pg_bindir=Path(bindir) if bindir else None,
+    )

@@ -1,0 +1,427 @@
+"""The embedded local stack: a private Postgres 15 cluster with pg_cron, owned by the project.
+
+The cluster lives in a git-ignored folder (`.callpanion/stack` by default), listens on
+127.0.0.1 only (no Unix socket), preloads pg_cron with `cron.database_name = postgres` and runs
+with `wal_level = logical` like a hosted Supabase database. Postgres refuses to run as root, so
+when we are root the server and its files belong to the `postgres` OS user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from python_worker import migrations
+from python_worker.config import StackSettings
+from python_worker.errors import StackError
+
+#: Oldest supported server: the migrations use PG15 publication column lists.
+MIN_PG_MAJOR = 15
+#: Seconds to wait for the server to start or stop before reporting it stuck.
+PG_CTL_TIMEOUT_S = 60
+#: OS user that owns the cluster when the CLI runs as root.
+SERVER_OS_USER = "postgres"
+
+_CONF_NAME = "callpanion.conf"
+_SETTINGS = """\
+# Written by `callpanion stack up`; the server reads it through an include in postgresql.conf.
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+shared_preload_libraries = 'pg_cron'
+cron.database_name = '{database}'
+# Jobs run in background workers, so pg_cron needs no password to connect back.
+cron.use_background_workers = on
+cron.max_running_jobs = 8
+max_worker_processes = 32
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+max_connections = 200
+shared_buffers = 256MB
+timezone = 'UTC'
+log_timezone = 'UTC'
+logging_collector = off
+"""
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    """What `stack status` reports."""
+
+    running: bool
+    initialised: bool
+    data_dir: Path
+    port: int | None
+    pid: int | None
+    database_url: str
+
+
+@dataclass(frozen=True)
+class UpResult:
+    """What `stack up` did."""
+
+    initialised: bool
+    started: bool
+    platform_files: list[str]
+    applied: list[migrations.Migration]
+
+
+def _pg_major(bindir: Path) -> int | None:
+    try:
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    # "postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
+    for word in out.split():
+        head = word.split(".")[0]
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+def find_bindir(explicit: Path | None) -> Path:
+    """The PostgreSQL server binaries: explicit setting, else Debian's layout, else pg_config."""
+    candidates: list[Path] = []
+    if explicit is not None:
+        candidates.append(explicit)
+    else:
+        debian = Path("/usr/lib/postgresql")
+        if debian.is_dir():
+            versions = sorted(
+                (p for p in debian.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+            )
+            # Prefer 15 (what hosted Supabase and our packages target), then newer ones.
+            versions.sort(key=lambda p: (int(p.name) != MIN_PG_MAJOR, int(p.name)))
+            candidates.extend(v / "bin" for v in versions)
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            with contextlib.suppress(OSError, subprocess.CalledProcessError):
+                out = subprocess.run(
+                    [pg_config, "--bindir"], capture_output=True, text=True, check=True
+                ).stdout.strip()
+                candidates.append(Path(out))
+    for bindir in candidates:
+        if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
+            major = _pg_major(bindir)
+            if major is not None and major >= MIN_PG_MAJOR:
+                return bindir
+    where = str(explicit) if explicit else "/usr/lib/postgresql/*/bin or pg_config --bindir"
+    raise StackError(
+        f"PostgreSQL {MIN_PG_MAJOR}+ server binaries (initdb, pg_ctl, postgres) not found in "
+        f"{where}. Install them with `apt-get install postgresql-15 postgresql-15-cron` "
+        "(make demo / make test do this), or set CALLPANION_PG_BINDIR."
+    )
+
+
+def check_pg_cron(bindir: Path) -> None:
+    """Fail clearly when the pg_cron extension is not installed for this server."""
+    pg_config = bindir / "pg_config"
+    libdir: Path | None = None
+    sharedir: Path | None = None
+    if pg_config.is_file():
+        out = subprocess.run(
+            [str(pg_config), "--pkglibdir", "--sharedir"], capture_output=True, text=True
+        ).stdout.split()
+        if len(out) == 2:
+            libdir, sharedir = Path(out[0]), Path(out[1])
+    if libdir is None or sharedir is None:
+        major = bindir.parent.name
+        libdir = bindir.parent / "lib"
+        sharedir = Path(f"/usr/share/postgresql/{major}")
+    if not (libdir / "pg_cron.so").is_file() or not (
+        sharedir / "extension" / "pg_cron.control"
+    ).is_file():
+        major = _pg_major(bindir)
+        raise StackError(
+            f"the pg_cron extension is not installed for PostgreSQL {major} "
+            f"(no {libdir / 'pg_cron.so'}). Install it with "
+            f"`apt-get install postgresql-{major}-cron` (make demo / make test do this)."
+        )
+
+
+class LocalStack:
+    """Start, stop, inspect and reset the project's private cluster."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.stack_dir / "pgdata"
+        self.log_file = settings.stack_dir / "postgres.log"
+        self._bindir: Path | None = None
+
+    # -- process plumbing -------------------------------------------------------------------
+
+    @property
+    def bindir(self) -> Path:
+        if self._bindir is None:
+            self._bindir = find_bindir(self.settings.pg_bindir)
+        return self._bindir
+
+    @staticmethod
+    def _as_root() -> bool:
+        return os.geteuid() == 0
+
+    def _run(
+        self, args: list[str], *, check: bool = True, timeout: float = PG_CTL_TIMEOUT_S + 10
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a server tool, as the `postgres` OS user when we are root."""
+        kwargs: dict[str, object] = {}
+        env = dict(os.environ)
+        if self._as_root():
+            account = pwd.getpwnam(SERVER_OS_USER)
+            kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
+            env.update(HOME=account.pw_dir, USER=SERVER_OS_USER, LOGNAME=SERVER_OS_USER)
+        env.setdefault("LC_ALL", "C.UTF-8")
+        proc = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            timeout=timeout,
+            check=False,
+            **kwargs,  # type: ignore[call-overload]
+        )
+        if check and proc.returncode != 0:
+            raise StackError(
+                f"{Path(args[0]).name} failed (exit {proc.returncode}): "
+                f"{(proc.stderr or proc.stdout).strip()}"
+            )
+        return proc
+
+    def _prepare_dir(self) -> None:
+        """Create the stack folder and hand it to the server's OS user."""
+        self.settings.stack_dir.mkdir(parents=True, exist_ok=True)
+        if not self._as_root():
+            return
+        account = pwd.getpwnam(SERVER_OS_USER)
+        os.chown(self.settings.stack_dir, account.pw_uid, account.pw_gid)
+        probe = subprocess.run(
+            ["test", "-w", str(self.settings.stack_dir)],
+            user=account.pw_uid,
+            group=account.pw_gid,
+            extra_groups=[],
+            check=False,
+        )
+        if probe.returncode != 0:
+            raise StackError(
+                f"the {SERVER_OS_USER} OS user cannot reach {self.settings.stack_dir} (a parent "
+                "folder is not searchable by other users). Set CALLPANION_STACK_DIR to a folder "
+                f"it can reach, e.g. /var/tmp/callpanion-{_short_hash(self.settings.project_dir)}."
+            )
+
+    # -- state ------------------------------------------------------------------------------
+
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    def _postmaster_info(self) -> tuple[int, int] | None:
+        """(pid, port) from postmaster.pid when a live server owns this data dir."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return None
+        if len(lines) < 4 or not lines[0].strip().isdigit():
+            return None
+        pid, port = int(lines[0]), int(lines[3])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by another user
+        return pid, port
+
+    def status(self) -> StackStatus:
+        info = self._postmaster_info() if self.initialised() else None
+        return StackStatus(
+            running=info is not None,
+            initialised=self.initialised(),
+            data_dir=self.data_dir,
+            port=info[1] if info else None,
+            pid=info[0] if info else None,
+            database_url=self.settings.database_url,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _initdb(self) -> None:
+        self._prepare_dir()
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise StackError(
+                f"{self.data_dir} exists but holds no PostgreSQL cluster; "
+                "remove it or run `callpanion stack reset --hard`"
+            )
+        with tempfile.NamedTemporaryFile("w", dir=self.settings.stack_dir, delete=False) as pw:
+            pw.write(self.settings.password + "\n")
+        pwfile = Path(pw.name)
+        try:
+            if self._as_root():
+                account = pwd.getpwnam(SERVER_OS_USER)
+                os.chown(pwfile, account.pw_uid, account.pw_gid)
+            self._run(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "--username=postgres",
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = self.data_dir / _CONF_NAME
+        conf.write_text(_SETTINGS.format(database=self.settings.database))
+        with (self.data_dir / "postgresql.conf").open("a") as main_conf:
+            main_conf.write(f"\ninclude '{_CONF_NAME}'\n")
+        if self._as_root():
+            account = pwd.getpwnam(SERVER_OS_USER)
+            os.chown(conf, account.pw_uid, account.pw_gid)
+
+    def _ensure_port_free(self) -> None:
+        port = self.settings.port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise StackError(
+                        f"port {port} on 127.0.0.1 is already in use by another process; stop it "
+                        "or choose another port with CALLPANION_DB_PORT"
+                    ) from None
+                raise
+
+    def _start(self) -> None:
+        self._ensure_port_free()
+        self._prepare_dir()
+        proc = self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(PG_CTL_TIMEOUT_S),
+                "-o",
+                f"-p {self.settings.port}",
+            ],
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise StackError(
+                f"PostgreSQL did not start (pg_ctl exit {proc.returncode}). "
+                f"Last lines of {self.log_file}:\n{self._log_tail()}"
+            )
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the server accepts an authenticated connection."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.settings.database_url, connect_timeout=2):
+                    return
+            except psycopg.OperationalError as error:
+                last = str(error).strip()
+                if "password authentication failed" in last:
+                    raise StackError(
+                        "the local cluster rejected the password; CALLPANION_DB_PASSWORD must be "
+                        "the one it was created with (or run `callpanion stack reset --hard`)"
+                    ) from None
+            time.sleep(0.1)
+        raise StackError(f"PostgreSQL on port {self.settings.port} is not accepting connections: {last}")
+
+    def up(self, *, apply: bool = True) -> UpResult:
+        """Initialise if needed, start if stopped, then apply platform SQL and new migrations.
+
+        Idempotent: on a running stack it only applies migrations that are not yet recorded.
+        """
+        check_pg_cron(self.bindir)
+        initialised = False
+        if not self.initialised():
+            self._initdb()
+            initialised = True
+        started = False
+        info = self._postmaster_info()
+        if info is None:
+            self._start()
+            started = True
+        elif info[1] != self.settings.port:
+            raise StackError(
+                f"the local stack is already running on port {info[1]}, not {self.settings.port}; "
+                "run `callpanion stack down` first to change the port"
+            )
+        self.wait_ready()
+        platform_files: list[str] = []
+        applied: list[migrations.Migration] = []
+        if apply:
+            with migrations.connect(self.settings.database_url) as conn:
+                platform_files = migrations.apply_platform(conn, self.settings.platform_dir)
+                applied = migrations.apply_migrations(conn, self.settings.migrations_dir)
+        return UpResult(initialised, started, platform_files, applied)
+
+    def down(self) -> bool:
+        """Stop the server (fast shutdown); returns False when it was not running."""
+        if not self.initialised() or self._postmaster_info() is None:
+            return False
+        self._run(
+            [
+                str(self.bindir / "pg_ctl"),
+                "stop",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(PG_CTL_TIMEOUT_S),
+            ]
+        )
+        return True
+
+    def reset(self, *, hard: bool = False) -> UpResult:
+        """Recreate the database, apply everything and load `supabase/seed.sql`.
+
+        `hard` also deletes the cluster itself (data folder) and initialises a new one.
+        """
+        if hard:
+            self.down()
+            if self.settings.stack_dir.exists():
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+        result = self.up(apply=False)
+        admin_url = self.settings.database_url.rsplit("/", 1)[0] + "/template1"
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
+            name = psycopg.sql.Identifier(self.settings.database)
+            admin.execute(psycopg.sql.SQL("drop database if exists {} with (force)").format(name))
+            admin.execute(psycopg.sql.SQL("create database {}").format(name))
+        with migrations.connect(self.settings.database_url) as conn:
+            platform_files = migrations.apply_platform(conn, self.settings.platform_dir)
+            applied = migrations.apply_migrations(conn, self.settings.migrations_dir)
+            migrations.apply_seed(conn, self.settings.seed_file)
+        return UpResult(result.initialised, result.started, platform_files, applied)
+

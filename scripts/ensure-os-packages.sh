@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install the OS packages the local stack needs, only when they are missing:
+# PostgreSQL 15 server, pg_cron for it, and Python's venv module. Debian/Ubuntu (apt) only.
+set -euo pipefail
+
+PG_MAJOR="${CALLPANION_PG_MAJOR:-15}"
+PYTHON="${PYTHON:-python3}"
+need=()
+
+[ -x "/usr/lib/postgresql/${PG_MAJOR}/bin/initdb" ] || need+=("postgresql-${PG_MAJOR}")
+[ -f "/usr/lib/postgresql/${PG_MAJOR}/lib/pg_cron.so" ] || need+=("postgresql-${PG_MAJOR}-cron")
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need+=("python3-venv")
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "error: missing ${need[*]} and apt-get is not available; install them by hand" >&2
+  exit 1
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+  else
+    echo "error: missing ${need[*]}; run as root or install them by hand" >&2
+    exit 1
+  fi
+fi
+
+echo "installing OS packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}"
