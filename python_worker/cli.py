@@ -122,8 +122,10 @@ def cmd_demo(_: argparse.Namespace) -> int:
     stack = LocalStack(settings)
     print("== CallPanion local stack ==")
     result = stack.up()
-    print(f"PostgreSQL {'started' if result.started else 'already running'} on 127.0.0.1:{settings.port}")
-    print(f"applied {len(result.applied)} new migration(s); platform SQL: {', '.join(result.platform_files)}")
+    state = "started" if result.started else "already running"
+    print(f"PostgreSQL {state} on 127.0.0.1:{settings.port}")
+    platform = ", ".join(result.platform_files)
+    print(f"applied {len(result.applied)} new migration(s); platform SQL: {platform}")
     print(f"database url: {settings.database_url}")
     for line in _live_summary(settings.database_url):
         print(line)
@@ -144,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack_sub = stack.add_subparsers(dest="action", required=True)
     stack_sub.add_parser("up", help="create/start the cluster and apply platform SQL + migrations")
     stack_sub.add_parser("down", help="stop the cluster")
-    stack_sub.add_parser("status", help="show whether it runs and what it holds (exit 3 if stopped)")
+    stack_sub.add_parser(
+        "status", help="show whether it runs and what it holds (exit 3 if stopped)"
+    )
     reset = stack_sub.add_parser("reset", help="recreate the database, migrate and load seed.sql")
     reset.add_argument("--hard", action="store_true", help="also delete and re-create the cluster")
     stack.set_defaults(func=cmd_stack)

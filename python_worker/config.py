@@ -22,7 +22,7 @@ DEFAULT_PROJECT_DIR = Path(__file__).resolve().parent.parent
 #: Supabase's local stack uses 54322 for Postgres; we keep the same so tools feel familiar.
 DEFAULT_DB_PORT = 54322
 #: Supabase's local default; the cluster listens on loopback only.
-DEFAULT_DB_PASSWORD = "postgres"
+DEFAULT_DB_PASSWORD = "postgres"  # noqa: S105 - local loopback-only dev cluster
 #: The database pg_cron runs in (`cron.database_name`), as on hosted Supabase.
 DEFAULT_DB_NAME = "postgres"
 
@@ -90,7 +90,7 @@ def default_stack_root(project_dir: Path) -> Path:
     if _server_user_can_reach(project_dir):
         return project_dir / ".callpanion"
     digest = hashlib.sha256(str(project_dir).encode()).hexdigest()[:10]
-    return Path("/var/tmp") / f"callpanion-{digest}"
+    return Path("/var/tmp") / f"callpanion-{digest}"  # noqa: S108 - owned by us, not shared
 
 
 def load_env(dotenv_path: Path | None = None) -> None:

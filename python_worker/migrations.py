@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from python_worker.errors import CallPanionError, MigrationError
 
@@ -23,7 +24,9 @@ MIGRATE_LOCK_KEY = 7_231_044_001
 
 _HISTORY_DDL = """
 create schema if not exists supabase_migrations;
-create table if not exists supabase_migrations.schema_migrations (version text not null primary key);
+create table if not exists supabase_migrations.schema_migrations (
+  version text not null primary key
+);
 alter table supabase_migrations.schema_migrations add column if not exists statements text[];
 alter table supabase_migrations.schema_migrations add column if not exists name text;
 """
@@ -77,7 +80,7 @@ def _describe(error: psycopg.Error, text: str) -> str:
     return " ".join(parts)
 
 
-def _run_file(conn: psycopg.Connection[object], path: Path, label: str, kind: str) -> None:
+def _run_file(conn: psycopg.Connection[TupleRow], path: Path, label: str, kind: str) -> None:
     text = path.read_text(encoding="utf-8")
     try:
         with conn.transaction():
@@ -86,7 +89,7 @@ def _run_file(conn: psycopg.Connection[object], path: Path, label: str, kind: st
         raise MigrationError(label, _describe(error, text), kind) from None
 
 
-def apply_platform(conn: psycopg.Connection[object], platform_dir: Path) -> list[str]:
+def apply_platform(conn: psycopg.Connection[TupleRow], platform_dir: Path) -> list[str]:
     """Run every `sql/platform/*.sql` (idempotent stand-ins for the Supabase platform)."""
     files = sorted(platform_dir.glob("*.sql"))
     for path in files:
@@ -94,7 +97,7 @@ def apply_platform(conn: psycopg.Connection[object], platform_dir: Path) -> list
     return [p.name for p in files]
 
 
-def applied_versions(conn: psycopg.Connection[object]) -> set[str]:
+def applied_versions(conn: psycopg.Connection[TupleRow]) -> set[str]:
     """Versions recorded in the migration history (empty when the history table is missing)."""
     exists = conn.execute(
         "select to_regclass('supabase_migrations.schema_migrations') is not null"
@@ -105,7 +108,7 @@ def applied_versions(conn: psycopg.Connection[object]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def apply_migrations(conn: psycopg.Connection[object], migrations_dir: Path) -> list[Migration]:
+def apply_migrations(conn: psycopg.Connection[TupleRow], migrations_dir: Path) -> list[Migration]:
     """Apply, in order, each migration not yet recorded; each in its own transaction.
 
     A failing migration is rolled back together with its history row, so it is retried on the
@@ -137,7 +140,7 @@ def apply_migrations(conn: psycopg.Connection[object], migrations_dir: Path) -> 
         conn.execute(sql.SQL("select pg_advisory_unlock({})").format(MIGRATE_LOCK_KEY))
 
 
-def apply_seed(conn: psycopg.Connection[object], seed_file: Path) -> bool:
+def apply_seed(conn: psycopg.Connection[TupleRow], seed_file: Path) -> bool:
     """Load `supabase/seed.sql` if it exists; returns whether it did."""
     if not seed_file.is_file():
         return False
@@ -145,10 +148,10 @@ def apply_seed(conn: psycopg.Connection[object], seed_file: Path) -> bool:
     return True
 
 
-def connect(database_url: str) -> psycopg.Connection[object]:
+def connect(database_url: str) -> psycopg.Connection[TupleRow]:
     """An autocommit connection (each file runs in an explicit transaction of its own)."""
     try:
-        conn: psycopg.Connection[object] = psycopg.connect(
+        conn: psycopg.Connection[TupleRow] = psycopg.connect(
             database_url, autocommit=True, connect_timeout=10
         )
     except psycopg.OperationalError as error:

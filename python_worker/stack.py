@@ -138,12 +138,12 @@ def check_pg_cron(bindir: Path) -> None:
         if len(out) == 2:
             libdir, sharedir = Path(out[0]), Path(out[1])
     if libdir is None or sharedir is None:
-        major = bindir.parent.name
         libdir = bindir.parent / "lib"
-        sharedir = Path(f"/usr/share/postgresql/{major}")
-    if not (libdir / "pg_cron.so").is_file() or not (
-        sharedir / "extension" / "pg_cron.control"
-    ).is_file():
+        sharedir = Path(f"/usr/share/postgresql/{bindir.parent.name}")
+    if (
+        not (libdir / "pg_cron.so").is_file()
+        or not (sharedir / "extension" / "pg_cron.control").is_file()
+    ):
         major = _pg_major(bindir)
         raise StackError(
             f"the pg_cron extension is not installed for PostgreSQL {major} "
@@ -177,11 +177,12 @@ class LocalStack:
         self, args: list[str], *, check: bool = True, timeout: float = PG_CTL_TIMEOUT_S + 10
     ) -> subprocess.CompletedProcess[str]:
         """Run a server tool, as the `postgres` OS user when we are root."""
-        kwargs: dict[str, object] = {}
         env = dict(os.environ)
+        user: int | None = None
+        group: int | None = None
         if self._as_root():
             account = pwd.getpwnam(SERVER_OS_USER)
-            kwargs.update(user=account.pw_uid, group=account.pw_gid, extra_groups=[])
+            user, group = account.pw_uid, account.pw_gid
             env.update(HOME=account.pw_dir, USER=SERVER_OS_USER, LOGNAME=SERVER_OS_USER)
         env.setdefault("LC_ALL", "C.UTF-8")
         proc = subprocess.run(
@@ -192,7 +193,9 @@ class LocalStack:
             cwd="/",
             timeout=timeout,
             check=False,
-            **kwargs,  # type: ignore[call-overload]
+            user=user,
+            group=group,
+            extra_groups=[] if user is not None else None,
         )
         if check and proc.returncode != 0:
             raise StackError(
@@ -219,7 +222,7 @@ class LocalStack:
             raise StackError(
                 f"the {SERVER_OS_USER} OS user cannot reach {self.settings.stack_dir} (a parent "
                 "folder is not searchable by other users). Set CALLPANION_STACK_DIR to a folder "
-                f"it can reach, e.g. /var/tmp/callpanion-{_short_hash(self.settings.project_dir)}."
+                "it can reach, e.g. a folder under /var/tmp."
             )
 
     # -- state ------------------------------------------------------------------------------
@@ -354,7 +357,9 @@ class LocalStack:
                         "the one it was created with (or run `callpanion stack reset --hard`)"
                     ) from None
             time.sleep(0.1)
-        raise StackError(f"PostgreSQL on port {self.settings.port} is not accepting connections: {last}")
+        raise StackError(
+            f"PostgreSQL on port {self.settings.port} is not accepting connections: {last}"
+        )
 
     def up(self, *, apply: bool = True) -> UpResult:
         """Initialise if needed, start if stopped, then apply platform SQL and new migrations.
@@ -424,4 +429,3 @@ class LocalStack:
             applied = migrations.apply_migrations(conn, self.settings.migrations_dir)
             migrations.apply_seed(conn, self.settings.seed_file)
         return UpResult(result.initialised, result.started, platform_files, applied)
-

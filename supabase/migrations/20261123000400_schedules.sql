@@ -64,8 +64,13 @@ declare
   v_household uuid;
   v_zone text;
 begin
+  -- Runs as the caller, so RLS applies: another household's relative is simply not found.
   select r.household_id, r.timezone into v_household, v_zone
     from public.relatives r where r.id = new.relative_id;
+  if not found then
+    raise exception 'invalid schedules.relative_id: relative % not found', new.relative_id
+      using errcode = 'foreign_key_violation';
+  end if;
   if new.household_id is null then
     new.household_id := v_household;
   end if;

@@ -1,0 +1,108 @@
+"""Shared fixtures: a private Postgres 15 + pg_cron cluster for the whole test session.
+
+The cluster is created fresh in `.callpanion/test-db` on a free port (never the developer's
+stack on 54322), fully migrated, and stopped when the session ends. Each test gets a
+connection inside a transaction that is rolled back, so tests do not see each other's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import LiteralString
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.abc import Params
+from psycopg.rows import dict_row
+
+from python_worker.config import DEFAULT_PROJECT_DIR, default_stack_root, stack_settings
+from python_worker.stack import LocalStack
+
+PROJECT_DIR = DEFAULT_PROJECT_DIR
+
+Conn = psycopg.Connection[dict[str, object]]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def make_stack(name: str) -> LocalStack:
+    """A LocalStack with its own folder and a free port, for tests."""
+    base = stack_settings({})
+    settings = replace(
+        base,
+        stack_dir=default_stack_root(PROJECT_DIR) / "tests" / name,
+        port=free_port(),
+    )
+    return LocalStack(settings)
+
+
+@pytest.fixture(scope="session")
+def pg_stack() -> Iterator[LocalStack]:
+    stack = make_stack("test-db")
+    stack.down()
+    shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_stack: LocalStack) -> str:
+    return pg_stack.settings.database_url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Conn]:
+    """A superuser connection in a transaction that is rolled back after the test."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        conn.execute("begin")
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+@contextmanager
+def acting_as(conn: Conn, role: str, user_id: object | None = None) -> Iterator[Conn]:
+    """Run statements as PostgREST would for a request: `role` plus JWT claims.
+
+    Everything inside happens in a savepoint that is always rolled back, so a permitted
+    write does not leak into the next check.
+    """
+    claims: dict[str, object] = {"role": role}
+    if user_id is not None:
+        claims["sub"] = str(user_id)
+    with conn.transaction(force_rollback=True):
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+        conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+        yield conn
+
+
+def one(
+    conn: Conn, query: LiteralString | sql.Composed, params: Params | None = None
+) -> dict[str, object]:
+    """Run a query that must return exactly one row."""
+    rows = conn.execute(query, params).fetchall()
+    assert len(rows) == 1, (query, rows)
+    row = rows[0]
+    return row
+
+
+def project_path(*parts: str) -> Path:
+    return PROJECT_DIR.joinpath(*parts)
