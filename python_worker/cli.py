@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 
 from python_worker import migrations
-from python_worker.config import load_env, stack_settings
+from python_worker.config import DEFAULT_DB_PORT, load_env, stack_settings
 from python_worker.errors import CallPanionError
 from python_worker.stack import LocalStack, StackStatus
 
@@ -132,9 +132,10 @@ def cmd_demo(_: argparse.Namespace) -> int:
     print()
     print("What is live: a private Postgres 15 cluster with pg_cron, the CallPanion schema with")
     print("Row Level Security on every table, and the supabase_realtime publication.")
+    env = "" if settings.port == DEFAULT_DB_PORT else f"CALLPANION_DB_PORT={settings.port} "
     print(f"Connect:   psql '{settings.database_url}'")
-    print("Status:    .venv/bin/callpanion stack status")
-    print("Stop it:   make stop   (or .venv/bin/callpanion stack down)")
+    print(f"Status:    {env}.venv/bin/callpanion stack status")
+    print(f"Stop it:   {env}make stop   (or {env}.venv/bin/callpanion stack down)")
     return 0
 
 

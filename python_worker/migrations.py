@@ -8,6 +8,7 @@ migrated by `supabase db push` agree on what has been applied.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,7 +158,15 @@ def connect(database_url: str) -> psycopg.Connection[TupleRow]:
     except psycopg.OperationalError as error:
         raise CallPanionError(f"cannot connect to the database: {str(error).strip()}") from None
     conn.execute("set client_min_messages = warning")
+    conn.add_notice_handler(_print_warning)
     return conn
+
+
+def _print_warning(diag: psycopg.errors.Diagnostic) -> None:
+    """Show the database's warnings (e.g. "pg_cron does not run in database …") to the user."""
+    if diag.severity_nonlocalized == "WARNING":
+        hint = f" (hint: {diag.message_hint})" if diag.message_hint else ""
+        print(f"warning: {diag.message_primary}{hint}", file=sys.stderr)
 
 
 def migrate(database_url: str, migrations_dir: Path, platform_dir: Path | None) -> list[Migration]:

@@ -250,13 +250,17 @@ class LocalStack:
 
     def status(self) -> StackStatus:
         info = self._postmaster_info() if self.initialised() else None
+        url = self.settings.database_url
+        if info is not None and info[1] != self.settings.port:
+            # Describe the server that owns this data folder, not whatever holds our port.
+            url = url.replace(f"127.0.0.1:{self.settings.port}/", f"127.0.0.1:{info[1]}/")
         return StackStatus(
             running=info is not None,
             initialised=self.initialised(),
             data_dir=self.data_dir,
             port=info[1] if info else None,
             pid=info[0] if info else None,
-            database_url=self.settings.database_url,
+            database_url=url,
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -300,6 +304,8 @@ class LocalStack:
     def _ensure_port_free(self) -> None:
         port = self.settings.port
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As Postgres binds: a port left in TIME_WAIT by our own last shutdown is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError as error:

@@ -1,12 +1,14 @@
 """Shared fixtures: a private Postgres 15 + pg_cron cluster for the whole test session.
 
-The cluster is created fresh in `.callpanion/test-db` on a free port (never the developer's
+The cluster is created fresh in `<stack root>/tests/test-db` (`.callpanion/`, or the /var/tmp
+fallback of config.default_stack_root) on a free port (never the developer's
 stack on 54322), fully migrated, and stopped when the session ends. Each test gets a
 connection inside a transaction that is rolled back, so tests do not see each other's rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -55,11 +57,22 @@ def pg_stack() -> Iterator[LocalStack]:
     stack.down()
     shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
     stack.up()
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+        # Tests drive the phases with an explicit p_now; background runs would only add noise.
+        # The one test that proves pg_cron runs them switches the jobs on for itself.
+        conn.execute("update cron.job set active = false")
     try:
         yield stack
     finally:
         stack.down()
         shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
+        remove_if_empty(stack.settings.stack_dir.parent)
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Drop the shared `tests/` folder once the last test cluster in it is gone."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 from python_worker import migrations
 from python_worker.errors import StackError
 from python_worker.stack import LocalStack, check_pg_cron, find_bindir
-from tests.conftest import PROJECT_DIR, free_port, make_stack
+from tests.conftest import PROJECT_DIR, free_port, make_stack, remove_if_empty
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -35,6 +35,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -52,6 +53,7 @@ def lifecycle_stack() -> Iterator[LocalStack]:
     finally:
         stack.down()
         shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
+        remove_if_empty(stack.settings.stack_dir.parent)
 
 
 def recorded_versions(url: str) -> list[str]:
@@ -102,7 +104,11 @@ def test_down_stops_and_the_next_up_reuses_the_cluster(lifecycle_stack: LocalSta
     with psycopg.connect(url) as conn:
         conn.execute("insert into households (name) values (%s)", [marker])
 
+    # A client still connected when the server stops leaves the port in TIME_WAIT; the next
+    # `up` must not mistake that for another process holding the port.
+    idle = psycopg.connect(url)
     assert lifecycle_stack.down() is True
+    idle.close()
     assert lifecycle_stack.status().running is False
     assert port_is_free(lifecycle_stack.settings.port)
     with pytest.raises(psycopg.OperationalError):
@@ -237,6 +243,9 @@ def test_migrate_applies_from_scratch_then_is_a_no_op(scratch_db: str) -> None:
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("applied migration") == len(all_versions())
     assert recorded_versions(scratch_db) == all_versions()
+    # pg_cron belongs to the `postgres` database; elsewhere the user is told what to run.
+    assert "warning: pg_cron does not run in database scratch_" in first.stderr
+    assert "select public.queue_upcoming_calls()" in first.stderr
     second = run_cli("migrate", "--database-url", scratch_db)
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "migrations: up to date"

@@ -22,7 +22,12 @@ create table public.call_sessions (
     check (private.one_of('call_sessions.status', status,
       '{queued,ringing,accepted,in_progress,completed,declined,missed,failed,cancelled,expired}')),
   failure_reason text,
+  -- Attempt policy snapshot, so retries follow the policy the call was queued with.
   ring_timeout interval not null default interval '45 seconds',
+  max_attempts smallint not null default 1
+    constraint call_sessions_max_attempts_check
+    check (private.between_('call_sessions.max_attempts', max_attempts, 1, 5)),
+  retry_interval interval not null default interval '10 minutes',
   conversation_id text unique,
   ringing_at timestamptz,
   answered_at timestamptz,
