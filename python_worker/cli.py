@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from python_worker import migrations
+from python_worker import bench, migrations
 from python_worker.config import DEFAULT_DB_PORT, load_env, stack_settings
 from python_worker.errors import CallPanionError
 from python_worker.stack import LocalStack, StackStatus
@@ -139,6 +139,17 @@ def cmd_demo(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    settings = stack_settings()
+    LocalStack(settings).up()
+    if args.bench == "schedule":
+        if args.schedules < 1:
+            raise CallPanionError("--schedules must be at least 1")
+        result = bench.bench_schedule(settings.database_url, args.schedules, args.rounds)
+        print(bench.report_schedule(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callpanion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="bring the local stack up and show what is live")
     demo.set_defaults(func=cmd_demo)
+
+    bench_parser = sub.add_parser("bench", help="benchmarks on the local stack (print figures)")
+    bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
+    schedule = bench_sub.add_parser("schedule", help="phase 1 vs a plain INSERT … SELECT")
+    schedule.add_argument("--schedules", type=int, default=100_000, help="default: 100000")
+    schedule.add_argument("--rounds", type=int, default=3, help="timed runs of each (median)")
+    bench_parser.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -78,6 +78,8 @@ create unique index device_pairs_one_active_idx on public.device_pairs (relative
 create unique index device_pairs_one_pending_idx on public.device_pairs (relative_id)
   where status = 'pending';
 create index device_pairs_household_idx on public.device_pairs (household_id);
+-- Deleting a relative cascades here by relative: never by scanning the whole household.
+create index device_pairs_relative_idx on public.device_pairs (relative_id);
 
 -- APNs tokens arrive in either case from apps; store them in the canonical lowercase form.
 create or replace function private.device_pairs_normalise()

@@ -33,7 +33,6 @@ create table public.schedules (
     check (private.interval_between('schedules.ring_timeout', ring_timeout,
                                     interval '15 seconds', interval '120 seconds')),
   next_run_at timestamptz,
-  last_occurrence_at timestamptz,
   created_by uuid references auth.users (id) on delete set null,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
@@ -59,6 +58,8 @@ create or replace function private.schedules_defaults()
 returns trigger
 language plpgsql
 set search_path = ''
+-- A primary-key lookup: never let stale statistics (bulk imports) turn it into a table scan.
+set enable_seqscan = off
 as $$
 declare
   v_household uuid;

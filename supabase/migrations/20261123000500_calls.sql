@@ -28,7 +28,7 @@ create table public.call_sessions (
     constraint call_sessions_max_attempts_check
     check (private.between_('call_sessions.max_attempts', max_attempts, 1, 5)),
   retry_interval interval not null default interval '10 minutes',
-  conversation_id text unique,
+  conversation_id text,
   ringing_at timestamptz,
   answered_at timestamptz,
   ended_at timestamptz,
@@ -37,18 +37,29 @@ create table public.call_sessions (
   foreign key (relative_id, household_id)
     references public.relatives (id, household_id) on delete cascade,
   -- One session per (schedule, occurrence, attempt): the scheduler's idempotency key.
-  constraint call_sessions_occurrence_key unique (schedule_id, occurrence_at, attempt),
-  unique (id, household_id)
+  constraint call_sessions_occurrence_key unique (schedule_id, occurrence_at, attempt)
 );
+-- The webhook finds its session by ElevenLabs conversation id; unique once set. Partial, so
+-- the many sessions that never connect cost no index entry.
+create unique index call_sessions_conversation_idx on public.call_sessions (conversation_id)
+  where conversation_id is not null;
 create index call_sessions_household_idx on public.call_sessions (household_id, occurrence_at desc);
+-- Every foreign key has an index led by a selective column of its own, so cascades and
+-- SET NULLs on delete look rows up instead of scanning (tests/test_constraints.py checks it).
+create index call_sessions_relative_idx on public.call_sessions (relative_id);
+create index call_sessions_device_idx on public.call_sessions (device_id);
 create index call_sessions_ringing_idx on public.call_sessions (ringing_at) where status = 'ringing';
 
 create table public.notification_queue (
   id uuid primary key default gen_random_uuid(),
-  call_session_id uuid not null unique,
+  -- One queue row per session; it goes with its session (and so with the household).
+  call_session_id uuid not null unique references public.call_sessions (id) on delete cascade,
   household_id uuid not null,
-  schedule_id uuid references public.schedules (id) on delete set null,
-  device_id uuid references public.device_pairs (id) on delete set null,
+  -- Snapshot values, like the token: the session holds the real references to the schedule
+  -- and the device. No foreign keys here keep the hot insert path lean (each costs a lookup
+  -- per queued call); rows are short-lived (retention) and removed with their session.
+  schedule_id uuid,
+  device_id uuid,
   occurrence_at timestamptz not null,
   attempt smallint not null default 1
     constraint notification_queue_attempt_check
@@ -83,8 +94,6 @@ create table public.notification_queue (
   sent_at timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  foreign key (call_session_id, household_id)
-    references public.call_sessions (id, household_id) on delete cascade,
   constraint notification_queue_occurrence_key unique (schedule_id, occurrence_at, attempt),
   constraint notification_queue_deadline_check check (deadline_at >= send_at),
   constraint notification_queue_lease_check check (
@@ -97,11 +106,11 @@ create index notification_queue_due_idx on public.notification_queue (send_at)
   where status in ('queued', 'due');
 create index notification_queue_lease_idx on public.notification_queue (locked_until)
   where status = 'claimed';
-create index notification_queue_household_idx on public.notification_queue (household_id);
 
 create table public.call_logs (
   id uuid primary key default gen_random_uuid(),
-  call_session_id uuid not null unique,
+  -- household_id is copied from the session by the ingesting SQL function.
+  call_session_id uuid not null unique references public.call_sessions (id) on delete cascade,
   household_id uuid not null,
   relative_id uuid not null,
   conversation_id text,
@@ -127,13 +136,12 @@ create table public.call_logs (
   termination_reason text,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  foreign key (call_session_id, household_id)
-    references public.call_sessions (id, household_id) on delete cascade,
   foreign key (relative_id, household_id)
     references public.relatives (id, household_id) on delete cascade
 );
 create index call_logs_household_idx on public.call_logs (household_id, created_at desc);
 create index call_logs_conversation_idx on public.call_logs (conversation_id);
+create index call_logs_relative_idx on public.call_logs (relative_id);
 
 create table public.webhook_events (
   id uuid primary key default gen_random_uuid(),
@@ -161,6 +169,8 @@ create table public.webhook_events (
   updated_at timestamptz not null default now()
 );
 create index webhook_events_conversation_idx on public.webhook_events (conversation_id);
+create index webhook_events_session_idx on public.webhook_events (call_session_id);
+create index webhook_events_household_idx on public.webhook_events (household_id);
 
 create table public.alerts (
   id uuid primary key default gen_random_uuid(),
@@ -186,8 +196,10 @@ create table public.alerts (
   foreign key (relative_id, household_id)
     references public.relatives (id, household_id) on delete cascade
 );
-create index alerts_open_idx on public.alerts (household_id, created_at desc)
-  where acknowledged_at is null;
+create index alerts_household_idx on public.alerts (household_id, created_at desc);
+create index alerts_relative_idx on public.alerts (relative_id);
+create index alerts_session_idx on public.alerts (call_session_id);
+create index alerts_device_idx on public.alerts (device_id);
 
 create trigger call_sessions_touch before update on public.call_sessions
   for each row execute function private.touch_updated_at();

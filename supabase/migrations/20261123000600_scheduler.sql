@@ -250,8 +250,12 @@ create trigger notification_queue_notify after insert on public.notification_que
 create or replace function public.queue_upcoming_calls(p_now timestamptz default now())
 returns integer
 language plpgsql
--- JIT compiling these short statements costs far more (~0.8 s) than running them.
+-- JIT compiling these short statements costs far more (~0.8 s) than running them; and every
+-- table here has an index path for exactly the rows needed, so scans of whole tables are
+-- ruled out whatever the statistics say (fresh or bulk-loaded tables look empty to the
+-- planner, which then picks per-row sequential scans: quadratic).
 set jit = off
+set enable_seqscan = off
 set search_path = ''
 as $$
 declare
@@ -288,6 +292,13 @@ begin
     join public.relatives r on r.id = d.relative_id
     join public.households h on h.id = d.household_id
     left join private.call_targets t on t.relative_id = d.relative_id
+    -- An occurrence queued before (next_run_at rewound by reschedule() or by re-activating a
+    -- schedule) is not queued again. The schedule row locks above keep concurrent runs apart,
+    -- so every insert below can be driven straight from occ: no CTE-to-CTE join, whose
+    -- row estimates could turn it into a quadratic nested loop.
+    where not exists (
+      select 1 from public.call_sessions c
+      where c.schedule_id = d.id and c.occurrence_at = o.occurrence_at and c.attempt = 1)
   ),
   new_sessions as (
     insert into public.call_sessions (
@@ -308,7 +319,7 @@ begin
     select o.session_id, o.household_id, o.schedule_id, o.device_id, o.occurrence_at, 1, 'queued',
            o.occurrence_at, o.deadline_at, o.platform, o.provider, o.push_token,
            o.fallback_provider, o.fallback_token, o.payload
-    from occ o join new_sessions n on n.id = o.session_id
+    from occ o
     where o.outcome = 'queued'
   ),
   new_alerts as (
@@ -323,16 +334,13 @@ begin
                   to_char(o.occurrence_at at time zone o.timezone, 'Dy DD Mon HH24:MI'), o.reason),
            jsonb_build_object('schedule_id', o.schedule_id, 'occurrence_at', o.occurrence_at),
            o.outcome || ':' || o.session_id
-    from occ o join new_sessions n on n.id = o.session_id
+    from occ o
     where o.outcome <> 'queued'
     on conflict (dedupe_key) do nothing
   ),
   advanced as (
     update public.schedules s
-       set next_run_at = private.schedule_next_run(s, p_now + (select lead_time from cfg)),
-           last_occurrence_at = coalesce(
-             (select max(o.occurrence_at) from occ o where o.schedule_id = s.id),
-             s.last_occurrence_at)
+       set next_run_at = private.schedule_next_run(s, p_now + (select lead_time from cfg))
       from due d
      where s.id = d.id
   )
@@ -349,8 +357,12 @@ $$;
 create or replace function private.queue_retries(p_missed uuid[], p_now timestamptz)
 returns integer
 language plpgsql
--- JIT compiling these short statements costs far more (~0.8 s) than running them.
+-- JIT compiling these short statements costs far more (~0.8 s) than running them; and every
+-- table here has an index path for exactly the rows needed, so scans of whole tables are
+-- ruled out whatever the statistics say (fresh or bulk-loaded tables look empty to the
+-- planner, which then picks per-row sequential scans: quadratic).
 set jit = off
+set enable_seqscan = off
 set search_path = ''
 as $$
 declare
@@ -374,6 +386,12 @@ begin
     left join public.schedules s on s.id = m.schedule_id
     left join private.call_targets t on t.relative_id = m.relative_id
     where m.id = any (p_missed) and m.attempt < m.max_attempts
+      -- Each insert below reads nxt directly (no CTE-to-CTE join); an attempt that already
+      -- exists is never made twice.
+      and not exists (
+        select 1 from public.call_sessions c
+        where c.schedule_id = m.schedule_id and c.occurrence_at = m.occurrence_at
+          and c.attempt = m.attempt + 1)
   ),
   new_sessions as (
     insert into public.call_sessions (
@@ -394,7 +412,7 @@ begin
     select x.session_id, x.household_id, x.schedule_id, x.device_id, x.occurrence_at, x.attempt,
            'queued', x.send_at, x.send_at + (select grace from cfg), x.platform, x.provider,
            x.push_token, x.fallback_provider, x.fallback_token, x.payload
-    from nxt x join new_sessions n on n.id = x.session_id
+    from nxt x
     where x.reason is null
   ),
   new_alerts as (
@@ -405,7 +423,7 @@ begin
            format('%s could not be called again (attempt %s): %s', x.relative_name, x.attempt,
                   x.reason),
            'failed:' || x.session_id
-    from nxt x join new_sessions n on n.id = x.session_id
+    from nxt x
     where x.reason is not null
     on conflict (dedupe_key) do nothing
   )
@@ -421,8 +439,12 @@ $$;
 create or replace function public.release_due_calls(p_now timestamptz default now())
 returns integer
 language plpgsql
--- JIT compiling these short statements costs far more (~0.8 s) than running them.
+-- JIT compiling these short statements costs far more (~0.8 s) than running them; and every
+-- table here has an index path for exactly the rows needed, so scans of whole tables are
+-- ruled out whatever the statistics say (fresh or bulk-loaded tables look empty to the
+-- planner, which then picks per-row sequential scans: quadratic).
 set jit = off
+set enable_seqscan = off
 set search_path = ''
 as $$
 declare
