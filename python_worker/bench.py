@@ -28,7 +28,8 @@ with h as (
 ),
 r as (
   insert into relatives (household_id, display_name, timezone)
-  select h.id, 'Relative ' || i, (array['Europe/London', 'America/New_York', 'Asia/Kathmandu'])[1 + i %% 3]
+  select h.id, 'Relative ' || i,
+         (array['Europe/London', 'America/New_York', 'Asia/Kathmandu'])[1 + i %% 3]
   from h, generate_series(1, %(n)s) i
   returning id, household_id, display_name
 ),
