@@ -4,7 +4,7 @@
 the same minute, beside the floor for the same work: a plain INSERT … SELECT of the same rows
 (one call session and one queue row per schedule, same columns, same tables). The bench data is
 committed (so statistics are as production has them), each timed run is rolled back, and the
-bench household is deleted at the end: nothing is left behind.
+bench households are deleted at the end: nothing is left behind.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,75 +23,71 @@ from python_worker.errors import CallPanionError
 #: A moment far from the real clock, so the stack's own pg_cron runs never touch bench rows.
 BENCH_NOW = datetime(2031, 1, 6, 9, 26, tzinfo=UTC)
 
-_SETUP = """
+# N households of one relative each (as real ones are), an iOS or Android device each, and a
+# recurring daily schedule at 09:30 London time (09:30 UTC in January), planned from BENCH_NOW.
+# Every bench row carries the run's tag, so the bench touches nothing else.
+_SETUP = (
+    """
 with h as (
-  insert into households (name) values ('Benchmark household') returning id
+  insert into households (name) select %(tag)s from generate_series(1, %(n)s) returning id
 ),
 r as (
   insert into relatives (household_id, display_name, timezone)
-  select h.id, 'Relative ' || i,
-         (array['Europe/London', 'America/New_York', 'Asia/Kathmandu'])[1 + i %% 3]
-  from h, generate_series(1, %(n)s) i
-  returning id, household_id, display_name
-),
-d as (
-  insert into device_pairs (household_id, relative_id, status, platform, voip_token, fcm_token,
-                            secret_hash, paired_at)
-  select household_id, id, 'active', p.platform,
-         case when p.platform = 'ios' then md5(id::text) || md5(display_name) end,
-         'bench:' || md5(id::text) || md5(display_name), 'h', now()
-  from r, lateral (select case when substr(display_name, 10)::int %% 2 = 0 then 'ios'
-                               else 'android' end as platform) p
-  returning relative_id
+  select id, 'Relative', 'Europe/London' from h
+  returning id, household_id
 )
-select (select id from h) as household, count(*) as devices from d
-"""
-
-# Recurring daily schedules at 09:30 London time (09:30 UTC in January), planned from BENCH_NOW.
-_SCHEDULES = (
+insert into device_pairs (household_id, relative_id, status, platform, voip_token, fcm_token,
+                          secret_hash, paired_at)
+select household_id, id, 'active', p.platform,
+       case when p.platform = 'ios' then md5(id::text) || md5(household_id::text) end,
+       'bench:' || md5(id::text) || md5(household_id::text), 'h', now()
+from r, lateral (select case when ascii(id::text) %% 2 = 0 then 'ios' else 'android' end
+                 as platform) p
+""",
     """
 insert into schedules (relative_id, kind, local_time, days_of_week, timezone, title)
-select r.id, 'recurring', '09:30', '{1,2,3,4,5,6,7}', 'Europe/London', 'Morning chat'
-from relatives r where r.household_id = %(household)s
+select r.id, 'recurring', '09:30', '{1,2,3,4,5,6,7}', 'Europe/London', %(tag)s
+from relatives r join households h on h.id = r.household_id where h.name = %(tag)s
 """,
     """
-update schedules s set next_run_at = private.schedule_next_run(s, %(now)s)
-where s.household_id = %(household)s
+update schedules s set next_run_at = private.schedule_next_run(s, %(now)s) where s.title = %(tag)s
 """,
 )
 
+# Inside each timed (rolled back) transaction, untimed: only the bench's schedules are active.
 _PAUSE_OTHERS = """
-update schedules set active = false where household_id <> %(household)s and active
+update schedules set active = false where active and title is distinct from %(tag)s
 """
 
-_VACUUM = "vacuum (analyze) schedules, device_pairs, relatives, call_sessions, notification_queue"
-
-# The floor: the same rows written by two plain INSERT … SELECT statements.
+# The floor: the same rows (one session and one queue row per due schedule, same columns)
+# written by plain INSERT … SELECT, finding the due schedules through the same index.
 _BASELINE = (
     """
-insert into call_sessions (household_id, relative_id, schedule_id, device_id, occurrence_at,
-                           attempt, origin, status, ring_timeout, max_attempts, retry_interval)
-select s.household_id, s.relative_id, s.id, d.id, s.next_run_at, 1, 'schedule', 'queued',
-       s.ring_timeout, s.max_attempts, s.retry_interval
-from schedules s join device_pairs d on d.relative_id = s.relative_id and d.status = 'active'
-where s.household_id = %(household)s
-""",
-    """
+with s as (
+  insert into call_sessions (household_id, relative_id, schedule_id, device_id, occurrence_at,
+                             attempt, origin, status, ring_timeout, max_attempts, retry_interval)
+  select s.household_id, s.relative_id, s.id, d.id, s.next_run_at, 1, 'schedule', 'queued',
+         s.ring_timeout, s.max_attempts, s.retry_interval
+  from schedules s join device_pairs d on d.relative_id = s.relative_id and d.status = 'active'
+  where s.active and s.next_run_at <= %(now)s::timestamptz + interval '5 minutes'
+  returning id, household_id, schedule_id, device_id, occurrence_at
+)
 insert into notification_queue (call_session_id, household_id, schedule_id, device_id,
                                 occurrence_at, attempt, status, send_at, deadline_at, platform,
                                 provider, push_token, fallback_provider, fallback_token, payload)
-select c.id, c.household_id, c.schedule_id, c.device_id, c.occurrence_at, 1, 'queued',
-       c.occurrence_at, c.occurrence_at + interval '2 minutes', d.platform,
+select s.id, s.household_id, s.schedule_id, s.device_id, s.occurrence_at, 1, 'queued',
+       s.occurrence_at, s.occurrence_at + interval '2 minutes', d.platform,
        case when d.platform = 'ios' then 'apns' else 'fcm' end,
        coalesce(d.voip_token, d.fcm_token),
        case when d.platform = 'ios' then 'fcm' end,
        case when d.platform = 'ios' then d.fcm_token end,
        jsonb_build_object('relative_name', 'x', 'household_name', 'y', 'title', 'Morning chat',
                           'ring_timeout_ms', 45000)
-from call_sessions c join device_pairs d on d.id = c.device_id
-where c.household_id = %(household)s
+from s join device_pairs d on d.id = s.device_id
 """,
 )
+
+_VACUUM = "vacuum (analyze) schedules, device_pairs, relatives, call_sessions, notification_queue"
 
 
 @dataclass(frozen=True)
@@ -133,20 +130,18 @@ def bench_schedule(database_url: str, schedules: int, rounds: int = 3) -> Schedu
 
     The bench data is committed and analysed first, as production data is (autovacuum keeps
     statistics current); every timed run is rolled back and the tables vacuumed before the
-    next, and the bench household is deleted at the end.
+    next, and the bench households are deleted at the end.
     """
+    tag = f"bench-{uuid.uuid4()}"
+    params: dict[str, object] = {"tag": tag, "n": schedules, "now": BENCH_NOW}
+    phase1_runs: list[float] = []
+    baseline_runs: list[float] = []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("set synchronous_commit = off")
-        row = conn.execute(_SETUP.encode(), {"n": schedules}).fetchone()
-        assert row is not None
-        household = row[0]
-        params: dict[str, object] = {"household": household, "now": BENCH_NOW}
         try:
-            conn.execute(_VACUUM)
-            for statement in _SCHEDULES:
+            for statement in _SETUP:
                 conn.execute(statement.encode(), params)
-            phase1_runs: list[float] = []
-            baseline_runs: list[float] = []
+                conn.execute(_VACUUM)
             for _ in range(rounds):
                 for runs, work, what in (
                     (baseline_runs, list(_BASELINE), "the baseline wrote"),
@@ -158,7 +153,7 @@ def bench_schedule(database_url: str, schedules: int, rounds: int = 3) -> Schedu
                         raise CallPanionError(f"{what} {rows} calls, expected {schedules}")
                     runs.append(seconds)
         finally:
-            conn.execute("delete from households where id = %s", [household])
+            conn.execute("delete from households where name = %(tag)s", params)
             conn.execute(_VACUUM)
     return ScheduleBench(
         schedules=schedules,

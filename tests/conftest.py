@@ -53,26 +53,28 @@ def make_stack(name: str) -> LocalStack:
 
 @pytest.fixture(scope="session")
 def pg_stack() -> Iterator[LocalStack]:
-    stack = make_stack("test-db")
+    with throwaway_stack("test-db") as stack:
+        stack.up()
+        with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+            # Tests drive the phases with an explicit p_now; background runs only add noise.
+            # The one test that proves pg_cron runs them switches the jobs on for itself.
+            conn.execute("update cron.job set active = false")
+        yield stack
+
+
+@contextmanager
+def throwaway_stack(name: str) -> Iterator[LocalStack]:
+    """A test cluster that starts from nothing and is stopped and deleted afterwards."""
+    stack = make_stack(name)
     stack.down()
     shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
-    stack.up()
-    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
-        # Tests drive the phases with an explicit p_now; background runs would only add noise.
-        # The one test that proves pg_cron runs them switches the jobs on for itself.
-        conn.execute("update cron.job set active = false")
     try:
         yield stack
     finally:
         stack.down()
         shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
-        remove_if_empty(stack.settings.stack_dir.parent)
-
-
-def remove_if_empty(folder: Path) -> None:
-    """Drop the shared `tests/` folder once the last test cluster in it is gone."""
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+        with contextlib.suppress(OSError):
+            stack.settings.stack_dir.parent.rmdir()  # the shared tests/ folder, once empty
 
 
 @pytest.fixture(scope="session")

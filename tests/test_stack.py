@@ -17,7 +17,7 @@ import pytest
 from python_worker import migrations
 from python_worker.errors import StackError
 from python_worker.stack import LocalStack, check_pg_cron, find_bindir
-from tests.conftest import PROJECT_DIR, free_port, make_stack, remove_if_empty
+from tests.conftest import PROJECT_DIR, free_port, make_stack, throwaway_stack
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,15 +45,8 @@ def port_is_free(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def lifecycle_stack() -> Iterator[LocalStack]:
-    stack = make_stack("lifecycle")
-    stack.down()
-    shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
-    try:
+    with throwaway_stack("lifecycle") as stack:
         yield stack
-    finally:
-        stack.down()
-        shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
-        remove_if_empty(stack.settings.stack_dir.parent)
 
 
 def recorded_versions(url: str) -> list[str]:
