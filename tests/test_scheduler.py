@@ -684,6 +684,165 @@ def test_cleanup_deletes_only_old_finished_rows(db: Conn) -> None:
     )
 
 
+def test_phases_run_as_the_service_role(db: Conn) -> None:
+    """What operators without pg_cron do: call the phases as service_role (RLS bypassed, but
+    every grant they need must exist)."""
+    family = add_family(db, "UTC")
+    schedule = add_schedule(db, family, local_time=time(9, 0), max_attempts=2)
+    occurrence = datetime(2031, 1, 6, 9, 0, tzinfo=UTC)
+    with acting_as(db, "service_role"):
+        assert phase1(db, occurrence - LEAD) == 1
+        assert phase2(db, occurrence) == 1
+        ring(db, sessions(db, schedule)[0]["id"], occurrence)
+        phase2(db, occurrence + timedelta(minutes=1))  # missed: queues the retry
+        assert [r["status"] for r in sessions(db, schedule)] == ["missed", "queued"]
+        assert one(db, "select cleanup_finished() as n")["n"] == 0
+
+
+def queued_call(db: Conn, family: Family, **fields: Any) -> tuple[uuid.UUID, dict[str, Any]]:
+    schedule = add_schedule(db, family, **fields)
+    phase1(db, datetime(2031, 1, 6, 9, 26, tzinfo=UTC))
+    [session] = sessions(db, schedule)
+    return schedule, session
+
+
+def queue_status(db: Conn, session_id: object) -> tuple[object, object]:
+    row = one(
+        db,
+        """select q.status as q, c.status as c from notification_queue q
+           join call_sessions c on c.id = q.call_session_id where c.id = %s""",
+        [session_id],
+    )
+    return row["q"], row["c"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "active = false",
+        "paused_until = '2031-01-07 10:00+00'",
+        "local_time = '09:45'",
+        "days_of_week = '{2}'",
+    ],
+)
+def test_a_change_withdraws_queued_calls_it_no_longer_wants(db: Conn, change: str) -> None:
+    family = add_family(db, "UTC")
+    schedule, session = queued_call(db, family, local_time=time(9, 30))
+    with acting_as(db, "authenticated", family.member):  # members may edit schedules
+        db.execute(
+            psycopg.sql.SQL("update schedules set {} where id = %s").format(
+                psycopg.sql.SQL(change)
+            ),
+            [schedule],
+        )  # type: ignore[arg-type]
+        db.execute("reset role")
+        assert queue_status(db, session["id"]) == ("cancelled", "cancelled")
+
+
+def test_a_change_keeps_queued_calls_that_still_fit_and_does_not_double_them(db: Conn) -> None:
+    family = add_family(db, "UTC")
+    schedule, session = queued_call(db, family, local_time=time(9, 30), days_of_week=[1])
+    db.execute("update schedules set days_of_week = '{1,2,3}' where id = %s", [schedule])
+    db.execute("select reschedule(%s, %s)", [schedule, datetime(2031, 1, 6, 9, 27, tzinfo=UTC)])
+    assert queue_status(db, session["id"]) == ("queued", "queued")
+    phase1(db, datetime(2031, 1, 6, 9, 27, tzinfo=UTC))
+    assert [r["occurrence_at"] for r in sessions(db, schedule)] == [
+        datetime(2031, 1, 6, 9, 30, tzinfo=UTC)
+    ]
+
+
+def test_retimed_schedule_queues_its_new_time(db: Conn) -> None:
+    family = add_family(db, "UTC")
+    schedule, session = queued_call(db, family, local_time=time(9, 30))
+    db.execute("update schedules set local_time = '09:45' where id = %s", [schedule])
+    db.execute("select reschedule(%s, %s)", [schedule, datetime(2031, 1, 6, 9, 27, tzinfo=UTC)])
+    phase1(db, datetime(2031, 1, 6, 9, 41, tzinfo=UTC))
+    rows = sessions(db, schedule)
+    assert [(r["occurrence_at"].strftime("%H:%M"), r["status"]) for r in rows] == [
+        ("09:30", "cancelled"),
+        ("09:45", "queued"),
+    ]
+
+
+def test_deleting_a_schedule_withdraws_its_queued_calls_and_keeps_history(db: Conn) -> None:
+    family = add_family(db, "UTC")
+    schedule, session = queued_call(db, family, local_time=time(9, 30))
+    db.execute("delete from schedules where id = %s", [schedule])
+    assert queue_status(db, session["id"]) == ("cancelled", "cancelled")
+    assert one(
+        db, "select schedule_id, failure_reason from call_sessions where id = %s", [session["id"]]
+    ) == {"schedule_id": None, "failure_reason": "the schedule was deleted"}
+
+
+def test_a_claimed_call_is_left_to_its_worker(db: Conn) -> None:
+    family = add_family(db, "UTC")
+    schedule, session = queued_call(db, family, local_time=time(9, 30))
+    db.execute(
+        "update notification_queue set status = 'claimed', locked_by = 'w1', locked_until = now() where call_session_id = %s",
+        [session["id"]],
+    )
+    db.execute("update schedules set active = false where id = %s", [schedule])
+    assert queue_status(db, session["id"]) == ("claimed", "queued")
+
+
+def test_no_retry_once_the_schedule_is_paused(db: Conn) -> None:
+    family = add_family(db, "UTC")
+    schedule = add_schedule(db, family, local_time=time(9, 0), max_attempts=3)
+    occurrence = datetime(2031, 1, 6, 9, 0, tzinfo=UTC)
+    phase1(db, occurrence - LEAD)
+    ring(db, sessions(db, schedule)[0]["id"], occurrence)
+    db.execute("update schedules set paused_until = '2031-02-01' where id = %s", [schedule])
+    phase2(db, occurrence + timedelta(minutes=1))
+    assert [r["status"] for r in sessions(db, schedule)] == ["missed"]
+
+
+def test_an_occurrence_at_the_end_of_a_pause_rings(db: Conn) -> None:
+    family = add_family(db, "UTC")
+    end = datetime(2031, 1, 8, 9, 0, tzinfo=UTC)
+    schedule = add_schedule(db, family, local_time=time(9, 0), paused_until=end)
+    assert (
+        one(db, "select next_run_at from schedules where id = %s", [schedule])["next_run_at"] == end
+    )
+
+
+def test_ringing_needs_the_time_it_started(db: Conn) -> None:
+    family = add_family(db, "UTC")
+    _, session = queued_call(db, family, local_time=time(9, 30))
+    with (
+        pytest.raises(errors.CheckViolation, match="call_sessions_ringing_check"),
+        db.transaction(),
+    ):
+        db.execute("update call_sessions set status = 'ringing' where id = %s", [session["id"]])
+
+
+def test_call_now_while_a_retry_waits_but_not_while_ringing(db: Conn) -> None:
+    family = add_family(db, "UTC")
+    now = one(db, "select now() as now")["now"]
+    assert isinstance(now, datetime)
+    run_at = now + timedelta(minutes=2)
+    schedule = add_schedule(
+        db,
+        family,
+        start=now,
+        kind="one_off",
+        run_at=run_at,
+        max_attempts=2,
+        retry_interval=timedelta(hours=1),
+    )
+    phase1(db, now)
+    [first] = sessions(db, schedule)
+    ring(db, first["id"], now)
+    with (
+        acting_as(db, "authenticated", family.member),
+        pytest.raises(errors.RaiseException, match="already under way"),
+    ):
+        db.execute("select request_call_now(%s)", [family.relative])
+    phase2(db, now + timedelta(minutes=1))  # missed; the retry waits an hour
+    assert [r["status"] for r in sessions(db, schedule)] == ["missed", "queued"]
+    with acting_as(db, "authenticated", family.member):
+        assert one(db, "select request_call_now(%s) as id", [family.relative])["id"] is not None
+
+
 # Tests below commit, so they clean up after themselves ---------------------------------------
 
 

@@ -37,7 +37,9 @@ create table public.call_sessions (
   foreign key (relative_id, household_id)
     references public.relatives (id, household_id) on delete cascade,
   -- One session per (schedule, occurrence, attempt): the scheduler's idempotency key.
-  constraint call_sessions_occurrence_key unique (schedule_id, occurrence_at, attempt)
+  constraint call_sessions_occurrence_key unique (schedule_id, occurrence_at, attempt),
+  -- Phase 2 times rings out from ringing_at: a ringing session without it would ring forever.
+  constraint call_sessions_ringing_check check (status <> 'ringing' or ringing_at is not null)
 );
 -- The webhook finds its session by ElevenLabs conversation id; unique once set. Partial, so
 -- the many sessions that never connect cost no index entry.

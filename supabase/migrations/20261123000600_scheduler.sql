@@ -114,15 +114,28 @@ begin
 end
 $$;
 
--- When a schedule next rings, counting from p_now: none while inactive; after a pause.
+-- When a schedule next rings, counting from p_now: none while inactive; after a pause (an
+-- occurrence at the very instant the pause ends rings).
 create or replace function private.schedule_next_run(s public.schedules, p_now timestamptz)
 returns timestamptz
 language sql stable
 as $$
   select case when s.active then
     private.next_occurrence(s.kind, s.local_time, s.days_of_week, s.timezone, s.run_at,
-                            greatest(p_now, s.paused_until))
+                            greatest(p_now, s.paused_until - interval '1 microsecond'))
   end
+$$;
+
+-- Whether a queued occurrence still belongs to the schedule as it is now.
+create or replace function private.schedule_still_wants(s public.schedules, p_occurrence timestamptz)
+returns boolean
+language sql stable
+as $$
+  select s.active
+     and (s.paused_until is null or s.paused_until <= p_occurrence)
+     and exists (select 1 from private.occurrences_between(
+                   s.kind, s.local_time, s.days_of_week, s.timezone, s.run_at,
+                   p_occurrence, p_occurrence))
 $$;
 
 -- Keep next_run_at right on every insert and on every change of when or whether it rings.
@@ -156,6 +169,51 @@ $$;
 -- Runs after schedules_defaults (trigger names sort alphabetically), so timezone is set.
 create trigger schedules_plan before insert or update on public.schedules
   for each row execute function private.schedules_plan();
+
+-- A paused, deactivated, deleted or re-timed schedule withdraws the calls it had queued and
+-- no longer wants; calls that still fit stay queued (and are not queued twice). Rows a worker
+-- has already claimed are being sent and are left alone.
+create or replace function private.schedules_withdraw()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  -- Inside the cascade of a relative's (or household's) deletion everything goes anyway.
+  if tg_op = 'DELETE' and not exists (select 1 from public.relatives r where r.id = old.relative_id) then
+    return old;
+  end if;
+  with withdrawn as (
+    update public.notification_queue q
+       set status = 'cancelled',
+           last_error = case when tg_op = 'DELETE' then 'the schedule was deleted'
+                             else 'the schedule was changed, paused or deactivated' end
+     where q.schedule_id = old.id
+       and q.status in ('queued', 'due')
+       and (tg_op = 'DELETE' or not private.schedule_still_wants(new, q.occurrence_at))
+    returning q.call_session_id
+  )
+  update public.call_sessions c
+     set status = 'cancelled', ended_at = now(),
+         failure_reason = case when tg_op = 'DELETE' then 'the schedule was deleted'
+                               else 'the schedule was changed, paused or deactivated' end
+    from withdrawn w
+   where c.id = w.call_session_id and c.status = 'queued';
+  return old;  -- as a BEFORE DELETE trigger, returning null would cancel the delete
+end
+$$;
+
+create trigger schedules_withdraw_on_change after update on public.schedules
+  for each row
+  when ((new.kind, new.local_time, new.days_of_week, new.timezone, new.run_at, new.active,
+         new.paused_until)
+        is distinct from
+        (old.kind, old.local_time, old.days_of_week, old.timezone, old.run_at, old.active,
+         old.paused_until))
+  execute function private.schedules_withdraw();
+create trigger schedules_withdraw_on_delete before delete on public.schedules
+  for each row execute function private.schedules_withdraw();
 
 -- Operations: recompute next_run_at from a given moment (tests, restores, backfills).
 create or replace function public.reschedule(p_schedule_id uuid, p_now timestamptz default now())
@@ -268,7 +326,9 @@ begin
     select s.*
     from public.schedules s
     where s.active and s.next_run_at <= p_now + (select lead_time from cfg)
-    for update of s skip locked
+    -- NO KEY UPDATE: excludes another phase-1 run, but not the key-share locks that foreign
+    -- key checks (a retry session referencing its schedule) take.
+    for no key update of s skip locked
   ),
   occ as materialized (
     select gen_random_uuid() as session_id,
@@ -386,6 +446,10 @@ begin
     left join public.schedules s on s.id = m.schedule_id
     left join private.call_targets t on t.relative_id = m.relative_id
     where m.id = any (p_missed) and m.attempt < m.max_attempts
+      -- No retry once the schedule was deleted, deactivated or paused past the retry.
+      and s.id is not null and s.active
+      and (s.paused_until is null
+           or s.paused_until <= greatest(p_now, m.ringing_at + m.ring_timeout + m.retry_interval))
       -- Each insert below reads nxt directly (no CTE-to-CTE join); an attempt that already
       -- exists is never made twice.
       and not exists (
@@ -463,6 +527,7 @@ begin
     update public.notification_queue q
        set status = 'expired', last_error = coalesce(q.last_error, 'deadline passed before sending')
      where q.status in ('queued', 'due') and q.deadline_at < p_now
+       and q.send_at < p_now  -- implied (deadline_at >= send_at); lets the send_at index serve
     returning q.call_session_id
   ),
   sessions as (
@@ -516,7 +581,8 @@ begin
     returning q.send_at
   )
   select count(*), min(send_at) into v_due, v_earliest from released;
-  if v_due > 0 or exists (select 1 from public.notification_queue where status = 'due') then
+  if v_due > 0 or exists (select 1 from public.notification_queue
+                          where status = 'due' and send_at <= p_now) then
     perform pg_notify(private.notify_channel(),
       json_build_object('event', 'due', 'count', v_due, 'earliest', v_earliest)::text);
   end if;
@@ -549,12 +615,19 @@ begin
   end if;
   -- Serialise concurrent requests for the same relative.
   perform pg_advisory_xact_lock(hashtextextended('call_now:' || p_relative_id::text, 0));
+  -- Under way: ringing, or in a conversation that started within the last two hours (a lost
+  -- "ended" event must not block calls for ever), or a push about to go out.
   if exists (select 1 from public.call_sessions c
              where c.relative_id = p_relative_id
-               and c.status in ('queued', 'ringing', 'accepted', 'in_progress')
-               and c.occurrence_at <= v_now + v_grace) then
+               and ((c.status = 'ringing')
+                    or (c.status in ('accepted', 'in_progress')
+                        and coalesce(c.answered_at, c.ringing_at, c.created_at) > v_now - interval '2 hours')))
+     or exists (select 1 from public.notification_queue q
+                join public.call_sessions c on c.id = q.call_session_id
+                where c.relative_id = p_relative_id and c.status = 'queued'
+                  and q.status in ('queued', 'due', 'claimed') and q.send_at <= v_now + v_grace) then
     raise exception 'a call to % is already under way', v_relative.display_name
-      using errcode = 'P0001', hint = 'Wait for it to end, or cancel it first.';
+      using errcode = 'P0001', hint = 'Wait for it to end.';
   end if;
   select * into v_target from private.call_targets t where t.relative_id = p_relative_id;
   if v_target.provider is null then
@@ -597,7 +670,13 @@ begin
    where q.status in ('sent', 'failed', 'expired', 'cancelled')
      and q.updated_at < p_now - v_cfg.retention;
   get diagnostics v_count = row_count;
-  if to_regclass('cron.job_run_details') is not null then
+  -- pg_cron's history, where it exists and the caller may trim it (looked up by oid: naming
+  -- it would need usage on the cron schema, which service_role does not have).
+  if exists (select 1 from pg_catalog.pg_class c
+             join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+             where n.nspname = 'cron' and c.relname = 'job_run_details'
+               and pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+               and pg_catalog.has_table_privilege(c.oid, 'DELETE')) then
     execute 'delete from cron.job_run_details where end_time < $1' using p_now - v_cfg.cron_history;
   end if;
   return v_count;
@@ -609,7 +688,11 @@ revoke all on function public.queue_upcoming_calls(timestamptz), public.release_
   public.cleanup_finished(timestamptz), public.reschedule(uuid, timestamptz),
   private.queue_retries(uuid[], timestamptz) from public, anon, authenticated;
 grant execute on function public.queue_upcoming_calls(timestamptz), public.release_due_calls(timestamptz),
-  public.cleanup_finished(timestamptz), public.reschedule(uuid, timestamptz) to service_role;
+  public.cleanup_finished(timestamptz), public.reschedule(uuid, timestamptz),
+  private.queue_retries(uuid[], timestamptz) to service_role;
+-- The phases run with the caller's rights: service_role (which bypasses RLS but not grants)
+-- reads the settings and the call targets.
+grant select on private.scheduler_settings, private.call_targets to service_role;
 revoke all on function public.request_call_now(uuid) from public, anon;
 grant execute on function public.request_call_now(uuid) to authenticated, service_role;
 
