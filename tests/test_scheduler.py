@@ -734,7 +734,7 @@ def test_a_change_withdraws_queued_calls_it_no_longer_wants(db: Conn, change: st
                 psycopg.sql.SQL(change)
             ),
             [schedule],
-        )  # type: ignore[arg-type]
+        )
         db.execute("reset role")
         assert queue_status(db, session["id"]) == ("cancelled", "cancelled")
 
@@ -753,7 +753,7 @@ def test_a_change_keeps_queued_calls_that_still_fit_and_does_not_double_them(db:
 
 def test_retimed_schedule_queues_its_new_time(db: Conn) -> None:
     family = add_family(db, "UTC")
-    schedule, session = queued_call(db, family, local_time=time(9, 30))
+    schedule, _ = queued_call(db, family, local_time=time(9, 30))
     db.execute("update schedules set local_time = '09:45' where id = %s", [schedule])
     db.execute("select reschedule(%s, %s)", [schedule, datetime(2031, 1, 6, 9, 27, tzinfo=UTC)])
     phase1(db, datetime(2031, 1, 6, 9, 41, tzinfo=UTC))
