@@ -430,6 +430,11 @@ class LocalStack:
             name = psycopg.sql.Identifier(self.settings.database)
             admin.execute(psycopg.sql.SQL("drop database if exists {} with (force)").format(name))
             admin.execute(psycopg.sql.SQL("create database {}").format(name))
+        # Dropping the database ends pg_cron's launcher (it lives in that database) and Postgres
+        # does not start it again: restart the server so the scheduler runs in the new one.
+        self.down()
+        self._start()
+        self.wait_ready()
         with migrations.connect(self.settings.database_url) as conn:
             platform_files = migrations.apply_platform(conn, self.settings.platform_dir)
             applied = migrations.apply_migrations(conn, self.settings.migrations_dir)

@@ -151,8 +151,15 @@ def test_reset_recreates_the_database_and_loads_the_seed(lifecycle_stack: LocalS
     with psycopg.connect(url) as conn:
         names = [r[0] for r in conn.execute("select name from households order by name").fetchall()]
         schedules = conn.execute("select count(*) from schedules").fetchone()
+        # The scheduler runs in the new database: dropping the old one ended pg_cron's launcher.
+        launcher = conn.execute(
+            "select datname from pg_stat_activity where backend_type = 'pg_cron launcher'"
+        ).fetchall()
+        jobs = conn.execute("select count(*) from cron.job where active").fetchone()
     assert names == ["The Smiths"]
     assert schedules == (2,)
+    assert launcher == [("postgres",)]
+    assert jobs == (3,)
 
 
 def test_a_taken_port_is_reported_without_a_traceback(tmp_path: Path) -> None:
