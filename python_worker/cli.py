@@ -68,6 +68,25 @@ def _live_summary(database_url: str) -> list[str]:
     return lines
 
 
+def _next_calls(database_url: str, limit: int = 5) -> list[str]:
+    """The soonest scheduled calls, in each relative's own time and in UTC."""
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        rows = conn.execute(
+            """
+            select r.display_name, coalesce(s.title, s.kind), s.timezone,
+                   to_char(s.next_run_at at time zone s.timezone, 'Dy DD Mon HH24:MI'),
+                   to_char(s.next_run_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI')
+            from public.schedules s join public.relatives r on r.id = s.relative_id
+            where s.active and s.next_run_at is not null
+            order by s.next_run_at limit %s
+            """,
+            [limit],
+        ).fetchall()
+    if not rows:
+        return ["(none: no active schedules)"]
+    return [f"{who} - {title}: {local} {zone} ({utc} UTC)" for who, title, zone, local, utc in rows]
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     stack = LocalStack(stack_settings())
     action: str = args.action
@@ -127,8 +146,15 @@ def cmd_demo(_: argparse.Namespace) -> int:
     platform = ", ".join(result.platform_files)
     print(f"applied {len(result.applied)} new migration(s); platform SQL: {platform}")
     print(f"database url: {settings.database_url}")
+    with migrations.connect(settings.database_url) as conn:
+        empty = conn.execute("select not exists (select 1 from public.households)").fetchone()
+        if empty and empty[0] and migrations.apply_seed(conn, settings.seed_file):
+            print("loaded the demo data (supabase/seed.sql) into the empty database")
     for line in _live_summary(settings.database_url):
         print(line)
+    print("  next calls (pg_cron queues each 5 minutes ahead, then releases it on time):")
+    for line in _next_calls(settings.database_url):
+        print(f"    {line}")
     print()
     print("What is live: a private Postgres 15 cluster with pg_cron, the CallPanion schema with")
     print("Row Level Security on every table, and the supabase_realtime publication.")

@@ -162,6 +162,28 @@ def test_reset_recreates_the_database_and_loads_the_seed(lifecycle_stack: LocalS
     assert jobs == (3,)
 
 
+def test_demo_reports_the_live_stack_and_loads_demo_data_once(lifecycle_stack: LocalStack) -> None:
+    env = {
+        "CALLPANION_STACK_DIR": str(lifecycle_stack.settings.stack_dir),
+        "CALLPANION_DB_PORT": str(lifecycle_stack.settings.port),
+    }
+    lifecycle_stack.up()
+    with psycopg.connect(lifecycle_stack.settings.database_url, autocommit=True) as conn:
+        conn.execute("delete from households")
+    first = run_cli("demo", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "loaded the demo data" in first.stdout
+    assert "callpanion-phase1-queue (* * * * *)" in first.stdout
+    assert "Mum - Morning chat: " in first.stdout
+    assert "Europe/London" in first.stdout
+    assert f"CALLPANION_DB_PORT={lifecycle_stack.settings.port} make stop" in first.stdout
+    again = run_cli("demo", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "loaded the demo data" not in again.stdout  # never over data that is there
+    with psycopg.connect(lifecycle_stack.settings.database_url) as conn:
+        assert conn.execute("select count(*) from households").fetchone() == (1,)
+
+
 def test_a_taken_port_is_reported_without_a_traceback(tmp_path: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
