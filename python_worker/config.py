@@ -66,16 +66,21 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _server_user_can_reach(path: Path) -> bool:
-    """Whether the `postgres` OS user (who runs the server when we are root) can enter `path`."""
+#: OS user that owns the cluster when the CLI runs as root (Postgres refuses to run as root).
+SERVER_OS_USER = "postgres"
+
+
+def server_user_can(test_flag: str, path: Path) -> bool:
+    """Whether the server's OS user passes `test <flag> <path>` (always true unless we are root:
+    then the cluster runs as that user)."""
     if os.geteuid() != 0:
         return True
     try:
-        account = pwd.getpwnam("postgres")
+        account = pwd.getpwnam(SERVER_OS_USER)
     except KeyError:
         return True  # no such user: the stack reports the missing server packages instead
     probe = subprocess.run(
-        ["test", "-x", str(path)],
+        ["test", test_flag, str(path)],
         user=account.pw_uid,
         group=account.pw_gid,
         extra_groups=[],
@@ -87,15 +92,15 @@ def _server_user_can_reach(path: Path) -> bool:
 def default_stack_root(project_dir: Path) -> Path:
     """`<project>/.callpanion`, or a per-project folder in /var/tmp when, running as root, the
     server's OS user cannot enter the project (a clone under /root, say)."""
-    if _server_user_can_reach(project_dir):
+    if server_user_can("-x", project_dir):
         return project_dir / ".callpanion"
     digest = hashlib.sha256(str(project_dir).encode()).hexdigest()[:10]
     return Path("/var/tmp") / f"callpanion-{digest}"  # noqa: S108 - owned by us, not shared
 
 
-def load_env(dotenv_path: Path | None = None) -> None:
-    """Load `.env` from the working directory (or the given file) without overriding the env."""
-    load_dotenv(dotenv_path=dotenv_path, override=False)
+def load_env() -> None:
+    """Load `.env` from the working directory without overriding the environment."""
+    load_dotenv(override=False)
 
 
 def stack_settings(env: Mapping[str, str] | None = None) -> StackSettings:

@@ -23,15 +23,13 @@ from pathlib import Path
 import psycopg
 
 from python_worker import migrations
-from python_worker.config import StackSettings
+from python_worker.config import SERVER_OS_USER, StackSettings, server_user_can
 from python_worker.errors import StackError
 
 #: Oldest supported server: the migrations use PG15 publication column lists.
 MIN_PG_MAJOR = 15
 #: Seconds to wait for the server to start or stop before reporting it stuck.
 PG_CTL_TIMEOUT_S = 60
-#: OS user that owns the cluster when the CLI runs as root.
-SERVER_OS_USER = "postgres"
 
 _CONF_NAME = "callpanion.conf"
 _SETTINGS = """\
@@ -211,14 +209,7 @@ class LocalStack:
             return
         account = pwd.getpwnam(SERVER_OS_USER)
         os.chown(self.settings.stack_dir, account.pw_uid, account.pw_gid)
-        probe = subprocess.run(
-            ["test", "-w", str(self.settings.stack_dir)],
-            user=account.pw_uid,
-            group=account.pw_gid,
-            extra_groups=[],
-            check=False,
-        )
-        if probe.returncode != 0:
+        if not server_user_can("-w", self.settings.stack_dir):
             raise StackError(
                 f"the {SERVER_OS_USER} OS user cannot reach {self.settings.stack_dir} (a parent "
                 "folder is not searchable by other users). Set CALLPANION_STACK_DIR to a folder "

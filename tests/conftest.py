@@ -15,7 +15,6 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import LiteralString
 
 import psycopg
@@ -109,6 +108,11 @@ def acting_as(conn: Conn, role: str, user_id: object | None = None) -> Iterator[
         yield conn
 
 
+def affected(conn: Conn, query: LiteralString, params: Params | None = None) -> int:
+    """How many rows a statement with RETURNING touched (0 when RLS hid them)."""
+    return len(conn.execute(query, params).fetchall())
+
+
 def one(
     conn: Conn, query: LiteralString | sql.Composed, params: Params | None = None
 ) -> dict[str, object]:
@@ -119,5 +123,10 @@ def one(
     return row
 
 
-def project_path(*parts: str) -> Path:
-    return PROJECT_DIR.joinpath(*parts)
+def stack_env(stack: LocalStack, **extra: str) -> dict[str, str]:
+    """Environment that points the CLI at a test stack."""
+    return {
+        "CALLPANION_STACK_DIR": str(stack.settings.stack_dir),
+        "CALLPANION_DB_PORT": str(stack.settings.port),
+        **extra,
+    }

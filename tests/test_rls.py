@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.conftest import Conn, acting_as, one
+from tests.conftest import Conn, acting_as, affected, one
 from tests.world import World, apns_token, build_world
 
 
@@ -159,31 +159,20 @@ def test_rls_matrix(db: Conn, world: World, table: str, op: str, actor: str, all
 def test_admin_of_b_has_admin_rights_on_b_only(db: Conn, world: World) -> None:
     with acting_as(db, "authenticated", world.b.members[AB]):
         assert (
-            len(
-                db.execute(
-                    "update relatives set display_name = 'Nan' where id = %s returning 1",
-                    [world.b.relative],
-                ).fetchall()
+            affected(
+                db,
+                "update relatives set display_name = 'Nan' where id = %s returning 1",
+                [world.b.relative],
             )
             == 1
         )
     with acting_as(db, "authenticated", world.b.members[AB]):
         assert (
-            len(
-                db.execute(
-                    "delete from schedules where id = %s returning 1", [world.b.schedule]
-                ).fetchall()
-            )
-            == 1
+            affected(db, "delete from schedules where id = %s returning 1", [world.b.schedule]) == 1
         )
     with acting_as(db, "authenticated", world.b.members[AB]):
         assert (
-            len(
-                db.execute(
-                    "delete from schedules where id = %s returning 1", [world.a.schedule]
-                ).fetchall()
-            )
-            == 0
+            affected(db, "delete from schedules where id = %s returning 1", [world.a.schedule]) == 0
         )
 
 
@@ -232,12 +221,7 @@ def test_member_can_leave_their_household(db: Conn, world: World) -> None:
     me = world.a.members[MA]
     with acting_as(db, "authenticated", me):
         assert (
-            len(
-                db.execute(
-                    "delete from household_members where user_id = %s returning 1", [me]
-                ).fetchall()
-            )
-            == 1
+            affected(db, "delete from household_members where user_id = %s returning 1", [me]) == 1
         )
 
 
@@ -255,14 +239,7 @@ def test_last_admin_cannot_leave_or_step_down(db: Conn, world: World) -> None:
         db.execute("update household_members set role = 'member' where user_id = %s", [admin])
     # Deleting the whole household is fine: its admin goes with it.
     with acting_as(db, "authenticated", admin):
-        assert (
-            len(
-                db.execute(
-                    "delete from households where id = %s returning 1", [world.a.id]
-                ).fetchall()
-            )
-            == 1
-        )
+        assert affected(db, "delete from households where id = %s returning 1", [world.a.id]) == 1
 
 
 def test_member_cannot_attach_a_schedule_to_another_households_relative(

@@ -88,6 +88,10 @@ def add_schedule(conn: Conn, family: Family, start: datetime = T0, **fields: Any
     return schedule  # type: ignore[return-value]
 
 
+def next_run(conn: Conn, schedule: object) -> object:
+    return one(conn, "select next_run_at from schedules where id = %s", [schedule])["next_run_at"]
+
+
 def phase1(conn: Conn, at: datetime) -> int:
     n = one(conn, "select queue_upcoming_calls(%s) as n", [at])["n"]
     assert isinstance(n, int)
@@ -214,30 +218,18 @@ def test_next_run_at_is_kept_current_on_insert_and_update(db: Conn) -> None:
     [expected] = zoneinfo_occurrences(
         "America/New_York", time(20, 45), {6}, start, start + timedelta(days=8)
     )[:1]
-    assert (
-        one(db, "select next_run_at from schedules where id = %s", [schedule["id"]])["next_run_at"]
-        == expected
-    )
+    assert next_run(db, schedule["id"]) == expected
 
     db.execute("update schedules set timezone = 'Asia/Kathmandu' where id = %s", [schedule["id"]])
     [expected] = zoneinfo_occurrences(
         "Asia/Kathmandu", time(20, 45), {6}, start, start + timedelta(days=8)
     )[:1]
-    assert (
-        one(db, "select next_run_at from schedules where id = %s", [schedule["id"]])["next_run_at"]
-        == expected
-    )
+    assert next_run(db, schedule["id"]) == expected
 
     db.execute("update schedules set active = false where id = %s", [schedule["id"]])
-    assert (
-        one(db, "select next_run_at from schedules where id = %s", [schedule["id"]])["next_run_at"]
-        is None
-    )
+    assert next_run(db, schedule["id"]) is None
     db.execute("update schedules set active = true where id = %s", [schedule["id"]])
-    assert (
-        one(db, "select next_run_at from schedules where id = %s", [schedule["id"]])["next_run_at"]
-        == expected
-    )
+    assert next_run(db, schedule["id"]) == expected
 
 
 def test_phase1_queues_with_a_device_snapshot_once(db: Conn) -> None:
@@ -265,8 +257,7 @@ def test_phase1_queues_with_a_device_snapshot_once(db: Conn) -> None:
         "title": None,
         "ring_timeout_ms": 45000,
     }
-    next_run = one(db, "select next_run_at from schedules where id = %s", [schedule])["next_run_at"]
-    assert next_run == occurrence + timedelta(days=1)
+    assert next_run(db, schedule) == occurrence + timedelta(days=1)
 
 
 @pytest.mark.parametrize(
@@ -339,9 +330,7 @@ def test_unreachable_relative_gives_failed_session_and_alert(
     assert alert["severity"] == "critical"
     assert alert["message"] == f"Nan's call at Mon 06 Jan 09:30 did not ring: {reason}"
     # The schedule carries on with the next occurrence.
-    assert one(db, "select next_run_at from schedules where id = %s", [schedule])[
-        "next_run_at"
-    ] == datetime(2031, 1, 7, 9, 30, tzinfo=UTC)
+    assert next_run(db, schedule) == datetime(2031, 1, 7, 9, 30, tzinfo=UTC)
 
 
 def test_missed_calls_are_retried_then_escalated(db: Conn) -> None:
@@ -455,27 +444,18 @@ def test_paused_and_inactive_schedules_do_not_ring(db: Conn) -> None:
         phase1(db, T0 + timedelta(days=day, hours=8, minutes=56))
     assert [r["occurrence_at"] for r in sessions(db, paused)] == [T0 + timedelta(days=3, hours=9)]
     assert sessions(db, inactive) == []
-    assert (
-        one(db, "select next_run_at from schedules where id = %s", [inactive])["next_run_at"]
-        is None
-    )
+    assert next_run(db, inactive) is None
 
 
 def test_one_off_schedule_rings_once(db: Conn) -> None:
     family = add_family(db, "Asia/Kathmandu")
     run_at = datetime(2031, 2, 3, 4, 5, tzinfo=UTC)
     schedule = add_schedule(db, family, kind="one_off", run_at=run_at)
-    assert (
-        one(db, "select next_run_at from schedules where id = %s", [schedule])["next_run_at"]
-        == run_at
-    )
+    assert next_run(db, schedule) == run_at
     assert phase1(db, run_at - LEAD) == 1
     assert phase1(db, run_at + timedelta(days=1)) == 0
     assert [r["occurrence_at"] for r in sessions(db, schedule)] == [run_at]
-    assert (
-        one(db, "select next_run_at from schedules where id = %s", [schedule])["next_run_at"]
-        is None
-    )
+    assert next_run(db, schedule) is None
 
 
 def test_deadline_expiry_expires_queue_row_and_session(db: Conn) -> None:
@@ -556,9 +536,7 @@ def test_downtime_records_missed_occurrences_as_expired_and_continues(db: Conn) 
         "select kind from alerts where household_id = %s", [family.household]
     ).fetchall()
     assert [k["kind"] for k in kinds] == ["call_expired", "call_expired"]
-    assert one(db, "select next_run_at from schedules where id = %s", [schedule])[
-        "next_run_at"
-    ] == datetime(2031, 1, 9, 9, 30, tzinfo=UTC)
+    assert next_run(db, schedule) == datetime(2031, 1, 9, 9, 30, tzinfo=UTC)
 
 
 def test_call_now_is_due_at_once_and_not_doubled(db: Conn) -> None:
@@ -800,9 +778,7 @@ def test_an_occurrence_at_the_end_of_a_pause_rings(db: Conn) -> None:
     family = add_family(db, "UTC")
     end = datetime(2031, 1, 8, 9, 0, tzinfo=UTC)
     schedule = add_schedule(db, family, local_time=time(9, 0), paused_until=end)
-    assert (
-        one(db, "select next_run_at from schedules where id = %s", [schedule])["next_run_at"] == end
-    )
+    assert next_run(db, schedule) == end
 
 
 def test_ringing_needs_the_time_it_started(db: Conn) -> None:

@@ -17,7 +17,7 @@ import pytest
 from python_worker import migrations
 from python_worker.errors import StackError
 from python_worker.stack import LocalStack, check_pg_cron, find_bindir
-from tests.conftest import PROJECT_DIR, free_port, make_stack, throwaway_stack
+from tests.conftest import PROJECT_DIR, free_port, make_stack, stack_env, throwaway_stack
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -118,10 +118,7 @@ def test_down_stops_and_the_next_up_reuses_the_cluster(lifecycle_stack: LocalSta
 
 
 def test_status_command_reports_running_and_stopped(lifecycle_stack: LocalStack) -> None:
-    env = {
-        "CALLPANION_STACK_DIR": str(lifecycle_stack.settings.stack_dir),
-        "CALLPANION_DB_PORT": str(lifecycle_stack.settings.port),
-    }
+    env = stack_env(lifecycle_stack)
     lifecycle_stack.up()
     running = run_cli("stack", "status", env=env)
     assert running.returncode == 0, running.stderr
@@ -163,10 +160,7 @@ def test_reset_recreates_the_database_and_loads_the_seed(lifecycle_stack: LocalS
 
 
 def test_demo_reports_the_live_stack_and_loads_demo_data_once(lifecycle_stack: LocalStack) -> None:
-    env = {
-        "CALLPANION_STACK_DIR": str(lifecycle_stack.settings.stack_dir),
-        "CALLPANION_DB_PORT": str(lifecycle_stack.settings.port),
-    }
+    env = stack_env(lifecycle_stack)
     lifecycle_stack.up()
     with psycopg.connect(lifecycle_stack.settings.database_url, autocommit=True) as conn:
         conn.execute("delete from households")
@@ -194,10 +188,7 @@ def test_a_taken_port_is_reported_without_a_traceback(tmp_path: Path) -> None:
             proc = run_cli(
                 "stack",
                 "up",
-                env={
-                    "CALLPANION_STACK_DIR": str(stack.settings.stack_dir),
-                    "CALLPANION_DB_PORT": str(port),
-                },
+                env=stack_env(stack, CALLPANION_DB_PORT=str(port)),
             )
         finally:
             stack.down()

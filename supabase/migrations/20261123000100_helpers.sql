@@ -94,21 +94,9 @@ as $$
   end
 $$;
 
--- CHECK helper: a number within bounds.
-create or replace function private.between_(p_field text, p_value numeric, p_min numeric, p_max numeric)
-returns boolean
-language sql stable
-as $$
-  select case
-    when p_value is null or p_value between p_min and p_max then true
-    else private.reject_value(p_field, p_value::text,
-                              format('is out of range: must be between %s and %s', p_min, p_max))
-  end
-$$;
-
--- CHECK helper: an interval within bounds.
-create or replace function private.interval_between(
-  p_field text, p_value interval, p_min interval, p_max interval)
+-- CHECK helper: a number or an interval within bounds.
+create or replace function private.between_(
+  p_field text, p_value anycompatible, p_min anycompatible, p_max anycompatible)
 returns boolean
 language sql stable
 as $$

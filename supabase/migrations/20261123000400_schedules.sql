@@ -25,12 +25,12 @@ create table public.schedules (
     check (private.between_('schedules.max_attempts', max_attempts, 1, 5)),
   retry_interval interval not null default interval '10 minutes'
     constraint schedules_retry_interval_check
-    check (private.interval_between('schedules.retry_interval', retry_interval,
+    check (private.between_('schedules.retry_interval', retry_interval,
                                     interval '1 minute', interval '6 hours')),
   -- How long the phone rings before the attempt counts as missed.
   ring_timeout interval not null default interval '45 seconds'
     constraint schedules_ring_timeout_check
-    check (private.interval_between('schedules.ring_timeout', ring_timeout,
+    check (private.between_('schedules.ring_timeout', ring_timeout,
                                     interval '15 seconds', interval '120 seconds')),
   next_run_at timestamptz,
   created_by uuid references auth.users (id) on delete set null,

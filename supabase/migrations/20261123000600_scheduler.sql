@@ -11,6 +11,11 @@
 -- read with the offset in force before the change: 01:30 in a 01:00->02:00 gap rings at 02:30).
 -- In a fall-back overlap it rings once, at the first instant. Occurrences missed (downtime)
 -- beyond the grace window are recorded as expired, never sent late; the schedule goes on.
+--
+-- Planner settings: the phase functions run with jit = off (JIT compiling these short
+-- statements cost ~0.8 s per call, far more than running them) and enable_seqscan = off
+-- (every table they touch has an index path for exactly the rows needed; fresh or bulk-loaded
+-- tables look empty to the planner, which then picks per-row sequential scans: quadratic).
 
 -- Settings ---------------------------------------------------------------------------------
 create table private.scheduler_settings (
@@ -18,17 +23,17 @@ create table private.scheduler_settings (
   -- Phase 1 queues this far ahead (>= the pg_cron period, so nothing is ever queued late).
   lead_time interval not null default interval '5 minutes'
     constraint scheduler_settings_lead_time_check
-    check (private.interval_between('scheduler_settings.lead_time', lead_time,
+    check (private.between_('scheduler_settings.lead_time', lead_time,
                                     interval '1 minute', interval '7 days')),
   -- A push not sent within this long after its time is not sent at all.
   grace interval not null default interval '2 minutes'
     constraint scheduler_settings_grace_check
-    check (private.interval_between('scheduler_settings.grace', grace,
+    check (private.between_('scheduler_settings.grace', grace,
                                     interval '10 seconds', interval '30 minutes')),
   -- Finished queue rows are deleted after this long (call_sessions/call_logs are kept).
   retention interval not null default interval '30 days'
     constraint scheduler_settings_retention_check
-    check (private.interval_between('scheduler_settings.retention', retention,
+    check (private.between_('scheduler_settings.retention', retention,
                                     interval '1 hour', interval '3650 days')),
   -- pg_cron's own run history is trimmed after this long.
   cron_history interval not null default interval '7 days'
@@ -308,11 +313,7 @@ create trigger notification_queue_notify after insert on public.notification_que
 create or replace function public.queue_upcoming_calls(p_now timestamptz default now())
 returns integer
 language plpgsql
--- JIT compiling these short statements costs far more (~0.8 s) than running them; and every
--- table here has an index path for exactly the rows needed, so scans of whole tables are
--- ruled out whatever the statistics say (fresh or bulk-loaded tables look empty to the
--- planner, which then picks per-row sequential scans: quadratic).
-set jit = off
+set jit = off            -- see "Planner settings" above
 set enable_seqscan = off
 set search_path = ''
 as $$
@@ -417,11 +418,7 @@ $$;
 create or replace function private.queue_retries(p_missed uuid[], p_now timestamptz)
 returns integer
 language plpgsql
--- JIT compiling these short statements costs far more (~0.8 s) than running them; and every
--- table here has an index path for exactly the rows needed, so scans of whole tables are
--- ruled out whatever the statistics say (fresh or bulk-loaded tables look empty to the
--- planner, which then picks per-row sequential scans: quadratic).
-set jit = off
+set jit = off            -- see "Planner settings" above
 set enable_seqscan = off
 set search_path = ''
 as $$
@@ -503,11 +500,7 @@ $$;
 create or replace function public.release_due_calls(p_now timestamptz default now())
 returns integer
 language plpgsql
--- JIT compiling these short statements costs far more (~0.8 s) than running them; and every
--- table here has an index path for exactly the rows needed, so scans of whole tables are
--- ruled out whatever the statistics say (fresh or bulk-loaded tables look empty to the
--- planner, which then picks per-row sequential scans: quadratic).
-set jit = off
+set jit = off            -- see "Planner settings" above
 set enable_seqscan = off
 set search_path = ''
 as $$
