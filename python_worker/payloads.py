@@ -1,0 +1,129 @@
+"""The pushes a device receives, built for flutter_callkit_incoming (see PROTOCOLS.md).
+
+An incoming call is the same call description on both platforms:
+
+- `id`: the call session id, a UUID identical in every push of that session, so a resend
+  (retry, fallback token, duplicate after a crash) rings once on the device;
+- `nameCaller`, `handle`, `type` 0 (audio), `duration` = ring time in milliseconds;
+- `expires_at` (ISO 8601 UTC): the app reports a stale call to CallKit and ends it at once;
+- `api_base`: where the app reports events; `extra`: our ids.
+
+Android gets it as an FCM data-only message (every value a string, `extra` as JSON text),
+high priority, TTL = ring window. iOS gets it as a PushKit VoIP payload. Cancellations and
+"missed call" notices go as regular alert pushes (never VoIP: iOS kills apps that receive a
+VoIP push without reporting a call).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from python_worker.push import PayloadTooLarge
+
+FCM_DATA_LIMIT = 4096  # bytes of data keys + values
+APNS_VOIP_LIMIT = 5120  # bytes of JSON payload
+APNS_ALERT_LIMIT = 4096
+CALL_TYPE_AUDIO = 0
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """Everything the device needs to ring for one call session."""
+
+    session_id: uuid.UUID
+    caller_name: str
+    handle: str
+    ring_seconds: int
+    expires_at: dt.datetime
+    api_base: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ring_seconds <= 0:
+            raise ValueError(f"ring_seconds must be positive, got {self.ring_seconds}")
+        if self.expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware")
+
+    @property
+    def call_id(self) -> str:
+        return str(self.session_id)
+
+    @property
+    def expires_at_iso(self) -> str:
+        return self.expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+    def callkit_params(self) -> dict[str, object]:
+        """The flutter_callkit_incoming parameters (typed JSON values)."""
+        return {
+            "id": self.call_id,
+            "nameCaller": self.caller_name,
+            "handle": self.handle,
+            "type": CALL_TYPE_AUDIO,
+            "duration": self.ring_seconds * 1000,
+            "expires_at": self.expires_at_iso,
+            "api_base": self.api_base,
+            "extra": {"call_session_id": self.call_id, **self.extra},
+        }
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def fcm_data(call: IncomingCall) -> dict[str, str]:
+    """The FCM data map: every value a string, `extra` as compact JSON text."""
+    data: dict[str, str] = {"kind": "incoming_call"}
+    for key, value in call.callkit_params().items():
+        data[key] = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
+    if size > FCM_DATA_LIMIT:
+        raise PayloadTooLarge("FCM data payload", size, FCM_DATA_LIMIT)
+    return data
+
+
+def fcm_call_message(call: IncomingCall, token: str) -> dict[str, object]:
+    """A v1 `message`: data-only, high priority, TTL = the ring window (then it is stale)."""
+    return {
+        "token": token,
+        "data": fcm_data(call),
+        "android": {"priority": "high", "ttl": f"{call.ring_seconds}s"},
+    }
+
+
+def apns_voip_payload(call: IncomingCall) -> bytes:
+    """The PushKit payload (JSON bytes), checked against the 5120-byte VoIP limit."""
+    body = _json_bytes({"aps": {}, **call.callkit_params()})
+    if len(body) > APNS_VOIP_LIMIT:
+        raise PayloadTooLarge("APNs VoIP payload", len(body), APNS_VOIP_LIMIT)
+    return body
+
+
+def apns_alert_payload(
+    kind: str, title: str, body: str, session_id: uuid.UUID, extra: Mapping[str, str] | None = None
+) -> bytes:
+    """A regular alert push ("missed call", "call cancelled") for the app's APNs token."""
+    payload = {
+        "aps": {"alert": {"title": title, "body": body}, "sound": "default"},
+        "kind": kind,
+        "id": str(session_id),
+        "extra": dict(extra or {}),
+    }
+    encoded = _json_bytes(payload)
+    if len(encoded) > APNS_ALERT_LIMIT:
+        raise PayloadTooLarge("APNs alert payload", len(encoded), APNS_ALERT_LIMIT)
+    return encoded
+
+
+def fcm_notice_message(
+    kind: str, title: str, body: str, session_id: uuid.UUID, token: str
+) -> dict[str, object]:
+    """A data message telling the Android app a call was cancelled or missed (not a ring)."""
+    data = {"kind": kind, "id": str(session_id), "title": title, "body": body}
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
+    if size > FCM_DATA_LIMIT:
+        raise PayloadTooLarge("FCM data payload", size, FCM_DATA_LIMIT)
+    return {"token": token, "data": data, "android": {"priority": "high"}}
