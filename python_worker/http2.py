@@ -430,22 +430,25 @@ class H2Client:
         raise AssertionError("unreachable")
 
     async def _pick(self) -> H2Connection:
-        if self._closed:
-            raise ConnectFailed("client is closed")
-        live = [c for c in self._connections if not c.draining]
-        if len(live) != len(self._connections):
-            self._connections = live
-        best = max(live, key=lambda c: c.free_slots, default=None)
-        if best is not None and (best.free_slots > 0 or len(live) >= self._max_connections):
-            return best
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
-        task = self._connecting
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if self._connecting is task and task.done():
-                self._connecting = None
+        while True:
+            if self._closed:
+                raise ConnectFailed("client is closed")
+            live = [c for c in self._connections if not c.draining]
+            if len(live) != len(self._connections):
+                self._connections = live
+            best = max(live, key=lambda c: c.free_slots, default=None)
+            if best is not None and (best.free_slots > 0 or len(live) >= self._max_connections):
+                return best
+            # One connect at a time; afterwards everyone chooses again, so a burst spreads
+            # over new connections only while the open ones are full.
+            if self._connecting is None:
+                self._connecting = asyncio.ensure_future(self._connect())
+            task = self._connecting
+            try:
+                await asyncio.shield(task)
+            finally:
+                if self._connecting is task and task.done():
+                    self._connecting = None
 
     async def _connect(self) -> H2Connection:
         loop = asyncio.get_running_loop()

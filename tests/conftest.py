@@ -28,6 +28,9 @@ from python_worker.stack import LocalStack
 
 PROJECT_DIR = DEFAULT_PROJECT_DIR
 
+# The push emulators and senders (tests/push_fixtures.py).
+pytest_plugins = ["tests.push_fixtures"]
+
 Conn = psycopg.Connection[dict[str, object]]
 
 

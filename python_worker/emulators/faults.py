@@ -87,12 +87,12 @@ class Faults:
         with self._lock:
             self._rules.clear()
 
-    def take(self, token: str) -> Fault | None:
+    def take(self, token: str, *, any_token: bool = True) -> Fault | None:
         """The fault for this request, if any, counting one use of it."""
         if not self._rules:
             return None
         with self._lock:
-            for key in (token, ANY):
+            for key in (token, ANY) if any_token else (token,):
                 rules = self._rules.get(key)
                 if not rules:
                     continue

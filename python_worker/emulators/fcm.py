@@ -43,6 +43,8 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 DATA_LIMIT = 4096
+# Faults registered under this key apply to the OAuth token endpoint instead of a send.
+OAUTH_FAULT_KEY = "oauth"
 MAX_TTL_S = 2_419_200
 _SEND_PATH = re.compile(r"^/v1/projects/([^/]+)/messages:send$")
 _TTL = re.compile(r"^(\d+)(\.\d{1,9})?s$")
@@ -263,6 +265,9 @@ class FcmEmulator:
         if path.startswith("/_emulator/"):
             return self._admin(request)
         if path == "/token":
+            fault = self.faults.take(OAUTH_FAULT_KEY, any_token=False) if self.faults else None
+            if fault is not None:
+                return asyncio.ensure_future(self._token_later(request, fault))
             return self._token(request)
         if self.fast:
             return self._fast(request)
@@ -278,6 +283,14 @@ class FcmEmulator:
         if fault is not None and fault.latency_s > 0:
             return asyncio.ensure_future(self._later(request, fault))
         return self._send(request, fault)
+
+    async def _token_later(self, request: Request, fault: Fault) -> Response | Action:
+        await asyncio.sleep(fault.latency_s)
+        if fault.action is not None:
+            return Action(fault.action)
+        if fault.status is not None:
+            return _oauth_error(fault.status, fault.reason or "internal_failure", "injected fault")
+        return self._token(request)
 
     async def _later(self, request: Request, fault: Fault) -> Response | Action:
         await asyncio.sleep(fault.latency_s)
