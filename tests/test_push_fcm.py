@@ -7,13 +7,12 @@ token, and carry the retry delay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import asyncio
 import datetime as dt
 import json
 import ssl
 import time
+from collections.abc import Mapping
 
 import google.auth.transport.requests
 import httpx
@@ -380,7 +379,7 @@ def _token_response(
     [
         ({"aud": "https://example.com/token"}, "invalid_grant", "audience"),
         (
-            {"scope": "https://www.googleapis.com/auth/cloud-platform"},
+            {"scope": "https://www.googleapis.com/auth/userinfo.email"},
             "invalid_scope",
             "firebase.messaging",
         ),

@@ -39,6 +39,14 @@ from python_worker.emulators.server import Action, Request, Response
 
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+# Google accepts any of these for FCM sends (firebase-admin asks for cloud-platform + firebase).
+FCM_SCOPES = frozenset(
+    {
+        FCM_SCOPE,
+        "https://www.googleapis.com/auth/cloud-platform",
+        "https://www.googleapis.com/auth/firebase",
+    }
+)
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
@@ -428,7 +436,7 @@ class FcmEmulator:
                 "reasonable timeframe.",
             )
         scopes = str(claims.get("scope", "")).split()
-        if FCM_SCOPE not in scopes:
+        if not FCM_SCOPES.intersection(scopes):
             return _oauth_error(400, "invalid_scope", f"the assertion must ask for {FCM_SCOPE}")
         access = "ya29.emu-" + secrets.token_urlsafe(32)
         lifetime = self.token_lifetime_s

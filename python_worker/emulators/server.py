@@ -1,7 +1,8 @@
 """The HTTP server under the emulators: HTTP/2 (h2) and HTTP/1.1 (h11) on one asyncio port.
 
-TLS with ALPN picks the protocol (`h2` or `http/1.1`); on a plain port a connection that opens
-with the HTTP/2 preface is HTTP/2 (prior knowledge), anything else HTTP/1.1. An emulator is a
+TLS with ALPN picks the protocol (`h2` or `http/1.1`); without ALPN (plain TCP, or TLS from a
+client that offers none, as aioapns does) a connection that opens with the HTTP/2 preface is
+HTTP/2 (prior knowledge), anything else HTTP/1.1. An emulator is a
 handler: `(Request) -> Response | Action`, sync or async. Actions let fault injection drop the
 connection or send GOAWAY instead of answering.
 
@@ -83,8 +84,12 @@ class ServerConnection(asyncio.Protocol):
         self.transport = transport
         self.server.connections.add(self)
         ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self._start("h2" if ssl_object.selected_alpn_protocol() == "h2" else "h11")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        # Without ALPN (aioapns sets none; APNs accepts that) the first bytes decide.
+        if alpn == "h2":
+            self._start("h2")
+        elif alpn == "http/1.1":
+            self._start("h11")
 
     def _start(self, mode: Literal["h2", "h11"]) -> None:
         self.mode = mode
