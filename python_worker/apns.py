@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import time
@@ -25,7 +24,14 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from python_worker.http2 import ConnectFailed, H2Client, H2Error, Response, client_ssl_context
+from python_worker.http2 import (
+    ConnectFailed,
+    H2Client,
+    H2Error,
+    Response,
+    client_ssl_context,
+    unique,
+)
 from python_worker.payloads import (
     APNS_ALERT_LIMIT,
     APNS_VOIP_LIMIT,
@@ -41,6 +47,8 @@ SANDBOX_HOST = "api.sandbox.push.apple.com"
 TOKEN_MIN_AGE_FOR_UPDATE_S = 20 * 60
 TOKEN_REUSE_S = 45 * 60  # inside the 20-60 minute window, with room for clock skew
 DEFAULT_TIMEOUT_S = 10.0
+# Streams in flight per connection (APNs advertises ~1000 after the first success; the lower
+# of the two applies). More sends wait in a fair queue.
 DEFAULT_MAX_IN_FLIGHT = 1000
 
 _TOKEN_DEAD = {"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered", "ExpiredToken"}
@@ -185,9 +193,12 @@ class ApnsSender:
         self.tokens = ProviderToken(key, key_id, team_id, reuse_s=token_reuse_s, clock=clock)
         self.bundle_id = bundle_id
         self._client = H2Client(
-            host, port, ssl_context=client_ssl_context(ca_file), max_connections=connections
+            host,
+            port,
+            ssl_context=client_ssl_context(ca_file),
+            max_connections=connections,
+            max_streams=max_in_flight,
         )
-        self._semaphore = asyncio.Semaphore(max_in_flight)
         self._timeout_s = timeout_s
         self._policy = policy or RetryPolicy()
 
@@ -285,7 +296,7 @@ class ApnsSender:
             (b"apns-topic", topic.encode()),
             (b"apns-push-type", push_type),
             (b"apns-priority", priority),
-            (b"apns-id", str(apns_id).lower().encode()),
+            unique(b"apns-id", str(apns_id).lower().encode()),
             (b"content-type", b"application/json"),
         ]
         expires = _unix_seconds(expiration)
@@ -294,34 +305,34 @@ class ApnsSender:
         if collapse_id is not None:
             headers.append((b"apns-collapse-id", collapse_id.encode()))
         path = b"/3/device/" + device_token.encode()
-        async with self._semaphore:
-            for try_number in (1, 2):
-                token = self.tokens.current()
-                try:
-                    response = await self._client.request(
-                        b"POST",
-                        path,
-                        [(b"authorization", b"bearer " + token.encode()), *headers],
-                        payload,
-                        self._timeout_s,
-                    )
-                except ConnectFailed as error:
-                    return self._transport_failure(attempt, "connect_failed", str(error))
-                except H2Error as error:
-                    return self._transport_failure(attempt, type(error).__name__, str(error))
-                result = classify(response, attempt, self._policy)
-                if result.reason != "ExpiredProviderToken":
-                    return result
-                if try_number == 2 or not self.tokens.renew(token):
-                    age = int(self.tokens.age_s)
-                    return SendResult(
-                        "apns",
-                        Outcome.CONFIG_FAULT,
-                        response.status,
-                        result.reason,
-                        result.message_id,
-                        detail=f"ExpiredProviderToken for a token {age} s old: check the clock",
-                    )
+        for try_number in (1, 2):
+            token = self.tokens.current()
+            try:
+                response = await self._client.request(
+                    b"POST",
+                    path,
+                    [(b"authorization", b"bearer " + token.encode()), *headers],
+                    payload,
+                    self._timeout_s,
+                    unique_path=True,
+                )
+            except ConnectFailed as error:
+                return self._transport_failure(attempt, "connect_failed", str(error))
+            except H2Error as error:
+                return self._transport_failure(attempt, type(error).__name__, str(error))
+            result = classify(response, attempt, self._policy)
+            if result.reason != "ExpiredProviderToken":
+                return result
+            if try_number == 2 or not self.tokens.renew(token):
+                age = int(self.tokens.age_s)
+                return SendResult(
+                    "apns",
+                    Outcome.CONFIG_FAULT,
+                    response.status,
+                    result.reason,
+                    result.message_id,
+                    detail=f"ExpiredProviderToken for a token {age} s old: check the clock",
+                )
         raise AssertionError("unreachable")
 
     def _transport_failure(self, attempt: int, reason: str, detail: str) -> SendResult:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -165,7 +167,33 @@ def cmd_demo(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_emulators(args: argparse.Namespace) -> int:
+    from python_worker.emulators.suite import serve
+
+    folder = Path(args.dir) if args.dir else stack_settings().stack_dir.parent / "emulators"
+    folder.mkdir(parents=True, exist_ok=True)
+    announce = functools.partial(print, flush=True)
+    asyncio.run(
+        serve(
+            folder,
+            fast=args.fast,
+            fcm_port=args.fcm_port,
+            apns_port=args.apns_port,
+            as_json=args.json,
+            announce=announce,
+        )
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "push":
+        from python_worker import bench_push
+
+        if args.count < 1:
+            raise CallPanionError("--count must be at least 1")
+        print(bench_push.report_push(bench_push.bench_push(args.count, args.rounds)))
+        return 0
     settings = stack_settings()
     LocalStack(settings).up()
     if args.bench == "schedule":
@@ -204,11 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bring the local stack up and show what is live")
     demo.set_defaults(func=cmd_demo)
 
+    emulators = sub.add_parser(
+        "emulators", help="run the FCM (+OAuth) and APNs emulators until interrupted"
+    )
+    emulators.add_argument("--fast", action="store_true", help="skip verification (benchmarks)")
+    emulators.add_argument("--dir", help="where to write the generated credentials")
+    emulators.add_argument("--fcm-port", type=int, default=0, help="default: a free port")
+    emulators.add_argument("--apns-port", type=int, default=0, help="default: a free port")
+    emulators.add_argument("--json", action="store_true", help="print the endpoints as JSON")
+    emulators.set_defaults(func=cmd_emulators)
+
     bench_parser = sub.add_parser("bench", help="benchmarks on the local stack (print figures)")
     bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
     schedule = bench_sub.add_parser("schedule", help="phase 1 vs a plain INSERT … SELECT")
     schedule.add_argument("--schedules", type=int, default=100_000, help="default: 100000")
     schedule.add_argument("--rounds", type=int, default=3, help="timed runs of each (median)")
+    push = bench_sub.add_parser("push", help="our FCM/APNs senders vs firebase-admin and aioapns")
+    push.add_argument("--count", type=int, default=10_000, help="pushes per run (default 10000)")
+    push.add_argument("--rounds", type=int, default=3, help="timed runs of each (median)")
     bench_parser.set_defaults(func=cmd_bench)
     return parser
 

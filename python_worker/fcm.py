@@ -45,7 +45,8 @@ BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 REFRESH_MARGIN_S = 300.0
 # Below this much validity a token is not worth sending with: wait for the new one.
 MIN_VALIDITY_S = 30.0
-# FCM serves about 100 concurrent streams per connection; more in flight just queue there.
+# Streams we keep in flight per connection (FCM advertises its own limit, about 100, in
+# SETTINGS; the lower of the two applies). More sends wait in a fair queue.
 DEFAULT_MAX_IN_FLIGHT = 1000
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -157,9 +158,9 @@ class FcmSender:
             url.port or 443,
             ssl_context=client_ssl_context(ca_file),
             max_connections=connections,
+            max_streams=max_in_flight,
         )
         self._path = f"{url.path.rstrip('/')}/v1/projects/{self.project_id}/messages:send".encode()
-        self._semaphore = asyncio.Semaphore(max_in_flight)
         self._timeout_s = timeout_s
         self._clock = clock
         self._policy = policy or RetryPolicy()
@@ -228,46 +229,43 @@ class FcmSender:
         if validate_only:
             envelope["validate_only"] = True
         body = json.dumps(envelope, separators=(",", ":")).encode()
-        async with self._semaphore:
-            for try_number in (1, 2):
-                try:
-                    token = await self.access_token()
-                except google.auth.exceptions.RefreshError as error:
-                    return SendResult("fcm", Outcome.CONFIG_FAULT, 0, "oauth", detail=str(error))
-                except google.auth.exceptions.TransportError as error:
-                    return self._transport_failure(attempt, "oauth_unreachable", str(error))
-                try:
-                    response = await self._client.request(
-                        b"POST",
-                        self._path,
-                        [
-                            (b"authorization", b"Bearer " + token.encode()),
-                            (b"content-type", b"application/json; charset=UTF-8"),
-                        ],
-                        body,
-                        self._timeout_s,
+        for try_number in (1, 2):
+            try:
+                token = await self.access_token()
+            except google.auth.exceptions.RefreshError as error:
+                return SendResult("fcm", Outcome.CONFIG_FAULT, 0, "oauth", detail=str(error))
+            except google.auth.exceptions.TransportError as error:
+                return self._transport_failure(attempt, "oauth_unreachable", str(error))
+            try:
+                response = await self._client.request(
+                    b"POST",
+                    self._path,
+                    [
+                        (b"authorization", b"Bearer " + token.encode()),
+                        (b"content-type", b"application/json; charset=UTF-8"),
+                    ],
+                    body,
+                    self._timeout_s,
+                )
+            except ConnectFailed as error:
+                return self._transport_failure(attempt, "connect_failed", str(error))
+            except H2Error as error:
+                return self._transport_failure(attempt, type(error).__name__, str(error))
+            try:
+                return classify(response, attempt, self._policy)
+            except _RefreshAndRetry as refused:
+                if try_number == 2:
+                    return SendResult(
+                        "fcm",
+                        Outcome.CONFIG_FAULT,
+                        401,
+                        "UNAUTHENTICATED",
+                        detail=f"access token refused twice: {refused}",
                     )
-                except ConnectFailed as error:
-                    return self._transport_failure(attempt, "connect_failed", str(error))
-                except H2Error as error:
-                    return self._transport_failure(attempt, type(error).__name__, str(error))
                 try:
-                    return classify(response, attempt, self._policy)
-                except _RefreshAndRetry as refused:
-                    if try_number == 2:
-                        return SendResult(
-                            "fcm",
-                            Outcome.CONFIG_FAULT,
-                            401,
-                            "UNAUTHENTICATED",
-                            detail=f"access token refused twice: {refused}",
-                        )
-                    try:
-                        await self._refresh(stale=token)
-                    except google.auth.exceptions.GoogleAuthError as error:
-                        return SendResult(
-                            "fcm", Outcome.CONFIG_FAULT, 401, "oauth", detail=str(error)
-                        )
+                    await self._refresh(stale=token)
+                except google.auth.exceptions.GoogleAuthError as error:
+                    return SendResult("fcm", Outcome.CONFIG_FAULT, 401, "oauth", detail=str(error))
         raise AssertionError("unreachable")
 
     def _transport_failure(self, attempt: int, reason: str, detail: str) -> SendResult:

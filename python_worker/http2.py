@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +31,16 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 
 Header = tuple[bytes, bytes]
+
+
+def unique(name: bytes, value: bytes) -> Header:
+    """A header whose value changes on every request (an id): sent literally, never added to
+    the HPACK dynamic table, where it would only evict the headers that do repeat."""
+    return hpack.NeverIndexedHeaderTuple(name, value)
+
 
 # Our own ceiling on streams per connection, whatever the server allows: beyond about a
 # thousand the per-connection bookkeeping costs more than opening a second connection.
@@ -91,6 +100,35 @@ class _Stream:
     got_data: bool = False
 
 
+class CountedH2(h2.connection.H2Connection):
+    """h2's connection without its O(streams) recount on every new stream.
+
+    h2 counts open streams by walking every stream it holds each time one is opened, which
+    makes a thousand concurrent streams quadratic (it was the largest cost in profiles).
+    Here the owner tells it the count (`counter`) and drops finished streams itself with
+    `forget`, exactly as h2's own walk would have.
+    """
+
+    def __init__(self, config: h2.config.H2Configuration, counter: Callable[[], int]) -> None:
+        super().__init__(config=config)
+        self._counter = counter
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return self._counter() if self.config.client_side else super().open_outbound_streams
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return super().open_inbound_streams if self.config.client_side else self._counter()
+
+    def forget(self, stream_id: int) -> None:
+        """Drop a closed stream's state (h2 keeps only why it closed)."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.closed:
+            del self.streams[stream_id]
+            self._closed_streams[stream_id] = stream.closed_by
+
+
 class H2Connection(asyncio.Protocol):
     """One client HTTP/2 connection. Use `H2Client` rather than this directly."""
 
@@ -103,11 +141,11 @@ class H2Connection(asyncio.Protocol):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        self._h2 = h2.connection.H2Connection(config=config)
+        self._streams: dict[int, _Stream] = {}
+        self._h2 = CountedH2(config, self._streams.__len__)
         self._authority = authority
         self._cap = max_streams
         self._transport: asyncio.Transport | None = None
-        self._streams: dict[int, _Stream] = {}
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._window_waiters: list[asyncio.Future[None]] = []
         self._flush_pending = False
@@ -187,6 +225,7 @@ class H2Connection(asyncio.Protocol):
                         headers_only=not stream.got_data,
                     )
                 )
+            self._h2.forget(event.stream_id)
             self._release_slot()
         elif isinstance(event, h2.events.StreamReset):
             stream = self._streams.pop(event.stream_id, None)
@@ -198,6 +237,7 @@ class H2Connection(asyncio.Protocol):
                     else StreamReset(code)
                 )
                 stream.future.set_exception(error)
+            self._h2.forget(event.stream_id)
             self._release_slot()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             if not self.ready.done():
@@ -254,9 +294,11 @@ class H2Connection(asyncio.Protocol):
 
     def _release_slot(self) -> None:
         free = self.limit - len(self._streams)
-        for waiter in list(self._waiters)[: max(free, 0)]:
-            if not waiter.done():
-                waiter.set_result(None)
+        if free > 0 and self._waiters:
+            # Woken waiters stay queued until they run, so they are counted among `free`.
+            for waiter in itertools.islice(self._waiters, free):
+                if not waiter.done():
+                    waiter.set_result(None)
         if self.draining and not self._streams and self._transport is not None:
             self._transport.close()
 
@@ -279,8 +321,13 @@ class H2Connection(asyncio.Protocol):
         headers: Sequence[Header],
         body: bytes = b"",
         timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        unique_path: bool = False,
     ) -> Response:
-        """Send one request on this connection and wait for its response."""
+        """Send one request on this connection and wait for its response.
+
+        `unique_path`: the path differs on every request (APNs: the device token), so keep it
+        out of the HPACK dynamic table instead of churning the table with it.
+        """
         await self._acquire_slot()
         h2conn = self._h2
         try:
@@ -289,18 +336,19 @@ class H2Connection(asyncio.Protocol):
             self.draining = True
             raise Unprocessed("connection ran out of stream ids") from None
         future: asyncio.Future[Response] = self._loop.create_future()
-        self._streams[stream_id] = _Stream(future)
         self.requests_started += 1
         all_headers = [
             (b":method", method),
             (b":scheme", b"https"),
             (b":authority", self._authority),
-            (b":path", path),
+            unique(b":path", path) if unique_path else (b":path", path),
             *headers,
         ]
         if body:
             all_headers.append((b"content-length", str(len(body)).encode()))
         h2conn.send_headers(stream_id, all_headers, end_stream=not body)
+        # Counted only now: h2 checks "open + 1 <= limit" while sending the headers.
+        self._streams[stream_id] = _Stream(future)
         if body:
             await self._send_body(stream_id, body)
         self._schedule_flush()
@@ -337,6 +385,7 @@ class H2Connection(asyncio.Protocol):
             )
         with contextlib.suppress(h2.exceptions.ProtocolError, KeyError):
             self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+        self._h2.forget(stream_id)
         self._release_slot()
         self._schedule_flush()
 
@@ -418,12 +467,13 @@ class H2Client:
         headers: Sequence[Header],
         body: bytes = b"",
         timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        unique_path: bool = False,
     ) -> Response:
         """Send a request, retrying once on a new connection if it was certainly unprocessed."""
         for attempt in (1, 2):
             connection = await self._pick()
             try:
-                return await connection.request(method, path, headers, body, timeout)
+                return await connection.request(method, path, headers, body, timeout, unique_path)
             except Unprocessed:
                 if attempt == 2:
                     raise

@@ -28,6 +28,8 @@ import h2.exceptions
 import h2.settings
 import h11
 
+from python_worker.http2 import CountedH2
+
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -68,9 +70,11 @@ class ServerConnection(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.mode: Literal["h2", "h11"] | None = None
-        self._h2: h2.connection.H2Connection | None = None
+        self._h2: CountedH2 | None = None
         self._h11: h11.Connection | None = None
         self._streams: dict[int, tuple[dict[str, str], list[bytes]]] = {}
+        # Streams whose request arrived and whose response is not sent yet.
+        self._active: set[int] = set()
         self._pending = b""
         self._flush_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,7 +103,7 @@ class ServerConnection(asyncio.Protocol):
         config = h2.config.H2Configuration(
             client_side=False, header_encoding="utf-8", validate_outbound_headers=False
         )
-        self._h2 = h2.connection.H2Connection(config=config)
+        self._h2 = CountedH2(config, self._active.__len__)
         self._h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -140,6 +144,7 @@ class ServerConnection(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
+                self._active.add(event.stream_id)
                 self._streams[event.stream_id] = (dict(event.headers or ()), [])  # type: ignore[arg-type]
                 if event.stream_ended is not None:
                     self._h2_dispatch(event.stream_id)
@@ -153,6 +158,8 @@ class ServerConnection(asyncio.Protocol):
                 self._h2_dispatch(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
                 self._streams.pop(event.stream_id, None)
+                self._active.discard(event.stream_id)
+                conn.forget(event.stream_id)
         self._schedule_flush()
 
     def _h2_dispatch(self, stream_id: int) -> None:
@@ -267,12 +274,14 @@ class ServerConnection(asyncio.Protocol):
         headers = [(":status", str(response.status)), *response.headers]
         if response.body:
             headers.append(("content-length", str(len(response.body))))
+        self._active.discard(stream_id)
         try:
             conn.send_headers(stream_id, headers, end_stream=not response.body)
             if response.body:
                 conn.send_data(stream_id, response.body, end_stream=True)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
             return  # the client reset or gave up on this stream
+        conn.forget(stream_id)
         self._schedule_flush()
 
     def _h11_send(self, response: Response) -> None:

@@ -184,3 +184,41 @@ def emulators_in_thread(folder: Path, **options: object) -> Iterator[ThreadedSui
         yield threaded
     finally:
         threaded.stop()
+
+
+async def serve(
+    folder: Path,
+    *,
+    fast: bool = False,
+    fcm_port: int = 0,
+    apns_port: int = 0,
+    as_json: bool = False,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Run the emulators until SIGINT/SIGTERM (`callpanion emulators`)."""
+    import json
+    import signal
+
+    suite = EmulatorSuite(folder, fast=fast, fcm_port=fcm_port, apns_port=apns_port)
+    await suite.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    env = suite.env()
+    if as_json:
+        announce(json.dumps(env))
+    else:
+        mode = "fast mode (no verification)" if fast else "verifying every request"
+        announce(f"emulators running, {mode}; credentials in {folder}")
+        announce(f"  FCM + OAuth: {env['FCM_BASE_URL']} (token endpoint /token)")
+        announce(f"  APNs:        https://{env['APNS_HOST']}:{env['APNS_PORT']}")
+        announce("  admin: GET /_emulator/deliveries, POST|DELETE /_emulator/faults,")
+        announce("         POST /_emulator/tokens, POST /_emulator/reset (on either port)")
+        announce("point the worker at them with:")
+        for name, value in env.items():
+            announce(f"  export {name}={value}")
+    try:
+        await stop.wait()
+    finally:
+        await suite.stop()
