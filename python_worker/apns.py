@@ -24,6 +24,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from python_worker.config import ApnsSettings
 from python_worker.http2 import (
     ConnectFailed,
     H2Client,
@@ -207,6 +208,20 @@ class ApnsSender:
         cls, key_file: str | Path, key_id: str, team_id: str, bundle_id: str, **options: object
     ) -> ApnsSender:
         return cls(Path(key_file).read_text(), key_id, team_id, bundle_id, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: ApnsSettings, **options: object) -> ApnsSender:
+        """Build from the APNS_* environment settings (`config.apns_settings`)."""
+        return cls.from_file(
+            settings.key_file,
+            settings.key_id,
+            settings.team_id,
+            settings.bundle_id,
+            host=settings.host,
+            port=settings.port,
+            ca_file=settings.ca_file,
+            **options,
+        )
 
     @property
     def connections_opened(self) -> int:

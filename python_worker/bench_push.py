@@ -337,11 +337,18 @@ def _h2load_capacity(env: dict[str, str], count: int) -> dict[str, float]:
             timeout=300,
             check=False,
         ).stdout
+    rate: float | None = None
+    succeeded = 0
     for line in out.splitlines():
         if line.startswith("finished in"):
             # "finished in 1.23s, 8123.45 req/s, 1.2MB/s"
-            return {"h2load_apns_req_per_s": float(line.split(",")[1].split()[0])}
-    return {}
+            rate = float(line.split(",")[1].split()[0])
+        elif line.startswith("requests:"):
+            # "requests: 20000 total, 20000 started, 20000 done, 20000 succeeded, 0 failed, ..."
+            succeeded = int(line.split(",")[3].split()[0])
+    if rate is None or succeeded != count:
+        return {}
+    return {"h2load_apns_req_per_s": rate}
 
 
 def bench_push(count: int, rounds: int) -> PushBench:

@@ -121,3 +121,75 @@ def stack_settings(env: Mapping[str, str] | None = None) -> StackSettings:
         database=DEFAULT_DB_NAME,
         pg_bindir=Path(bindir) if bindir else None,
     )
+
+
+@dataclass(frozen=True)
+class FcmSettings:
+    """Where and as whom to send FCM v1 messages."""
+
+    service_account_file: Path
+    project_id: str | None
+    base_url: str
+    ca_file: str | None
+
+
+@dataclass(frozen=True)
+class ApnsSettings:
+    """Where and as whom to send APNs pushes (token-based auth)."""
+
+    key_file: Path
+    key_id: str
+    team_id: str
+    bundle_id: str
+    host: str
+    port: int
+    ca_file: str | None
+
+
+#: FCM's endpoint; the emulators print another one.
+DEFAULT_FCM_BASE_URL = "https://fcm.googleapis.com"
+#: APNs production; `api.sandbox.push.apple.com` for development builds.
+DEFAULT_APNS_HOST = "api.push.apple.com"
+
+
+def fcm_settings(env: Mapping[str, str] | None = None) -> FcmSettings | None:
+    """FCM settings, or None when FCM_SERVICE_ACCOUNT_FILE is not set (FCM disabled)."""
+    env = os.environ if env is None else env
+    account = env.get("FCM_SERVICE_ACCOUNT_FILE")
+    if not account:
+        return None
+    path = Path(account)
+    if not path.is_file():
+        raise CallPanionError(f"FCM_SERVICE_ACCOUNT_FILE: no such file: {path}")
+    return FcmSettings(
+        service_account_file=path,
+        project_id=env.get("FCM_PROJECT_ID") or None,
+        base_url=env.get("FCM_BASE_URL") or DEFAULT_FCM_BASE_URL,
+        ca_file=env.get("FCM_CA_FILE") or None,
+    )
+
+
+def apns_settings(env: Mapping[str, str] | None = None) -> ApnsSettings | None:
+    """APNs settings, or None when APNS_KEY_FILE is not set (APNs disabled)."""
+    env = os.environ if env is None else env
+    key_file = env.get("APNS_KEY_FILE")
+    if not key_file:
+        return None
+    path = Path(key_file)
+    if not path.is_file():
+        raise CallPanionError(f"APNS_KEY_FILE: no such file: {path}")
+    missing = [n for n in ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID") if not env.get(n)]
+    if missing:
+        raise CallPanionError(f"APNS_KEY_FILE is set, so {', '.join(missing)} must be set too")
+    port = _int(env, "APNS_PORT", 443)
+    if not 1 <= port <= 65535:
+        raise CallPanionError(f"APNS_PORT must be a TCP port, got {port}")
+    return ApnsSettings(
+        key_file=path,
+        key_id=env["APNS_KEY_ID"],
+        team_id=env["APNS_TEAM_ID"],
+        bundle_id=env["APNS_BUNDLE_ID"],
+        host=env.get("APNS_HOST") or DEFAULT_APNS_HOST,
+        port=port,
+        ca_file=env.get("APNS_CA_FILE") or None,
+    )

@@ -26,6 +26,7 @@ import google.auth.transport.requests
 import requests
 from google.oauth2 import service_account
 
+from python_worker.config import FcmSettings
 from python_worker.http2 import (
     ConnectFailed,
     H2Client,
@@ -174,6 +175,17 @@ class FcmSender:
         """Build from a service-account JSON file."""
         info = json.loads(Path(path).read_text())
         return cls(info, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: FcmSettings, **options: object) -> FcmSender:
+        """Build from the FCM_* environment settings (`config.fcm_settings`)."""
+        return cls.from_file(
+            settings.service_account_file,
+            project_id=settings.project_id,
+            base_url=settings.base_url,
+            ca_file=settings.ca_file,
+            **options,
+        )
 
     # -- access token ---------------------------------------------------------------------
     async def access_token(self) -> str:
