@@ -1,0 +1,1 @@
+"""Local stand-ins for the providers (FCM, APNs, ElevenLabs) that speak their wire protocols."""
