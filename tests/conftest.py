@@ -28,6 +28,9 @@ from python_worker.stack import LocalStack
 
 PROJECT_DIR = DEFAULT_PROJECT_DIR
 
+# The HTTP API's fixtures (served app, its database, the ElevenLabs emulator).
+pytest_plugins = ["tests.api_support"]
+
 Conn = psycopg.Connection[dict[str, object]]
 
 
