@@ -53,6 +53,8 @@ MAX_REQUEST_BYTES = 64 * 1024
 _NO_SUCH_SECRET_HASH = hashlib.sha256(b"no such device").hexdigest()
 
 FCM_TOKEN_PATTERN = r"^[A-Za-z0-9_:\-]{32,4096}$"  # noqa: S105 - a pattern
+#: Free text: not blank, no NUL character (Postgres text cannot hold one).
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 APNS_TOKEN_PATTERN = r"^[0-9A-Fa-f]{64}$"  # noqa: S105 - a pattern
 
 
@@ -76,8 +78,8 @@ class PairRequest(BaseModel):
     apns_token: str | None = Field(
         default=None, pattern=APNS_TOKEN_PATTERN, description="APNs (iOS)"
     )
-    app_version: str = Field(min_length=1, max_length=50, pattern=r"\S")
-    label: str = Field(min_length=1, max_length=100, pattern=r"\S")
+    app_version: str = Field(min_length=1, max_length=50, pattern=TEXT_PATTERN)
+    label: str = Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)
 
 
 class RelativeOut(BaseModel):
@@ -106,7 +108,7 @@ class TokensResponse(BaseModel):
 
 
 class HeartbeatRequest(BaseModel):
-    app_version: str | None = Field(default=None, min_length=1, max_length=50, pattern=r"\S")
+    app_version: str | None = Field(default=None, min_length=1, max_length=50, pattern=TEXT_PATTERN)
     notification_permission: bool | None = None
     full_screen_intent_permission: bool | None = None
 
@@ -361,6 +363,11 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
+        if error.status_code == 400:
+            # FastAPI's answer to a body it cannot decode: one shape for every invalid input.
+            return JSONResponse(
+                {"error": "body: is not valid JSON in UTF-8", "field": "body"}, status_code=422
+            )
         return JSONResponse(
             {"error": str(error.detail), "field": None},
             status_code=error.status_code,
@@ -380,7 +387,7 @@ def create_app(
         "/v1/devices/pair",
         status_code=201,
         response_model=PairResponse,
-        responses=_errors(403, 410, 422, 423, 429, 503),
+        responses=_errors(403, 410, 413, 422, 423, 429, 503),
         tags=["device"],
     )
     def pair(body: PairRequest, request: Request) -> PairResponse:
@@ -418,7 +425,7 @@ def create_app(
     @app.put(
         "/v1/devices/me/tokens",
         response_model=TokensResponse,
-        responses=_errors(401, 422, 503),
+        responses=_errors(401, 413, 422, 503),
         tags=["device"],
     )
     def update_tokens(body: TokensRequest, device: Device) -> TokensResponse:
@@ -429,7 +436,7 @@ def create_app(
     @app.post(
         "/v1/devices/me/heartbeat",
         response_model=HeartbeatResponse,
-        responses=_errors(401, 422, 503),
+        responses=_errors(401, 413, 422, 503),
         tags=["device"],
     )
     def heartbeat(body: HeartbeatRequest, device: Device) -> HeartbeatResponse:
@@ -440,7 +447,7 @@ def create_app(
     @app.post(
         "/v1/calls/{session_id}/events",
         response_model=CallEventResponse,
-        responses=_errors(401, 404, 409, 410, 422, 503),
+        responses=_errors(401, 404, 409, 410, 413, 422, 503),
         tags=["calls"],
     )
     def call_event(

@@ -117,7 +117,12 @@ class ApiDatabase:
             raise ApiError(503, "the database is unavailable; try again shortly") from None
         except psycopg.OperationalError:
             raise ApiError(503, "the database is unavailable; try again shortly") from None
+        except UnicodeEncodeError:
+            raise ApiError(422, "invalid text: contains an unpaired UTF-16 surrogate") from None
         except psycopg.Error as error:
+            if error.sqlstate is None and isinstance(error, psycopg.DataError):
+                # Refused by psycopg before sending, e.g. a NUL character in a text value.
+                raise ApiError(422, f"invalid text: {error}") from None
             mapped = refusal(error)
             if mapped is None:
                 raise
