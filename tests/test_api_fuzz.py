@@ -35,6 +35,7 @@ from python_worker.elevenlabs import (
 )
 from tests.api_support import Paired, Row, ServedApi, fetch, new_family, pair
 from tests.conftest import PROJECT_DIR
+from tests.test_stack import run_cli
 
 SqlConn = psycopg.Connection[Row]
 FUZZ_EXAMPLES = 40
@@ -46,6 +47,15 @@ def test_the_checked_in_openapi_document_is_current() -> None:
     assert checked_in == openapi_document(api_settings({})), (
         "openapi.json is stale: run `callpanion api --openapi > openapi.json`"
     )
+    printed = run_cli("api", "--openapi")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == checked_in
+
+
+def test_the_api_refuses_bad_configuration_clearly() -> None:
+    printed = run_cli("api", "--openapi", env={"CALLPANION_PAIRING_RATE_LIMIT": "0"})
+    assert printed.returncode == 1
+    assert printed.stderr.strip() == "error: CALLPANION_PAIRING_RATE_LIMIT must be a positive integer, got 0"
 
 
 @pytest.fixture(scope="module")
