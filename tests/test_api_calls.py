@@ -106,14 +106,19 @@ def test_call_event_transition(
         assert f"call session is {state}" in response.json()["error"]
 
 
-def test_timestamps_follow_the_events(api: ServedApi, sql_conn: SqlConn, household: tuple[Family, Paired]) -> None:
+def test_timestamps_follow_the_events(
+    api: ServedApi, sql_conn: SqlConn, household: tuple[Family, Paired]
+) -> None:
     family, device = household
     session = new_session(sql_conn, family, device.id, "queued")
     at = datetime.now(UTC) - timedelta(seconds=2)
     for event in ("delivered", "accepted"):
         assert post_event(api, device, session, event).status_code == 200
     conversation = f"conv_{uuid.uuid4().hex}"
-    assert post_event(api, device, session, "connected", conversation_id=conversation).status_code == 200
+    assert (
+        post_event(api, device, session, "connected", conversation_id=conversation).status_code
+        == 200
+    )
     assert post_event(api, device, session, "ended", at=at.isoformat()).status_code == 200
     row = session_row(sql_conn, session)
     assert row["status"] == "completed"
@@ -133,7 +138,10 @@ def test_ended_before_connecting_fails_the_session_and_repeats_are_harmless(
     family, device = household
     session = new_session(sql_conn, family, device.id, "accepted")
     assert post_event(api, device, session, "ended").json()["status"] == "failed"
-    assert session_row(sql_conn, session)["failure_reason"] == "the call ended before the conversation connected"
+    assert (
+        session_row(sql_conn, session)["failure_reason"]
+        == "the call ended before the conversation connected"
+    )
     repeat = post_event(api, device, session, "ended")
     assert repeat.status_code == 200
     assert repeat.json()["changed"] is False
@@ -156,7 +164,9 @@ def test_connected_needs_a_conversation_id_of_its_own(
     assert session_row(sql_conn, session)["status"] == "accepted"
     first = f"conv_{uuid.uuid4().hex}"
     assert post_event(api, device, session, "connected", conversation_id=first).status_code == 200
-    other = post_event(api, device, session, "connected", conversation_id=f"conv_{uuid.uuid4().hex}")
+    other = post_event(
+        api, device, session, "connected", conversation_id=f"conv_{uuid.uuid4().hex}"
+    )
     assert other.status_code == 409
     assert session_row(sql_conn, session)["conversation_id"] == first
 
@@ -167,10 +177,15 @@ def test_bad_event_input_names_the_field(api: ServedApi, household: tuple[Family
         ({"event": "exploded", "at": datetime.now(UTC).isoformat()}, "event"),
         ({"event": "delivered", "at": "2026-11-24T10:00:00"}, "at"),  # no UTC offset
         ({"event": "delivered"}, "at"),
-        ({"event": "connected", "at": datetime.now(UTC).isoformat(), "conversation_id": "a b"}, "conversation_id"),
+        (
+            {"event": "connected", "at": datetime.now(UTC).isoformat(), "conversation_id": "a b"},
+            "conversation_id",
+        ),
     ]
     for body, field in cases:
-        response = api.client.post(f"/v1/calls/{uuid.uuid4()}/events", json=body, headers=device.headers)
+        response = api.client.post(
+            f"/v1/calls/{uuid.uuid4()}/events", json=body, headers=device.headers
+        )
         assert response.status_code == 422, body
         assert response.json()["field"] == field
     not_uuid = api.client.post("/v1/calls/42/events", json={"event": "delivered", "at": datetime.now(UTC).isoformat()},
@@ -190,18 +205,28 @@ def test_another_devices_session_is_not_found_like_a_missing_one(
         a = post_event(api, intruder, theirs, event, conversation_id="conv_x")
         b = post_event(api, intruder, missing, event, conversation_id="conv_x")
         assert a.status_code == b.status_code == 404
-        assert a.json()["error"].replace(str(theirs), "ID") == b.json()["error"].replace(str(missing), "ID")
+        assert a.json()["error"].replace(str(theirs), "ID") == b.json()["error"].replace(
+            str(missing), "ID"
+        )
     assert session_row(sql_conn, theirs)["status"] == "ringing"
     # The same family's earlier device, once revoked, cannot touch the session either.
-    sql_conn.execute("update device_pairs set status = 'revoked', revoked_at = now() where id = %s", [intruder.id])
+    sql_conn.execute(
+        "update device_pairs set status = 'revoked', revoked_at = now() where id = %s",
+        [intruder.id],
+    )
     assert post_event(api, intruder, theirs, "declined").status_code == 401
 
 
 def test_accepting_mints_a_fresh_token_with_the_conversation_variables(
-    api: ServedApi, sql_conn: SqlConn, household: tuple[Family, Paired], elevenlabs: ElevenLabsEmulator
+    api: ServedApi,
+    sql_conn: SqlConn,
+    household: tuple[Family, Paired],
+    elevenlabs: ElevenLabsEmulator,
 ) -> None:
     family, device = household
-    earlier = new_session(sql_conn, family, device.id, "completed", conversation_id=f"conv_{uuid.uuid4().hex}")
+    earlier = new_session(
+        sql_conn, family, device.id, "completed", conversation_id=f"conv_{uuid.uuid4().hex}"
+    )
     sql_conn.execute(
         "insert into call_logs (call_session_id, household_id, relative_id, outcome, summary)"
         " values (%s, %s, %s, 'completed', 'She talked about her roses.')",
@@ -214,7 +239,9 @@ def test_accepting_mints_a_fresh_token_with_the_conversation_variables(
     conversation = response.json()["conversation"]
     assert conversation["token"] == elevenlabs.tokens[-1]
     assert conversation["agent_id"] == AGENT_ID
-    household_name = fetch(sql_conn, "select name from households where id = %s", [family.household])["name"]
+    household_name = fetch(
+        sql_conn, "select name from households where id = %s", [family.household]
+    )["name"]
     assert conversation["dynamic_variables"] == {
         "relative_name": family.name,
         "household_name": household_name,
@@ -234,7 +261,11 @@ def test_accepting_mints_a_fresh_token_with_the_conversation_variables(
 
 @pytest.mark.parametrize("state", ["expired", "cancelled"])
 def test_accepting_a_call_that_is_over_gets_410_and_mints_nothing(
-    api: ServedApi, sql_conn: SqlConn, household: tuple[Family, Paired], elevenlabs: ElevenLabsEmulator, state: str
+    api: ServedApi,
+    sql_conn: SqlConn,
+    household: tuple[Family, Paired],
+    elevenlabs: ElevenLabsEmulator,
+    state: str,
 ) -> None:
     family, device = household
     session = new_session(sql_conn, family, device.id, state)
@@ -248,12 +279,25 @@ def test_accepting_a_call_that_is_over_gets_410_and_mints_nothing(
 @pytest.mark.parametrize(
     ("key", "reachable", "message"),
     [
-        ("xi_wrong", True, "conversation: ElevenLabs refused the API key (HTTP 401); check ELEVENLABS_API_KEY"),
-        ("xi_any", False, "conversation: ElevenLabs could not be reached for a conversation token (ConnectError)"),
+        (
+            "xi_wrong",
+            True,
+            "conversation: ElevenLabs refused the API key (HTTP 401); check ELEVENLABS_API_KEY",
+        ),
+        (
+            "xi_any",
+            False,
+            "conversation: ElevenLabs could not be reached for a conversation token (ConnectError)",
+        ),
     ],
 )
 def test_no_token_means_503_and_the_session_is_left_as_it_was(
-    api_database: str, sql_conn: SqlConn, elevenlabs: ElevenLabsEmulator, key: str, reachable: bool, message: str
+    api_database: str,
+    sql_conn: SqlConn,
+    elevenlabs: ElevenLabsEmulator,
+    key: str,
+    reachable: bool,
+    message: str,
 ) -> None:
     base = elevenlabs.base_url if reachable else f"http://127.0.0.1:{free_port()}"
     served = ServedApi(settings_for(api_database, elevenlabs_api_key=key, elevenlabs_base_url=base))
@@ -279,10 +323,19 @@ def test_a_timeout_from_the_device_retries_like_phase_two(
     session = new_session(sql_conn, family, device.id, "ringing", schedule_id=schedule, max_attempts=3,
                           origin="schedule", occurrence_at=datetime.now(UTC))  # fmt: skip
     assert post_event(api, device, session, "timeout").json()["status"] == "missed"
-    retry = fetch(sql_conn, "select * from call_sessions where schedule_id = %s and attempt = 2", [schedule])
+    retry = fetch(
+        sql_conn, "select * from call_sessions where schedule_id = %s and attempt = 2", [schedule]
+    )
     assert retry["origin"] == "retry"
     assert retry["status"] == "queued"
-    assert fetch(sql_conn, "select count(*) as n from notification_queue where call_session_id = %s", [retry["id"]])["n"] == 1
+    assert (
+        fetch(
+            sql_conn,
+            "select count(*) as n from notification_queue where call_session_id = %s",
+            [retry["id"]],
+        )["n"]
+        == 1
+    )
     # The last attempt timing out alerts the family instead.
     last = new_session(sql_conn, family, device.id, "ringing")
     assert post_event(api, device, last, "timeout").status_code == 200

@@ -34,8 +34,12 @@ def test_requests_without_valid_credentials_get_401(api: ServedApi, sql_conn: Sq
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert response.json()["field"] == "authorization"
     # An unknown device and a wrong secret are told apart by nothing.
-    wrong_secret = api.client.post("/v1/devices/me/heartbeat", json={}, headers=bearer(device.id, "x" * 43))
-    unknown = api.client.post("/v1/devices/me/heartbeat", json={}, headers=bearer(uuid.uuid4(), "x" * 43))
+    wrong_secret = api.client.post(
+        "/v1/devices/me/heartbeat", json={}, headers=bearer(device.id, "x" * 43)
+    )
+    unknown = api.client.post(
+        "/v1/devices/me/heartbeat", json={}, headers=bearer(uuid.uuid4(), "x" * 43)
+    )
     assert wrong_secret.json() == unknown.json() == INVALID
     assert fetch(sql_conn, "select last_seen_at is not null as seen, notification_permission"
                  " from device_pairs where id = %s", [device.id])["notification_permission"] is None  # fmt: skip
@@ -51,7 +55,9 @@ def test_a_revoked_device_gets_401_even_with_its_secret(api: ServedApi, sql_conn
     assert response.json()["error"] == "authorization: this device has been revoked; pair again"
 
 
-def test_refreshed_tokens_replace_the_old_ones_and_are_valid_again(api: ServedApi, sql_conn: SqlConn) -> None:
+def test_refreshed_tokens_replace_the_old_ones_and_are_valid_again(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
     device = pair(api, sql_conn, new_family(sql_conn))
     sql_conn.execute(
         """update device_pairs set fcm_token_invalidated_at = now(), fcm_token_invalid_reason = 'UNREGISTERED',
@@ -61,9 +67,15 @@ def test_refreshed_tokens_replace_the_old_ones_and_are_valid_again(api: ServedAp
     )
     before = fetch(sql_conn, "select * from device_pairs where id = %s", [device.id])
     new_fcm = fcm_token()
-    response = api.client.put("/v1/devices/me/tokens", json={"fcm_token": new_fcm}, headers=device.headers)
+    response = api.client.put(
+        "/v1/devices/me/tokens", json={"fcm_token": new_fcm}, headers=device.headers
+    )
     assert response.status_code == 200, response.text
-    assert response.json() == {"fcm_token_valid": True, "voip_token_valid": False, "apns_token_valid": True}
+    assert response.json() == {
+        "fcm_token_valid": True,
+        "voip_token_valid": False,
+        "apns_token_valid": True,
+    }
     after = fetch(sql_conn, "select * from device_pairs where id = %s", [device.id])
     assert after["fcm_token"] == new_fcm
     assert after["fcm_token_invalidated_at"] is None
@@ -72,44 +84,85 @@ def test_refreshed_tokens_replace_the_old_ones_and_are_valid_again(api: ServedAp
     assert after["voip_token"] == before["voip_token"]
     assert after["voip_token_invalid_reason"] == "BadDeviceToken"
     # The same VoIP token sent again is the current one: valid again.
-    again = api.client.put("/v1/devices/me/tokens", json={"voip_token": before["voip_token"]}, headers=device.headers)
+    again = api.client.put(
+        "/v1/devices/me/tokens", json={"voip_token": before["voip_token"]}, headers=device.headers
+    )
     assert again.json()["voip_token_valid"] is True
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({}, "tokens"), ({"apns_token": "12"}, "apns_token"), ({"fcm_token": "bad token with spaces" * 3}, "fcm_token")],
+    [
+        ({}, "tokens"),
+        ({"apns_token": "12"}, "apns_token"),
+        ({"fcm_token": "bad token with spaces" * 3}, "fcm_token"),
+    ],
 )
 def test_bad_token_refresh_is_refused_and_changes_nothing(
     api: ServedApi, sql_conn: SqlConn, body: dict[str, str], field: str
 ) -> None:
     device = pair(api, sql_conn, new_family(sql_conn))
-    before = fetch(sql_conn, "select fcm_token, voip_token, apns_token from device_pairs where id = %s", [device.id])
+    before = fetch(
+        sql_conn,
+        "select fcm_token, voip_token, apns_token from device_pairs where id = %s",
+        [device.id],
+    )
     response = api.client.put("/v1/devices/me/tokens", json=body, headers=device.headers)
     assert response.status_code == 422
     assert response.json()["field"] == field
-    assert fetch(sql_conn, "select fcm_token, voip_token, apns_token from device_pairs where id = %s", [device.id]) == before
+    assert (
+        fetch(
+            sql_conn,
+            "select fcm_token, voip_token, apns_token from device_pairs where id = %s",
+            [device.id],
+        )
+        == before
+    )
 
 
-def test_heartbeat_records_last_seen_version_and_permissions(api: ServedApi, sql_conn: SqlConn) -> None:
+def test_heartbeat_records_last_seen_version_and_permissions(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
     device = pair(api, sql_conn, new_family(sql_conn))
-    sql_conn.execute("update device_pairs set last_seen_at = now() - interval '1 day' where id = %s", [device.id])
-    body = {"app_version": "2.4.1", "notification_permission": True, "full_screen_intent_permission": False}
+    sql_conn.execute(
+        "update device_pairs set last_seen_at = now() - interval '1 day' where id = %s", [device.id]
+    )
+    body = {
+        "app_version": "2.4.1",
+        "notification_permission": True,
+        "full_screen_intent_permission": False,
+    }
     response = api.client.post("/v1/devices/me/heartbeat", json=body, headers=device.headers)
     assert response.status_code == 200
-    row = fetch(sql_conn, "select *, now() - last_seen_at < interval '1 minute' as fresh from device_pairs where id = %s", [device.id])
+    row = fetch(
+        sql_conn,
+        "select *, now() - last_seen_at < interval '1 minute' as fresh from device_pairs where id = %s",
+        [device.id],
+    )
     assert row["fresh"] is True
-    assert (row["app_version"], row["notification_permission"], row["full_screen_intent_permission"]) == ("2.4.1", True, False)
+    assert (
+        row["app_version"],
+        row["notification_permission"],
+        row["full_screen_intent_permission"],
+    ) == ("2.4.1", True, False)
     # A value not sent is kept.
-    api.client.post("/v1/devices/me/heartbeat", json={"notification_permission": False}, headers=device.headers)
+    api.client.post(
+        "/v1/devices/me/heartbeat", json={"notification_permission": False}, headers=device.headers
+    )
     row = fetch(sql_conn, "select * from device_pairs where id = %s", [device.id])
-    assert (row["app_version"], row["notification_permission"], row["full_screen_intent_permission"]) == ("2.4.1", False, False)
+    assert (
+        row["app_version"],
+        row["notification_permission"],
+        row["full_screen_intent_permission"],
+    ) == ("2.4.1", False, False)
 
 
 def test_oversize_device_body_is_refused_with_413(api: ServedApi, sql_conn: SqlConn) -> None:
     device = pair(api, sql_conn, new_family(sql_conn))
     response = api.client.put(
-        "/v1/devices/me/tokens", json={"fcm_token": "a" * 70_000, "apns_token": apns_token()}, headers=device.headers
+        "/v1/devices/me/tokens",
+        json={"fcm_token": "a" * 70_000, "apns_token": apns_token()},
+        headers=device.headers,
     )
     assert response.status_code == 413
     assert response.json()["field"] == "body"

@@ -55,7 +55,10 @@ def test_the_checked_in_openapi_document_is_current() -> None:
 def test_the_api_refuses_bad_configuration_clearly() -> None:
     printed = run_cli("api", "--openapi", env={"CALLPANION_PAIRING_RATE_LIMIT": "0"})
     assert printed.returncode == 1
-    assert printed.stderr.strip() == "error: CALLPANION_PAIRING_RATE_LIMIT must be a positive integer, got 0"
+    assert (
+        printed.stderr.strip()
+        == "error: CALLPANION_PAIRING_RATE_LIMIT must be a positive integer, got 0"
+    )
 
 
 @pytest.fixture(scope="module")

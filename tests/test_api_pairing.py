@@ -251,3 +251,24 @@ def test_an_admin_revokes_the_device_and_it_gets_401(api: ServedApi, sql_conn: S
     )
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_members_see_the_failed_attempts_but_never_the_code_hash(db: Conn) -> None:
+    world: World = build_world(db)
+    with acting_as(db, "authenticated", world.a.members["member_a"]):
+        row = db.execute(
+            "select pairing_failed_attempts from devices where id = %s", [world.a.device]
+        ).fetchone()
+        assert row == {"pairing_failed_attempts": 0}
+    for column in ("pairing_code_hash", "secret_hash"):
+        with (
+            acting_as(db, "authenticated", world.a.members["admin_a"]),
+            pytest.raises(errors.InsufficientPrivilege),
+        ):
+            db.execute(f"select {column} from device_pairs")  # noqa: S608 - fixed names
+    for role in ("authenticated", "service_role"):
+        with acting_as(db, role, world.a.members["admin_a"]):
+            privileged = db.execute(
+                "select has_table_privilege(current_user, 'private.webhook_rejections', 'insert') as w"
+            ).fetchone()
+            assert privileged == {"w": False}

@@ -25,12 +25,16 @@ SqlConn = psycopg.Connection[Row]
 
 
 def rejections(conn: SqlConn, reason: str) -> int:
-    row = conn.execute("select count from private.webhook_rejections where reason = %s", [reason]).fetchone()
+    row = conn.execute(
+        "select count from private.webhook_rejections where reason = %s", [reason]
+    ).fetchone()
     return int(row["count"]) if row else 0
 
 
 def stored_events(conn: SqlConn, conversation: str) -> list[Row]:
-    return conn.execute("select * from webhook_events where conversation_id = %s", [conversation]).fetchall()
+    return conn.execute(
+        "select * from webhook_events where conversation_id = %s", [conversation]
+    ).fetchall()
 
 
 def logs(conn: SqlConn, session: uuid.UUID) -> list[Row]:
@@ -52,7 +56,10 @@ def deliver(api: ServedApi, secret: str, payload: dict[str, Any] | bytes, **kwar
 
 
 def test_a_transcript_becomes_the_call_log_and_completes_the_session(
-    api: ServedApi, sql_conn: SqlConn, webhook_secret: str, call: tuple[Family, Paired, uuid.UUID, str]
+    api: ServedApi,
+    sql_conn: SqlConn,
+    webhook_secret: str,
+    call: tuple[Family, Paired, uuid.UUID, str],
 ) -> None:
     family, _device, session, conversation = call
     payload = transcription_payload(
@@ -88,9 +95,16 @@ def test_a_transcript_becomes_the_call_log_and_completes_the_session(
     assert row["status"] == "completed"
     assert row["ended_at"] is not None
     [event] = stored_events(sql_conn, conversation)
-    assert (event["status"], event["call_session_id"], event["household_id"]) == ("processed", session, family.household)
+    assert (event["status"], event["call_session_id"], event["household_id"]) == (
+        "processed",
+        session,
+        family.household,
+    )
     assert event["payload"] == payload
-    assert event["dedupe_key"] == f"elevenlabs:post_call_transcription:{conversation}:{payload['event_timestamp']}"
+    assert (
+        event["dedupe_key"]
+        == f"elevenlabs:post_call_transcription:{conversation}:{payload['event_timestamp']}"
+    )
 
 
 def test_the_session_is_found_by_the_call_session_id_variable(
@@ -100,7 +114,9 @@ def test_the_session_is_found_by_the_call_session_id_variable(
     device = pair(api, sql_conn, family)
     session = new_session(sql_conn, family, device.id, "accepted")  # "connected" never arrived
     conversation = f"conv_{uuid.uuid4().hex}"
-    response = deliver(api, webhook_secret, transcription_payload(conversation, call_session_id=str(session)))
+    response = deliver(
+        api, webhook_secret, transcription_payload(conversation, call_session_id=str(session))
+    )
     assert response.json()["status"] == "processed"
     row = fetch(sql_conn, "select * from call_sessions where id = %s", [session])
     assert (row["status"], row["conversation_id"]) == ("completed", conversation)
@@ -108,26 +124,36 @@ def test_the_session_is_found_by_the_call_session_id_variable(
 
 
 def test_a_result_is_never_attached_to_another_households_call(
-    api: ServedApi, sql_conn: SqlConn, webhook_secret: str, call: tuple[Family, Paired, uuid.UUID, str]
+    api: ServedApi,
+    sql_conn: SqlConn,
+    webhook_secret: str,
+    call: tuple[Family, Paired, uuid.UUID, str],
 ) -> None:
     _, _, session, conversation = call
     other_family = new_family(sql_conn, "Someone else")
     other_device = pair(api, sql_conn, other_family)
     other_session = new_session(sql_conn, other_family, other_device.id, "accepted")
     # Conversation of one call, session id of another: neither gets the transcript.
-    response = deliver(api, webhook_secret, transcription_payload(conversation, call_session_id=str(other_session)))
+    response = deliver(
+        api, webhook_secret, transcription_payload(conversation, call_session_id=str(other_session))
+    )
     assert response.status_code == 200
     assert response.json()["status"] == "unmatched"
     assert logs(sql_conn, session) == []
     assert logs(sql_conn, other_session) == []
     # A session that already has another conversation is not taken over either.
     stranger = f"conv_{uuid.uuid4().hex}"
-    response = deliver(api, webhook_secret, transcription_payload(stranger, call_session_id=str(session)))
+    response = deliver(
+        api, webhook_secret, transcription_payload(stranger, call_session_id=str(session))
+    )
     assert response.json()["status"] == "unmatched"
     [event] = stored_events(sql_conn, stranger)
     assert "belongs to another conversation" in event["error"]
     assert event["household_id"] is None
-    assert fetch(sql_conn, "select status from call_sessions where id = %s", [session])["status"] == "in_progress"
+    assert (
+        fetch(sql_conn, "select status from call_sessions where id = %s", [session])["status"]
+        == "in_progress"
+    )
 
 
 def test_an_event_matching_no_session_is_kept_and_answered_200(
@@ -143,10 +169,15 @@ def test_an_event_matching_no_session_is_kept_and_answered_200(
 
 
 def test_a_duplicate_delivery_changes_nothing(
-    api: ServedApi, sql_conn: SqlConn, webhook_secret: str, call: tuple[Family, Paired, uuid.UUID, str]
+    api: ServedApi,
+    sql_conn: SqlConn,
+    webhook_secret: str,
+    call: tuple[Family, Paired, uuid.UUID, str],
 ) -> None:
     _, _, session, conversation = call
-    payload = transcription_payload(conversation, data_collection={"wellbeing_concern": "she fell on Sunday"})
+    payload = transcription_payload(
+        conversation, data_collection={"wellbeing_concern": "she fell on Sunday"}
+    )
     first = deliver(api, webhook_secret, payload)
     second = deliver(api, webhook_secret, payload, timestamp=int(time.time()) + 5)
     assert first.status_code == second.status_code == 200
@@ -154,17 +185,26 @@ def test_a_duplicate_delivery_changes_nothing(
     assert second.json()["event_id"] == first.json()["event_id"]
     assert len(stored_events(sql_conn, conversation)) == 1
     assert len(logs(sql_conn, session)) == 1
-    alerts = sql_conn.execute("select * from alerts where call_session_id = %s", [session]).fetchall()
+    alerts = sql_conn.execute(
+        "select * from alerts where call_session_id = %s", [session]
+    ).fetchall()
     assert len(alerts) == 1
 
 
 def test_concerning_content_raises_an_alert(
-    api: ServedApi, sql_conn: SqlConn, webhook_secret: str, call: tuple[Family, Paired, uuid.UUID, str]
+    api: ServedApi,
+    sql_conn: SqlConn,
+    webhook_secret: str,
+    call: tuple[Family, Paired, uuid.UUID, str],
 ) -> None:
     family, _, session, conversation = call
     payload = transcription_payload(
         conversation,
-        data_collection={"mood": "low", "wellbeing_concern": "said she fell on Sunday", "safety_concern": "no"},
+        data_collection={
+            "mood": "low",
+            "wellbeing_concern": "said she fell on Sunday",
+            "safety_concern": "no",
+        },
         evaluation={"safety_concern": "success"},
     )
     assert deliver(api, webhook_secret, payload).json()["status"] == "processed"
@@ -178,21 +218,34 @@ def test_concerning_content_raises_an_alert(
 
 
 def test_a_failed_evaluation_of_a_concern_field_raises_an_alert(
-    api: ServedApi, sql_conn: SqlConn, webhook_secret: str, call: tuple[Family, Paired, uuid.UUID, str]
+    api: ServedApi,
+    sql_conn: SqlConn,
+    webhook_secret: str,
+    call: tuple[Family, Paired, uuid.UUID, str],
 ) -> None:
     _, _, session, conversation = call
-    payload = transcription_payload(conversation, data_collection={}, evaluation={"safety_concern": "failure"})
+    payload = transcription_payload(
+        conversation, data_collection={}, evaluation={"safety_concern": "failure"}
+    )
     deliver(api, webhook_secret, payload)
     assert logs(sql_conn, session)[0]["concerns"] == ["safety_concern"]
-    assert fetch(sql_conn, "select kind from alerts where call_session_id = %s", [session])["kind"] == "concerning_content"
+    assert (
+        fetch(sql_conn, "select kind from alerts where call_session_id = %s", [session])["kind"]
+        == "concerning_content"
+    )
 
 
 def test_an_ingest_failure_keeps_the_event_and_writes_nothing_else(
-    api: ServedApi, sql_conn: SqlConn, webhook_secret: str, call: tuple[Family, Paired, uuid.UUID, str]
+    api: ServedApi,
+    sql_conn: SqlConn,
+    webhook_secret: str,
+    call: tuple[Family, Paired, uuid.UUID, str],
 ) -> None:
     _, _, session, conversation = call
     before = fetch(sql_conn, "select * from call_sessions where id = %s", [session])
-    payload = transcription_payload(conversation, duration_secs=10**6, data_collection={"wellbeing_concern": "yes"})
+    payload = transcription_payload(
+        conversation, duration_secs=10**6, data_collection={"wellbeing_concern": "yes"}
+    )
     response = deliver(api, webhook_secret, payload)
     assert response.status_code == 200
     assert response.json()["status"] == "failed"
@@ -200,12 +253,18 @@ def test_an_ingest_failure_keeps_the_event_and_writes_nothing_else(
     assert "call_logs.duration_secs" in event["error"]
     assert event["payload"] == payload
     assert logs(sql_conn, session) == []
-    assert sql_conn.execute("select * from alerts where call_session_id = %s", [session]).fetchall() == []
+    assert (
+        sql_conn.execute("select * from alerts where call_session_id = %s", [session]).fetchall()
+        == []
+    )
     assert fetch(sql_conn, "select * from call_sessions where id = %s", [session]) == before
 
 
 def test_post_call_audio_is_acknowledged_without_storing_the_audio(
-    api: ServedApi, sql_conn: SqlConn, webhook_secret: str, call: tuple[Family, Paired, uuid.UUID, str]
+    api: ServedApi,
+    sql_conn: SqlConn,
+    webhook_secret: str,
+    call: tuple[Family, Paired, uuid.UUID, str],
 ) -> None:
     _, _, session, conversation = call
     audio = b"ID3" + bytes(range(256)) * 200
@@ -221,7 +280,9 @@ def test_post_call_audio_is_acknowledged_without_storing_the_audio(
     assert base64.b64encode(audio).decode()[:100] not in json.dumps(event["payload"])
 
 
-def test_an_unknown_event_type_is_kept_as_ignored(api: ServedApi, sql_conn: SqlConn, webhook_secret: str) -> None:
+def test_an_unknown_event_type_is_kept_as_ignored(
+    api: ServedApi, sql_conn: SqlConn, webhook_secret: str
+) -> None:
     conversation = f"conv_{uuid.uuid4().hex}"
     payload = {"type": "call_initiation_failure", "event_timestamp": int(time.time()),
                "data": {"conversation_id": conversation, "failure_reason": "busy"}}  # fmt: skip
@@ -274,10 +335,16 @@ def test_bad_signatures_are_refused_with_401_and_only_counted(
     [
         (b"{not json", "body"),
         (b"[1, 2]", "body"),
-        (b'{"type": "post_call_transcription", "event_timestamp": "yesterday", "data": {}}', "event_timestamp"),
+        (
+            b'{"type": "post_call_transcription", "event_timestamp": "yesterday", "data": {}}',
+            "event_timestamp",
+        ),
         (b'{"type": "post_call_transcription", "event_timestamp": 1795000000}', "data"),
         (b'{"event_timestamp": 1795000000, "data": {}}', "type"),
-        (b'{"type": "x", "event_timestamp": 1795000000, "data": {"conversation_id": 7}}', "data.conversation_id"),
+        (
+            b'{"type": "x", "event_timestamp": 1795000000, "data": {"conversation_id": 7}}',
+            "data.conversation_id",
+        ),
         (b'{"type": "x", "event_timestamp": 1795000000, "data": {"note": "\\u0000"}}', "body"),
         (b'{"type": "x", "event_timestamp": NaN, "data": {}}', "body"),
         (b"\xff\xfe{}", "body"),
@@ -296,10 +363,14 @@ def test_a_signed_body_that_is_not_an_event_gets_400_and_is_only_counted(
     assert fetch(sql_conn, "select count(*) as n from webhook_events")["n"] == total
 
 
-def test_an_oversize_body_gets_413_before_anything_else(api: ServedApi, sql_conn: SqlConn, webhook_secret: str) -> None:
+def test_an_oversize_body_gets_413_before_anything_else(
+    api: ServedApi, sql_conn: SqlConn, webhook_secret: str
+) -> None:
     counted = rejections(sql_conn, "too_large")
     conversation = f"conv_{uuid.uuid4().hex}"
-    body = json.dumps(audio_payload(conversation, b"\x00" * (api.settings.webhook_max_bytes))).encode()
+    body = json.dumps(
+        audio_payload(conversation, b"\x00" * (api.settings.webhook_max_bytes))
+    ).encode()
     response = deliver(api, webhook_secret, body)
     assert response.status_code == 413
     assert response.json()["field"] == "body"
@@ -307,5 +378,9 @@ def test_an_oversize_body_gets_413_before_anything_else(api: ServedApi, sql_conn
     assert stored_events(sql_conn, conversation) == []
     # Without a Content-Length (chunked), the limit holds all the same.
     chunks = iter([body[: len(body) // 2], body[len(body) // 2 :]])
-    streamed = api.client.post(WEBHOOK_PATH, content=chunks, headers={"ElevenLabs-Signature": sign(webhook_secret, body, int(time.time()))})
+    streamed = api.client.post(
+        WEBHOOK_PATH,
+        content=chunks,
+        headers={"ElevenLabs-Signature": sign(webhook_secret, body, int(time.time()))},
+    )
     assert streamed.status_code == 413
