@@ -82,7 +82,7 @@ def refusal(error: psycopg.Error) -> ApiError | None:
 class ApiDatabase:
     """A small pool of connections acting as the API's role (default `service_role`)."""
 
-    def __init__(self, url: str, role: str | None, max_size: int = 8) -> None:
+    def __init__(self, url: str, role: str | None, max_size: int = 8, timeout: float = 5.0) -> None:
         self._queries = load_queries()
         self._role = role
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
@@ -90,7 +90,7 @@ class ApiDatabase:
             min_size=1,
             max_size=max_size,
             open=False,
-            timeout=10,
+            timeout=timeout,
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
             connection_class=psycopg.Connection[dict[str, Any]],
             configure=self._configure,
@@ -107,11 +107,14 @@ class ApiDatabase:
     def close(self) -> None:
         self._pool.close()
 
-    def rows(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Run a named query; database refusals become ApiError, an absent database 503."""
+    def rows(
+        self, name: str, params: dict[str, Any], wait: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Run a named query; database refusals become ApiError, an absent database 503
+        (after waiting up to `wait` seconds, default the pool's, for a connection)."""
         query = self._queries[name]
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=wait) as conn:
                 return conn.execute(query, params).fetchall()
         except PoolTimeout:
             raise ApiError(503, "the database is unavailable; try again shortly") from None

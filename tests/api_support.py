@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 
 from python_worker import migrations
 from python_worker.api import create_app
+from python_worker.api_db import ApiDatabase
 from python_worker.config import DEFAULT_CONCERN_FIELDS, ApiSettings
 from python_worker.emulators.elevenlabs import ElevenLabsEmulator
 from python_worker.stack import LocalStack
@@ -37,14 +38,16 @@ class ServedApi:
     """The app served by uvicorn in a thread, on a socket bound (and listening) before start,
     so requests can be sent as soon as this object exists: no waiting loop."""
 
-    def __init__(self, settings: ApiSettings) -> None:
+    def __init__(self, settings: ApiSettings, database: ApiDatabase | None = None) -> None:
         self.settings = settings
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.listen(128)
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            create_app(settings, database=database), log_level="warning", lifespan="on"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True

@@ -8,7 +8,9 @@ import uuid
 import psycopg
 import pytest
 
-from tests.api_support import Row, ServedApi, bearer, fetch, new_family, pair
+from python_worker.api_db import ApiDatabase
+from tests.api_support import Row, ServedApi, bearer, fetch, new_family, pair, settings_for
+from tests.conftest import free_port
 from tests.world import apns_token, fcm_token
 
 SqlConn = psycopg.Connection[Row]
@@ -172,3 +174,19 @@ def test_healthz_reports_the_database(api: ServedApi) -> None:
     response = api.client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok"}
+
+
+def test_without_a_database_healthz_and_routes_answer_503() -> None:
+    url = f"postgresql://postgres:postgres@127.0.0.1:{free_port()}/postgres"
+    served = ServedApi(settings_for(url), database=ApiDatabase(url, "service_role", timeout=1.0))
+    try:
+        health = served.client.get("/healthz")
+        assert health.status_code == 503
+        assert health.json() == {"status": "degraded", "database": "unavailable"}
+        refused = served.client.post(
+            "/v1/devices/me/heartbeat", json={}, headers=bearer(uuid.uuid4(), "x" * 43)
+        )
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "the database is unavailable; try again shortly"
+    finally:
+        served.stop()
