@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 
 from python_worker import bench, migrations
-from python_worker.config import DEFAULT_DB_PORT, load_env, stack_settings
+from python_worker.config import DEFAULT_DB_PORT, api_settings, load_env, stack_settings
 from python_worker.errors import CallPanionError
 from python_worker.stack import LocalStack, StackStatus
 
@@ -204,6 +204,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    # Imported here: the other commands need neither FastAPI nor uvicorn.
+    from python_worker import api
+
+    settings = api_settings()
+    if args.openapi:
+        sys.stdout.write(api.openapi_document(settings))
+        return 0
+    print(f"serving the CallPanion API on http://{settings.host}:{settings.port}")
+    api.serve(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callpanion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     emulators = sub.add_parser(
-        "emulators", help="run the FCM (+OAuth) and APNs emulators until interrupted"
+        "emulators", help="run the FCM (+OAuth), APNs and ElevenLabs emulators until interrupted"
     )
     emulators.add_argument("--fast", action="store_true", help="skip verification (benchmarks)")
     emulators.add_argument("--dir", help="where to write the generated credentials")
@@ -251,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--count", type=int, default=10_000, help="pushes per run (default 10000)")
     push.add_argument("--rounds", type=int, default=3, help="timed runs of each (median)")
     bench_parser.set_defaults(func=cmd_bench)
+
+    api_parser = sub.add_parser("api", help="serve the HTTP API (device routes, webhook)")
+    api_parser.add_argument(
+        "--openapi", action="store_true", help="print the OpenAPI document and exit"
+    )
+    api_parser.set_defaults(func=cmd_api)
     return parser
 
 

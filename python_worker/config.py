@@ -193,3 +193,87 @@ def apns_settings(env: Mapping[str, str] | None = None) -> ApnsSettings | None:
         port=port,
         ca_file=env.get("APNS_CA_FILE") or None,
     )
+
+
+#: Where `callpanion api` listens unless told otherwise (loopback: put a proxy in front).
+DEFAULT_API_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 8000
+#: The database role the API acts as: it holds exactly the grants of the SQL functions it calls.
+DEFAULT_API_DB_ROLE = "service_role"
+#: ElevenLabs' public API; only tests and the demo point elsewhere (the emulator).
+DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
+#: Data-collection or evaluation fields that flag a concern unless configured otherwise.
+DEFAULT_CONCERN_FIELDS = ("wellbeing_concern", "safety_concern")
+#: post_call_audio carries a base64 MP3 of the whole call: allow long calls, refuse the absurd.
+DEFAULT_WEBHOOK_MAX_BYTES = 25 * 1024 * 1024
+#: Pairing requests one client address may make per window (in-process, per API instance).
+DEFAULT_PAIRING_RATE_LIMIT = 10
+DEFAULT_PAIRING_RATE_WINDOW_SECS = 600
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """What `callpanion api` needs: where to listen, the database, ElevenLabs, limits."""
+
+    host: str
+    port: int
+    database_url: str
+    db_role: str | None
+    elevenlabs_api_key: str | None
+    elevenlabs_agent_id: str | None
+    elevenlabs_base_url: str
+    elevenlabs_webhook_secret: str | None
+    concern_fields: tuple[str, ...]
+    webhook_max_bytes: int
+    pairing_rate_limit: int
+    pairing_rate_window_secs: int
+
+
+def api_settings(env: Mapping[str, str] | None = None) -> ApiSettings:
+    """Build the API settings from environment variables (README, "Configuration")."""
+    env = os.environ if env is None else env
+    port = _int(env, "CALLPANION_API_PORT", DEFAULT_API_PORT)
+    if not 1 <= port <= 65535:
+        raise CallPanionError(f"CALLPANION_API_PORT must be between 1 and 65535, got {port}")
+    database_url = (
+        env.get("CALLPANION_API_DATABASE_URL")
+        or env.get("DATABASE_URL")
+        or stack_settings(env).database_url
+    )
+    role = env.get("CALLPANION_API_DB_ROLE", DEFAULT_API_DB_ROLE).strip()
+    raw_fields = env.get("CALLPANION_CONCERN_FIELDS")
+    fields = (
+        DEFAULT_CONCERN_FIELDS
+        if raw_fields is None
+        else tuple(f.strip() for f in raw_fields.split(",") if f.strip())
+    )
+    limits = {
+        "CALLPANION_WEBHOOK_MAX_BYTES": _int(
+            env, "CALLPANION_WEBHOOK_MAX_BYTES", DEFAULT_WEBHOOK_MAX_BYTES
+        ),
+        "CALLPANION_PAIRING_RATE_LIMIT": _int(
+            env, "CALLPANION_PAIRING_RATE_LIMIT", DEFAULT_PAIRING_RATE_LIMIT
+        ),
+        "CALLPANION_PAIRING_RATE_WINDOW_SECS": _int(
+            env, "CALLPANION_PAIRING_RATE_WINDOW_SECS", DEFAULT_PAIRING_RATE_WINDOW_SECS
+        ),
+    }
+    for name, value in limits.items():
+        if value < 1:
+            raise CallPanionError(f"{name} must be a positive integer, got {value}")
+    return ApiSettings(
+        host=env.get("CALLPANION_API_HOST") or DEFAULT_API_HOST,
+        port=port,
+        database_url=database_url,
+        db_role=role or None,
+        elevenlabs_api_key=env.get("ELEVENLABS_API_KEY") or None,
+        elevenlabs_agent_id=env.get("ELEVENLABS_AGENT_ID") or None,
+        elevenlabs_base_url=(env.get("ELEVENLABS_BASE_URL") or DEFAULT_ELEVENLABS_BASE_URL).rstrip(
+            "/"
+        ),
+        elevenlabs_webhook_secret=env.get("ELEVENLABS_WEBHOOK_SECRET") or None,
+        concern_fields=fields,
+        webhook_max_bytes=limits["CALLPANION_WEBHOOK_MAX_BYTES"],
+        pairing_rate_limit=limits["CALLPANION_PAIRING_RATE_LIMIT"],
+        pairing_rate_window_secs=limits["CALLPANION_PAIRING_RATE_WINDOW_SECS"],
+    )

@@ -28,8 +28,9 @@ from python_worker.stack import LocalStack
 
 PROJECT_DIR = DEFAULT_PROJECT_DIR
 
-# The push emulators and senders (tests/push_fixtures.py).
-pytest_plugins = ["tests.push_fixtures"]
+# Fixtures of the push providers (emulators, senders) and of the HTTP API (served app,
+# its database, the ElevenLabs emulator).
+pytest_plugins = ["tests.push_fixtures", "tests.api_support"]
 
 Conn = psycopg.Connection[dict[str, object]]
 

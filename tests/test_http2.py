@@ -117,6 +117,13 @@ def test_cli_emulators_serve_until_sigterm(tmp_path: Path) -> None:
         env = json.loads(child.stdout.readline())
         assert Path(env["FCM_SERVICE_ACCOUNT_FILE"]).is_file()
         assert Path(env["APNS_KEY_FILE"]).name == f"AuthKey_{env['APNS_KEY_ID']}.p8"
+        token = httpx.get(
+            f"{env['ELEVENLABS_BASE_URL']}/v1/convai/conversation/token",
+            params={"agent_id": env["ELEVENLABS_AGENT_ID"]},
+            headers={"xi-api-key": env["ELEVENLABS_API_KEY"]},
+        )
+        assert token.status_code == 200
+        assert token.json()["token"]
         endpoints = Endpoints(
             ca_file=Path(env["APNS_CA_FILE"]),
             fcm_base_url=env["FCM_BASE_URL"],

@@ -195,17 +195,28 @@ async def serve(
     as_json: bool = False,
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Run the emulators until SIGINT/SIGTERM (`callpanion emulators`)."""
+    """Run the FCM, APNs and ElevenLabs emulators until SIGINT/SIGTERM (`callpanion emulators`)."""
     import json
+    import secrets
     import signal
+
+    from python_worker.emulators.elevenlabs import ElevenLabsEmulator
 
     suite = EmulatorSuite(folder, fast=fast, fcm_port=fcm_port, apns_port=apns_port)
     await suite.start()
+    agent_id = "agent_" + secrets.token_hex(8)
+    elevenlabs = ElevenLabsEmulator(api_key="xi-" + secrets.token_hex(16), agent_ids=[agent_id])
+    elevenlabs_url = elevenlabs.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    env = suite.env()
+    env = {
+        **suite.env(),
+        "ELEVENLABS_BASE_URL": elevenlabs_url,
+        "ELEVENLABS_API_KEY": elevenlabs.api_key,
+        "ELEVENLABS_AGENT_ID": agent_id,
+    }
     if as_json:
         announce(json.dumps(env))
     else:
@@ -213,6 +224,7 @@ async def serve(
         announce(f"emulators running, {mode}; credentials in {folder}")
         announce(f"  FCM + OAuth: {env['FCM_BASE_URL']} (token endpoint /token)")
         announce(f"  APNs:        https://{env['APNS_HOST']}:{env['APNS_PORT']}")
+        announce(f"  ElevenLabs:  {elevenlabs_url} (GET /v1/convai/conversation/token)")
         announce("  admin: GET /_emulator/deliveries, POST|DELETE /_emulator/faults,")
         announce("         POST /_emulator/tokens, POST /_emulator/reset (on either port)")
         announce("point the worker at them with:")
@@ -221,4 +233,5 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        elevenlabs.stop()
         await suite.stop()

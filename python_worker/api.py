@@ -1,0 +1,587 @@
+"""`callpanion api`: the HTTP routes of the phone app and of ElevenLabs (FastAPI, ASGI).
+
+Routes read top to bottom as a call goes: the app pairs, keeps its push tokens current and
+reports liveness; it reports call events (and gets a conversation token on `accepted`); after
+the call ElevenLabs posts the signed transcript. Each route authenticates, validates, then
+calls one SQL function (api_queries.sql); the logic and every state change are in SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg.types.json import Jsonb
+from pydantic import AwareDatetime, BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from python_worker import __version__
+from python_worker.api_db import ApiDatabase, ApiError
+from python_worker.config import ApiSettings
+from python_worker.elevenlabs import (
+    SIGNATURE_HEADER,
+    ConversationTokenClient,
+    ElevenLabsUnavailable,
+    SignatureError,
+    WebhookPayloadError,
+    parse_webhook,
+    verify_signature,
+    without_audio,
+)
+from python_worker.rate_limit import SlidingWindowLimiter
+
+WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
+#: A health check answers quickly, even when the database is away.
+HEALTH_WAIT_SECS = 2.0
+#: Every other route takes a small JSON body.
+MAX_REQUEST_BYTES = 64 * 1024
+#: Compared against when the device does not exist, so that case costs the same work.
+_NO_SUCH_SECRET_HASH = hashlib.sha256(b"no such device").hexdigest()
+
+FCM_TOKEN_PATTERN = r"^[A-Za-z0-9_:\-]{32,4096}$"  # noqa: S105 - a pattern
+#: Free text: not blank, no NUL character (Postgres text cannot hold one).
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+APNS_TOKEN_PATTERN = r"^[0-9A-Fa-f]{64}$"  # noqa: S105 - a pattern
+
+
+# Bodies -------------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a message naming the field and the reason, and the field."""
+
+    error: str
+    field: str | None = None
+
+
+class PairRequest(BaseModel):
+    code: str = Field(pattern=r"^[0-9]{6}$", description="the 6 digits shown on the dashboard")
+    platform: Literal["ios", "android"]
+    fcm_token: str | None = Field(default=None, pattern=FCM_TOKEN_PATTERN)
+    voip_token: str | None = Field(
+        default=None, pattern=APNS_TOKEN_PATTERN, description="PushKit (iOS)"
+    )
+    apns_token: str | None = Field(
+        default=None, pattern=APNS_TOKEN_PATTERN, description="APNs (iOS)"
+    )
+    app_version: str = Field(min_length=1, max_length=50, pattern=TEXT_PATTERN)
+    label: str = Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)
+
+
+class RelativeOut(BaseModel):
+    id: uuid.UUID
+    display_name: str
+    timezone: str
+    household_name: str
+
+
+class PairResponse(BaseModel):
+    device_id: uuid.UUID
+    device_secret: str = Field(description="shown once; send `Bearer <device_id>.<secret>`")
+    relative: RelativeOut
+
+
+class TokensRequest(BaseModel):
+    fcm_token: str | None = Field(default=None, pattern=FCM_TOKEN_PATTERN)
+    voip_token: str | None = Field(default=None, pattern=APNS_TOKEN_PATTERN)
+    apns_token: str | None = Field(default=None, pattern=APNS_TOKEN_PATTERN)
+
+
+class TokensResponse(BaseModel):
+    fcm_token_valid: bool
+    voip_token_valid: bool
+    apns_token_valid: bool
+
+
+class HeartbeatRequest(BaseModel):
+    app_version: str | None = Field(default=None, min_length=1, max_length=50, pattern=TEXT_PATTERN)
+    notification_permission: bool | None = None
+    full_screen_intent_permission: bool | None = None
+
+
+class HeartbeatResponse(BaseModel):
+    last_seen_at: datetime
+
+
+CallEvent = Literal["delivered", "accepted", "declined", "timeout", "connected", "ended"]
+
+
+class CallEventRequest(BaseModel):
+    event: CallEvent
+    at: AwareDatetime = Field(description="when it happened on the device (with a UTC offset)")
+    conversation_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_:.\-]{1,200}$",
+        description="the ElevenLabs conversation id; required with `connected`",
+    )
+
+
+class ConversationStart(BaseModel):
+    """What the app needs to start the ElevenLabs conversation (on `accepted`)."""
+
+    token: str = Field(description="WebRTC conversation token, valid about 10 minutes")
+    agent_id: str
+    dynamic_variables: dict[str, str]
+
+
+class CallEventResponse(BaseModel):
+    session_id: uuid.UUID
+    event: CallEvent
+    status: str
+    changed: bool = Field(description="false when the event was a repeat (nothing changed)")
+    conversation: ConversationStart | None = None
+
+
+class WebhookAck(BaseModel):
+    event_id: uuid.UUID
+    status: str = Field(description="processed, unmatched, ignored or failed (kept for replay)")
+    duplicate: bool
+    call_session_id: uuid.UUID | None = None
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+# Body size limit ----------------------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413 before the app sees them.
+
+    The body is read here (up to the limit) and replayed to the app, so an oversize body is
+    refused whether or not it announced its length.
+    """
+
+    def __init__(
+        self, app: ASGIApp, limit_for: Callable[[str], int], on_refused: Callable[[str], None]
+    ) -> None:
+        self.app = app
+        self.limit_for = limit_for
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        limit = self.limit_for(path)
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_large = declared is not None and declared.isdigit() and int(declared) > limit
+        chunks: list[bytes] = []
+        size = 0
+        more = not too_large
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                too_large = True
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        if too_large:
+            await run_in_threadpool(self.on_refused, path)
+            response = JSONResponse(
+                {"error": f"body: larger than the limit of {limit} bytes", "field": "body"},
+                status_code=413,
+            )
+            await response(scope, receive, send)
+            return
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+# The app ------------------------------------------------------------------------------------
+
+
+def hash_secret(secret: str) -> str:
+    """How a device secret is stored: a hex SHA-256 (the secret is 256 random bits)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="DeviceBearer",
+    description="`Bearer <device_id>.<device_secret>` as returned by pairing",
+)
+
+
+def authenticated_device(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> uuid.UUID:
+    """The device making the request, or 401. The same answer for an unknown device and a
+    wrong secret; "revoked" is only said to a caller who holds the right secret."""
+    db: ApiDatabase = request.app.state.database
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ApiError(
+            401,
+            "authorization: send Bearer <device_id>.<device_secret>",
+            "authorization",
+            challenge,
+        )
+    device_part, _, secret = credentials.credentials.partition(".")
+    try:
+        device_id = uuid.UUID(device_part)
+    except ValueError:
+        device_id = None
+    rows = db.rows("device_credentials", {"device_id": device_id}) if device_id else []
+    stored = rows[0]["secret_hash"] if rows and rows[0]["secret_hash"] else None
+    matches = hmac.compare_digest(hash_secret(secret), stored or _NO_SUCH_SECRET_HASH)
+    if not (matches and stored and secret and device_id):
+        raise ApiError(401, "authorization: invalid device credentials", "authorization", challenge)
+    if rows[0]["status"] != "active":
+        raise ApiError(
+            401, "authorization: this device has been revoked; pair again", "authorization",
+            challenge,
+        )  # fmt: skip
+    return device_id
+
+
+Device = Annotated[uuid.UUID, Depends(authenticated_device)]
+
+
+def create_app(
+    settings: ApiSettings,
+    *,
+    database: ApiDatabase | None = None,
+    token_client: ConversationTokenClient | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """The ASGI app. The database pool opens with the app's lifespan (not for `--openapi`)."""
+    db = database or ApiDatabase(settings.database_url, settings.db_role)
+    if token_client is None and settings.elevenlabs_api_key:
+        token_client = ConversationTokenClient(
+            settings.elevenlabs_base_url, settings.elevenlabs_api_key
+        )
+    limiter = SlidingWindowLimiter(settings.pairing_rate_limit, settings.pairing_rate_window_secs)
+    concern_fields = list(settings.concern_fields)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        db.open()
+        try:
+            yield
+        finally:
+            db.close()
+            if token_client is not None:
+                token_client.close()
+
+    app = FastAPI(
+        title="CallPanion API",
+        version=__version__,
+        description=(
+            "Device pairing, call events and ElevenLabs conversation tokens for the relative's "
+            "app, and the signed ElevenLabs post-call webhook. Errors are "
+            '`{"error": "<field>: <reason>", "field": "<field>"}`.'
+        ),
+        lifespan=lifespan,
+    )
+    app.state.database = db
+
+    def count_rejection(reason: str) -> None:
+        # The refusal stands even when the counter cannot be written.
+        with contextlib.suppress(ApiError):
+            db.rows("count_webhook_rejection", {"reason": reason})
+
+    def limit_for(path: str) -> int:
+        return settings.webhook_max_bytes if path == WEBHOOK_PATH else MAX_REQUEST_BYTES
+
+    def body_refused(path: str) -> None:
+        if path == WEBHOOK_PATH:
+            count_rejection("too_large")
+
+    app.add_middleware(BodyLimit, limit_for=limit_for, on_refused=body_refused)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ApiError)
+        return JSONResponse(
+            {"error": error.message, "field": error.field},
+            status_code=error.status,
+            headers=error.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        problems = []
+        for item in error.errors():
+            loc = [str(part) for part in item.get("loc", ())]
+            field = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else "body")
+            if item.get("type") == "json_invalid":
+                field = "body"
+            problems.append({"field": field, "reason": str(item.get("msg", "is invalid"))})
+        first = problems[0] if problems else {"field": "body", "reason": "is invalid"}
+        return JSONResponse(
+            {
+                "error": f"{first['field']}: {first['reason']}",
+                "field": first["field"],
+                "errors": problems,
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, StarletteHTTPException)
+        if error.status_code == 400:
+            # FastAPI's answer to a body it cannot decode: one shape for every invalid input.
+            return JSONResponse(
+                {"error": "body: is not valid JSON in UTF-8", "field": "body"}, status_code=422
+            )
+        return JSONResponse(
+            {"error": str(error.detail), "field": None},
+            status_code=error.status_code,
+            headers=error.headers,
+        )
+
+    @app.get("/healthz", response_model=Health, responses=_errors(503))
+    def healthz() -> Health | JSONResponse:
+        """Liveness and whether the database answers."""
+        try:
+            db.rows("ping", {}, wait=HEALTH_WAIT_SECS)
+        except ApiError:
+            return JSONResponse({"status": "degraded", "database": "unavailable"}, 503)
+        return Health(status="ok", database="ok")
+
+    @app.post(
+        "/v1/devices/pair",
+        status_code=201,
+        response_model=PairResponse,
+        responses=_errors(403, 410, 413, 422, 423, 429, 503),
+        tags=["device"],
+    )
+    def pair(body: PairRequest, request: Request) -> PairResponse:
+        """Claim a pairing code. The device secret is returned once. Pairing revokes the
+        relative's earlier device. Wrong codes count against every open code (each is locked
+        after 5) and requests are rate limited per client address (429 with Retry-After)."""
+        address = request.client.host if request.client else "unknown"
+        wait = limiter.hit(address)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                f"code: too many pairing attempts from this address; try again in {seconds} s",
+                "code",
+                {"Retry-After": str(seconds)},
+            )
+        secret = secrets.token_urlsafe(32)
+        result = db.result(
+            "claim_pairing_code",
+            {**body.model_dump(), "secret_hash": hash_secret(secret)},
+        )
+        outcome = result["outcome"]
+        if outcome == "invalid":
+            raise ApiError(403, "code: not a valid pairing code", "code")
+        if outcome == "expired":
+            raise ApiError(410, "code: this pairing code has expired; ask for a new one", "code")
+        if outcome == "locked":
+            raise ApiError(423, "code: locked after 5 wrong attempts; ask for a new one", "code")
+        return PairResponse(
+            device_id=result["device_id"],
+            device_secret=secret,
+            relative=RelativeOut.model_validate(result["relative"]),
+        )
+
+    @app.put(
+        "/v1/devices/me/tokens",
+        response_model=TokensResponse,
+        responses=_errors(401, 413, 422, 503),
+        tags=["device"],
+    )
+    def update_tokens(body: TokensRequest, device: Device) -> TokensResponse:
+        """Replace push tokens; the ones sent become valid again, the others are kept."""
+        result = db.result("update_device_tokens", {**body.model_dump(), "device_id": device})
+        return TokensResponse.model_validate(result)
+
+    @app.post(
+        "/v1/devices/me/heartbeat",
+        response_model=HeartbeatResponse,
+        responses=_errors(401, 413, 422, 503),
+        tags=["device"],
+    )
+    def heartbeat(body: HeartbeatRequest, device: Device) -> HeartbeatResponse:
+        """Record that the app is alive, its version and its permissions."""
+        seen = db.result("device_heartbeat", {**body.model_dump(), "device_id": device})
+        return HeartbeatResponse(last_seen_at=seen)
+
+    @app.post(
+        "/v1/calls/{session_id}/events",
+        response_model=CallEventResponse,
+        responses=_errors(401, 404, 409, 410, 413, 422, 503),
+        tags=["calls"],
+    )
+    def call_event(
+        session_id: uuid.UUID, body: CallEventRequest, device: Device
+    ) -> CallEventResponse:
+        """Report a call event of this device's call session. Illegal transitions get 409
+        naming the current state; repeats change nothing. `accepted` returns a fresh
+        ElevenLabs conversation token (503 if none can be had: the session is then left as
+        it was); `accepted` after the call expired or was cancelled gets 410."""
+        keys = {"device_id": device, "session_id": session_id}
+        token = None
+        if body.event == "accepted":
+            db.result("prepare_call_accept", keys)  # 404 / 409 / 410 before minting anything
+            agent = settings.elevenlabs_agent_id
+            if token_client is None or not agent:
+                raise ApiError(
+                    503,
+                    "conversation: ElevenLabs is not configured "
+                    "(ELEVENLABS_API_KEY, ELEVENLABS_AGENT_ID)",
+                    "conversation",
+                )
+            try:
+                token = token_client.mint(agent)
+            except ElevenLabsUnavailable as error:
+                raise ApiError(503, f"conversation: {error}", "conversation") from None
+        result = db.result(
+            "record_call_event",
+            {**keys, "event": body.event, "at": body.at, "conversation_id": body.conversation_id},
+        )
+        conversation = None
+        if token is not None and settings.elevenlabs_agent_id:
+            conversation = ConversationStart(
+                token=token,
+                agent_id=settings.elevenlabs_agent_id,
+                dynamic_variables=result["dynamic_variables"],
+            )
+        return CallEventResponse(
+            session_id=result["session_id"],
+            event=result["event"],
+            status=result["status"],
+            changed=result["changed"],
+            conversation=conversation,
+        )
+
+    @app.post(
+        WEBHOOK_PATH,
+        response_model=WebhookAck,
+        responses=_errors(400, 401, 413, 503),
+        tags=["webhooks"],
+        openapi_extra={
+            "parameters": [
+                {
+                    "name": SIGNATURE_HEADER,
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "t=<unix seconds>,v0=<hex HMAC-SHA256 of '{t}.{raw body}'>",
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["type", "event_timestamp", "data"],
+                            "properties": {
+                                "type": {"type": "string"},
+                                "event_timestamp": {"type": "integer"},
+                                "data": {"type": "object"},
+                            },
+                        }
+                    }
+                },
+            },
+        },
+    )
+    async def elevenlabs_webhook(request: Request) -> WebhookAck:
+        """ElevenLabs post-call webhook. The signature is verified over the raw body before
+        anything is parsed (401; 400 for a body that is not an event; both only counted).
+        Every accepted event is stored first, then ingested; redeliveries are answered 200
+        without a second effect, and so are events that match no call session."""
+        secret = settings.elevenlabs_webhook_secret
+        if not secret:
+            raise ApiError(503, "webhook: ELEVENLABS_WEBHOOK_SECRET is not configured", "webhook")
+        body = await request.body()
+        try:
+            verify_signature(request.headers.get(SIGNATURE_HEADER), body, secret, clock())
+        except SignatureError as error:
+            await run_in_threadpool(count_rejection, error.reason)
+            raise ApiError(401, str(error), SIGNATURE_HEADER) from None
+        try:
+            event = parse_webhook(body)
+        except WebhookPayloadError as error:
+            await run_in_threadpool(count_rejection, "malformed")
+            raise ApiError(400, str(error), error.field) from None
+        stored = (
+            await run_in_threadpool(
+                db.rows,
+                "store_webhook_event",
+                {"payload": Jsonb(without_audio(event)), "payload_bytes": len(body)},
+            )
+        )[0]
+        status, session = stored["status"], None
+        if status in ("received", "failed"):
+            outcome = await run_in_threadpool(
+                db.result,
+                "process_webhook_event",
+                {"event_id": stored["event_id"], "concern_fields": concern_fields},
+            )
+            status, session = outcome["status"], outcome["call_session_id"]
+        return WebhookAck(
+            event_id=stored["event_id"],
+            status=status,
+            duplicate=stored["duplicate"],
+            call_session_id=session,
+        )
+
+    return app
+
+
+def openapi_document(settings: ApiSettings) -> str:
+    """The OpenAPI document as checked in (`openapi.json`): stable JSON, one trailing newline."""
+    return json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
+
+
+def serve(settings: ApiSettings) -> None:
+    """Serve the API with uvicorn until interrupted."""
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        proxy_headers=True,
+    )

@@ -1,0 +1,136 @@
+"""The HTTP API's database boundary: a connection pool and the named queries of api_queries.sql.
+
+Every statement runs on its own in autocommit mode, so each SQL function call is one
+transaction and no transaction is ever held across a network call. Refusals raised by the
+SQL functions become `ApiError`s carrying the HTTP status and the database's message, which
+names the field and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+QUERIES_FILE = Path(__file__).with_name("api_queries.sql")
+
+#: SQLSTATEs the API's SQL functions raise on purpose, and what the client gets.
+STATUS_BY_SQLSTATE = {
+    "P0002": 404,  # no_data_found: not found, or not yours (existence is not leaked)
+    "CP401": 401,  # the device is not paired or was revoked
+    "CP409": 409,  # illegal transition / conflict, naming the current state
+    "CP410": 410,  # the call is over
+    "CP422": 422,  # invalid input, naming the field
+    "23514": 422,  # check_violation from a table constraint (private.reject_value)
+    "23505": 409,  # unique_violation
+    "22P02": 422,  # invalid_text_representation
+    "22001": 422,  # string_data_right_truncation
+    "22003": 422,  # numeric_value_out_of_range
+    "22007": 422,  # invalid_datetime_format
+    "22008": 422,  # datetime_field_overflow
+}
+_FIELD = re.compile(r"^invalid (?:length of )?(?:[a-z_]+\.)?([a-z_][a-z_.]*):")
+
+
+@dataclass
+class ApiError(Exception):
+    """A refusal for the client: HTTP status, a message naming field and reason, the field."""
+
+    status: int
+    message: str
+    field: str | None = None
+    headers: dict[str, str] | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def load_queries(path: Path = QUERIES_FILE) -> dict[str, str]:
+    """Named blocks: `-- name --`, a comment line, then the statement up to the next name."""
+    queries: dict[str, str] = {}
+    name: str | None = None
+    lines: list[str] = []
+    for line in path.read_text().splitlines():
+        header = re.fullmatch(r"-- ([a-z_]+) --", line.strip())
+        if header:
+            if name:
+                queries[name] = "\n".join(lines).strip()
+            name, lines = header.group(1), []
+        elif name and not line.startswith("--"):
+            lines.append(line)
+    if name:
+        queries[name] = "\n".join(lines).strip()
+    return queries
+
+
+def refusal(error: psycopg.Error) -> ApiError | None:
+    """The ApiError for a deliberate refusal by the database, or None for anything else."""
+    status = STATUS_BY_SQLSTATE.get(error.sqlstate or "")
+    if status is None:
+        return None
+    message = error.diag.message_primary or str(error)
+    match = _FIELD.match(message)
+    return ApiError(status, message, match.group(1) if match else None)
+
+
+class ApiDatabase:
+    """A small pool of connections acting as the API's role (default `service_role`)."""
+
+    def __init__(self, url: str, role: str | None, max_size: int = 8, timeout: float = 5.0) -> None:
+        self._queries = load_queries()
+        self._role = role
+        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=timeout,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
+            connection_class=psycopg.Connection[dict[str, Any]],
+            configure=self._configure,
+        )
+
+    def _configure(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        if self._role:
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(self._role)))
+
+    def open(self) -> None:
+        # Without waiting: the API starts even while the database is away (healthz says so).
+        self._pool.open(wait=False)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def rows(
+        self, name: str, params: dict[str, Any], wait: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Run a named query; database refusals become ApiError, an absent database 503
+        (after waiting up to `wait` seconds, default the pool's, for a connection)."""
+        query = self._queries[name]
+        try:
+            with self._pool.connection(timeout=wait) as conn:
+                return conn.execute(query, params).fetchall()
+        except PoolTimeout:
+            raise ApiError(503, "the database is unavailable; try again shortly") from None
+        except psycopg.OperationalError:
+            raise ApiError(503, "the database is unavailable; try again shortly") from None
+        except UnicodeEncodeError:
+            raise ApiError(422, "invalid text: contains an unpaired UTF-16 surrogate") from None
+        except psycopg.Error as error:
+            if error.sqlstate is None and isinstance(error, psycopg.DataError):
+                # Refused by psycopg before sending, e.g. a NUL character in a text value.
+                raise ApiError(422, f"invalid text: {error}") from None
+            mapped = refusal(error)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    def result(self, name: str, params: dict[str, Any]) -> Any:
+        """The `result` column of a named query that returns one row."""
+        return self.rows(name, params)[0]["result"]

@@ -1,0 +1,46 @@
+-- Every statement the HTTP API runs, by name (python_worker/api_db.py loads this file).
+-- Each is a thin call of a SQL function of supabase/migrations, where the logic lives.
+
+-- ping --
+-- Is the database there?
+select 1 as ok
+
+-- claim_pairing_code --
+-- The app claims a pairing code; returns the outcome as JSON.
+select public.claim_pairing_code(%(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
+                                 %(label)s, %(fcm_token)s, %(voip_token)s, %(apns_token)s) as result
+
+-- device_credentials --
+-- Status and secret hash of a device (no row: no such device).
+select status, secret_hash from public.device_credentials(%(device_id)s)
+
+-- update_device_tokens --
+-- The app's current push tokens; the ones sent become valid again.
+select public.update_device_tokens(%(device_id)s, %(fcm_token)s, %(voip_token)s,
+                                   %(apns_token)s) as result
+
+-- device_heartbeat --
+-- Last seen, app version and permissions.
+select public.device_heartbeat(%(device_id)s, %(app_version)s, %(notification_permission)s,
+                               %(full_screen_intent_permission)s) as result
+
+-- prepare_call_accept --
+-- May the device accept the call now? Writes nothing; returns the dynamic variables.
+select public.prepare_call_accept(%(device_id)s, %(session_id)s) as result
+
+-- record_call_event --
+-- Apply a call event to the session state machine.
+select public.record_call_event(%(device_id)s, %(session_id)s, %(event)s, %(at)s,
+                                %(conversation_id)s) as result
+
+-- count_webhook_rejection --
+-- A webhook refused before anything was stored: count it, keep nothing.
+select public.count_webhook_rejection(%(reason)s) as result
+
+-- store_webhook_event --
+-- Keep a verified webhook event as received (deduplicated).
+select event_id, status, duplicate from public.store_webhook_event(%(payload)s, %(payload_bytes)s)
+
+-- process_webhook_event --
+-- Ingest a stored event in its own transaction.
+select public.process_webhook_event(%(event_id)s, %(concern_fields)s) as result

@@ -1,0 +1,219 @@
+"""ElevenLabs: conversation tokens for the app, and the signed post-call webhook.
+
+Wire facts (PROTOCOLS.md, "ElevenLabs Agents"): a conversation token is
+`GET {base}/v1/convai/conversation/token?agent_id=…` with header `xi-api-key`, answered
+`{"token": …}` and valid about ten minutes, so it is minted when the relative accepts. Webhooks
+carry `ElevenLabs-Signature: t=<unix seconds>,v0=<hex>` where v0 is
+HMAC-SHA256(secret, "{t}.{raw body}"); only the raw bytes are ever verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+SIGNATURE_HEADER = "ElevenLabs-Signature"
+#: ElevenLabs' own SDK refuses signatures older than 30 minutes.
+SIGNATURE_TOLERANCE_SECS = 30 * 60
+#: A timestamp from the future is refused too; this much clock skew is forgiven.
+SIGNATURE_FUTURE_SKEW_SECS = 5 * 60
+#: UNIX seconds beyond this are not a plausible event time (year 5138).
+MAX_EVENT_TIMESTAMP = 10**11
+CONVERSATION_TOKEN_PATH = "/v1/convai/conversation/token"  # noqa: S105 - a URL path
+
+
+class SignatureError(Exception):
+    """The webhook's signature is missing, malformed, stale, from the future or wrong."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class WebhookPayloadError(Exception):
+    """The (correctly signed) body is not a webhook event we can keep."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class ElevenLabsUnavailable(Exception):
+    """No conversation token could be had; the message says why, for the app and operators."""
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The hex HMAC-SHA256 ElevenLabs puts in `v0` for this body and timestamp."""
+    message = str(timestamp).encode() + b"." + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signature_header(secret: str, body: bytes, timestamp: int) -> str:
+    """A complete `ElevenLabs-Signature` header value."""
+    return f"t={timestamp},v0={signature(secret, body, timestamp)}"
+
+
+def verify_signature(header: str | None, body: bytes, secret: str, now: float) -> int:
+    """Check the header against the raw body; returns its timestamp or raises SignatureError.
+
+    Several `v0` values are allowed (one per secret while a secret is rotated); each is compared
+    in constant time and all are compared, so timing says nothing about which one failed.
+    """
+    if header is None or not header.strip():
+        raise SignatureError("missing_signature", f"{SIGNATURE_HEADER} header is missing")
+    timestamp: int | None = None
+    candidates: list[bytes] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t":
+            if not value.isascii() or not value.isdigit() or len(value) > 12:
+                raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: t must be UNIX seconds")
+            timestamp = int(value)
+        elif key == "v0":
+            candidates.append(value.encode("utf-8", "replace"))
+    if timestamp is None or not candidates:
+        raise SignatureError(
+            "bad_signature", f"{SIGNATURE_HEADER} must be t=<unix seconds>,v0=<hex signature>"
+        )
+    if timestamp < now - SIGNATURE_TOLERANCE_SECS:
+        raise SignatureError(
+            "stale_signature",
+            f"{SIGNATURE_HEADER}: timestamp is more than "
+            f"{SIGNATURE_TOLERANCE_SECS // 60} minutes old",
+        )
+    if timestamp > now + SIGNATURE_FUTURE_SKEW_SECS:
+        raise SignatureError("future_signature", f"{SIGNATURE_HEADER}: timestamp is in the future")
+    expected = signature(secret, body, timestamp).encode()
+    matched = False
+    for candidate in candidates:
+        matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: signature does not match")
+    return timestamp
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """The envelope of a verified webhook: what is needed to store it, and the whole payload."""
+
+    type: str
+    event_timestamp: int
+    conversation_id: str | None
+    payload: dict[str, Any]
+
+
+def _reject_constant(name: str) -> Any:
+    raise WebhookPayloadError("body", f"{name} is not valid JSON")
+
+
+def _storable(value: Any) -> None:
+    """Postgres jsonb refuses NUL characters and unpaired surrogates; refuse them here."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts: list[str] = [item]
+        elif isinstance(item, dict):
+            texts = list(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in texts:
+            if "\x00" in text:
+                raise WebhookPayloadError("body", "contains a NUL character (\\u0000)")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise WebhookPayloadError("body", "contains an unpaired UTF-16 surrogate") from None
+
+
+def parse_webhook(body: bytes) -> WebhookEvent:
+    """Parse a verified body; raises WebhookPayloadError naming the field and the reason.
+
+    Unknown fields and event types are kept as they are (ElevenLabs adds fields over time).
+    """
+    try:
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except WebhookPayloadError:
+        raise
+    except (ValueError, RecursionError) as error:
+        raise WebhookPayloadError("body", f"is not valid JSON ({type(error).__name__})") from None
+    if not isinstance(payload, dict):
+        raise WebhookPayloadError("body", "must be a JSON object")
+    kind = payload.get("type")
+    if not isinstance(kind, str) or not kind.strip() or len(kind) > 100:
+        raise WebhookPayloadError("type", "must be a non-empty string of at most 100 characters")
+    stamp = payload.get("event_timestamp")
+    if isinstance(stamp, bool) or not isinstance(stamp, int):
+        raise WebhookPayloadError("event_timestamp", "must be an integer (UNIX seconds)")
+    if not 0 <= stamp <= MAX_EVENT_TIMESTAMP:
+        raise WebhookPayloadError("event_timestamp", "is not a plausible UNIX time in seconds")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        raise WebhookPayloadError("data", "must be a JSON object")
+    conversation = data.get("conversation_id")
+    if conversation is not None and not isinstance(conversation, str):
+        raise WebhookPayloadError("data.conversation_id", "must be a string")
+    _storable(payload)
+    return WebhookEvent(
+        type=kind, event_timestamp=stamp, conversation_id=conversation, payload=payload
+    )
+
+
+def without_audio(event: WebhookEvent) -> dict[str, Any]:
+    """The payload to store: post_call_audio's base64 audio is acknowledged, never kept."""
+    if event.type != "post_call_audio" or "full_audio" not in event.payload["data"]:
+        return event.payload
+    data = {k: v for k, v in event.payload["data"].items() if k != "full_audio"}
+    return {**event.payload, "data": data}
+
+
+class ConversationTokenClient:
+    """Mints WebRTC conversation tokens for an agent (one HTTP/1.1 keep-alive client)."""
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 5.0) -> None:
+        self._client = httpx.Client(base_url=base_url, timeout=timeout)
+        self._api_key = api_key
+
+    def mint(self, agent_id: str) -> str:
+        """A fresh conversation token, or ElevenLabsUnavailable with a clear reason."""
+        try:
+            response = self._client.get(
+                CONVERSATION_TOKEN_PATH,
+                params={"agent_id": agent_id},
+                headers={"xi-api-key": self._api_key},
+            )
+        except httpx.HTTPError as error:
+            raise ElevenLabsUnavailable(
+                f"ElevenLabs could not be reached for a conversation token ({type(error).__name__})"
+            ) from None
+        if response.status_code in (401, 403):
+            raise ElevenLabsUnavailable(
+                f"ElevenLabs refused the API key (HTTP {response.status_code}); "
+                "check ELEVENLABS_API_KEY"
+            )
+        if response.status_code != 200:
+            raise ElevenLabsUnavailable(
+                f"ElevenLabs answered HTTP {response.status_code} to the conversation token request"
+            )
+        try:
+            token = response.json().get("token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise ElevenLabsUnavailable("ElevenLabs answered without a conversation token")
+        return token
+
+    def close(self) -> None:
+        self._client.close()
