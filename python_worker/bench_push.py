@@ -29,9 +29,10 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from python_worker.apns import ApnsSender
 from python_worker.errors import CallPanionError
@@ -298,7 +299,7 @@ async def _firebase_admin(env: dict[str, str], count: int) -> float:
 _LATER: list[Callable[[], None]] = []
 
 
-CLIENTS: dict[str, tuple[str, Callable[[dict[str, str], int], Awaitable[float]], str]] = {
+CLIENTS: dict[str, tuple[str, Callable[[dict[str, str], int], Coroutine[Any, Any, float]], str]] = {
     # name: (provider, runner, delivery id field in the emulator's record)
     "ours (APNs)": ("apns", _ours_apns, "apns_id"),
     "aioapns": ("apns", _aioapns, "apns_id"),
@@ -367,7 +368,7 @@ def bench_push(count: int, rounds: int) -> PushBench:
                 for name in order:
                     provider, runner, key = CLIENTS[name]
                     _admin(bases[provider], ca, "POST", "/_emulator/reset")
-                    seconds: float = asyncio.run(runner(env, count))  # type: ignore[arg-type]
+                    seconds = asyncio.run(runner(env, count))
                     while _LATER:
                         _LATER.pop()()
                     run = runs[name]

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from python_worker.emulators.apns import STREAMS_BEFORE_AUTH, ApnsEmulator
 from python_worker.emulators.credentials import (
@@ -150,11 +150,10 @@ class ThreadedSuite:
         self._thread.start()
         return self.run(self.suite.start())
 
-    def run(self, coroutine: object) -> T:  # type: ignore[type-var]
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the emulators' loop and wait for its result."""
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
-            coroutine,  # type: ignore[arg-type]
-            self.loop,
+            coroutine, self.loop
         )
         return future.result(timeout=30)
 
