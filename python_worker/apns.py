@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from python_worker.config import ApnsSettings
 from python_worker.http2 import (
-    ConnectFailed,
     H2Client,
     H2Error,
     Response,
@@ -39,7 +38,7 @@ from python_worker.payloads import (
     IncomingCall,
     apns_voip_payload,
 )
-from python_worker.push import Outcome, PayloadTooLarge, SendResult
+from python_worker.push import Outcome, PayloadTooLarge, SendResult, unreachable
 from python_worker.retry import RetryPolicy, parse_retry_after
 
 PRODUCTION_HOST = "api.push.apple.com"
@@ -331,10 +330,8 @@ class ApnsSender:
                     self._timeout_s,
                     unique_path=True,
                 )
-            except ConnectFailed as error:
-                return self._transport_failure(attempt, "connect_failed", str(error))
             except H2Error as error:
-                return self._transport_failure(attempt, type(error).__name__, str(error))
+                return unreachable("apns", error, self._policy.delay(attempt))
             result = classify(response, attempt, self._policy)
             if result.reason != "ExpiredProviderToken":
                 return result
@@ -349,16 +346,6 @@ class ApnsSender:
                     detail=f"ExpiredProviderToken for a token {age} s old: check the clock",
                 )
         raise AssertionError("unreachable")
-
-    def _transport_failure(self, attempt: int, reason: str, detail: str) -> SendResult:
-        return SendResult(
-            "apns",
-            Outcome.RETRY,
-            0,
-            reason,
-            retry_after_s=self._policy.delay(attempt),
-            detail=detail,
-        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

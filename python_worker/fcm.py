@@ -28,14 +28,13 @@ from google.oauth2 import service_account
 
 from python_worker.config import FcmSettings
 from python_worker.http2 import (
-    ConnectFailed,
     H2Client,
     H2Error,
     Response,
     client_ssl_context,
 )
 from python_worker.payloads import FCM_DATA_LIMIT, IncomingCall, fcm_call_message
-from python_worker.push import Outcome, PayloadTooLarge, SendResult
+from python_worker.push import Outcome, PayloadTooLarge, SendResult, unreachable
 from python_worker.retry import RetryPolicy, parse_retry_after
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -247,7 +246,8 @@ class FcmSender:
             except google.auth.exceptions.RefreshError as error:
                 return SendResult("fcm", Outcome.CONFIG_FAULT, 0, "oauth", detail=str(error))
             except google.auth.exceptions.TransportError as error:
-                return self._transport_failure(attempt, "oauth_unreachable", str(error))
+                delay = self._policy.delay(attempt)
+                return unreachable("fcm", error, delay, reason="oauth_unreachable")
             try:
                 response = await self._client.request(
                     b"POST",
@@ -259,10 +259,8 @@ class FcmSender:
                     body,
                     self._timeout_s,
                 )
-            except ConnectFailed as error:
-                return self._transport_failure(attempt, "connect_failed", str(error))
             except H2Error as error:
-                return self._transport_failure(attempt, type(error).__name__, str(error))
+                return unreachable("fcm", error, self._policy.delay(attempt))
             try:
                 return classify(response, attempt, self._policy)
             except _RefreshAndRetry as refused:
@@ -279,16 +277,6 @@ class FcmSender:
                 except google.auth.exceptions.GoogleAuthError as error:
                     return SendResult("fcm", Outcome.CONFIG_FAULT, 401, "oauth", detail=str(error))
         raise AssertionError("unreachable")
-
-    def _transport_failure(self, attempt: int, reason: str, detail: str) -> SendResult:
-        return SendResult(
-            "fcm",
-            Outcome.RETRY,
-            0,
-            reason,
-            retry_after_s=self._policy.delay(attempt),
-            detail=detail,
-        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -151,6 +151,8 @@ class H2Connection(asyncio.Protocol):
         self._flush_pending = False
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self._loop.create_future()
+        # Nobody waits on `ready` once a connect attempt is abandoned: mark its error seen.
+        self.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.closed: asyncio.Future[None] = self._loop.create_future()
         # Set once GOAWAY arrived or the connection dropped: take no new streams.
         self.draining = False

@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from python_worker.http2 import ConnectFailed
+
 
 class Outcome(enum.StrEnum):
     DELIVERED = "delivered"
@@ -40,6 +42,21 @@ class SendResult:
     @property
     def delivered(self) -> bool:
         return self.outcome is Outcome.DELIVERED
+
+
+def unreachable(
+    provider: str, error: Exception, retry_after_s: float, reason: str | None = None
+) -> SendResult:
+    """No answer from the provider (or its token endpoint): always worth a retry.
+
+    After a dropped connection the push may or may not have arrived; a resend is harmless,
+    since every push of a session carries the same call id and the device rings once.
+    """
+    if reason is None:
+        reason = "connect_failed" if isinstance(error, ConnectFailed) else type(error).__name__
+    return SendResult(
+        provider, Outcome.RETRY, 0, reason, retry_after_s=retry_after_s, detail=str(error)
+    )
 
 
 class PayloadTooLarge(ValueError):

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from python_worker.emulators.admin import AdminRoutes
 from python_worker.emulators.faults import Fault, Faults
 from python_worker.emulators.server import Action, Request, Response
 
@@ -129,6 +130,9 @@ class ApnsEmulator:
         self.attempts: list[ApnsAttempt] = []
         self.delivered_count = 0
         self._lock = threading.Lock()
+        self._admin = AdminRoutes(
+            self.faults, self._deliveries, self._set_token_json, self.reset, token_key=str.lower
+        )
 
     # -- registry (tests, demo, admin endpoint) -----------------------------------------
     def add_key(self, key_id: str, team_id: str, public_key_pem: bytes) -> None:
@@ -153,7 +157,7 @@ class ApnsEmulator:
     # -- handling -----------------------------------------------------------------------
     def handle(self, request: Request) -> Response | Action | asyncio.Future[Response | Action]:
         if request.path.startswith("/_emulator/"):
-            return self._admin(request)
+            return self._admin.handle(request)
         if self.fast:
             return self._fast(request)
         token = (
@@ -365,50 +369,14 @@ class ApnsEmulator:
         return None
 
     # -- admin ----------------------------------------------------------------------------
-    def _admin(self, request: Request) -> Response:
-        route = (request.method, request.path)
-        try:
-            body = json.loads(request.body) if request.body else {}
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object")
-            if route == ("GET", "/_emulator/deliveries"):
-                with self._lock:
-                    out = [d.__dict__ for d in self.deliveries]
-                return _json(200, {"count": self.delivered_count, "deliveries": out})
-            if route == ("POST", "/_emulator/faults"):
-                fault_token, fault = Fault.from_json(body)
-                self.faults.add(fault_token.lower(), fault)
-                return _json(200, {"faults": self.faults.snapshot()})
-            if route == ("DELETE", "/_emulator/faults"):
-                self.faults.clear()
-                return _json(200, {"faults": {}})
-            if route == ("POST", "/_emulator/tokens"):
-                token, state, topic = (
-                    body.get("token"),
-                    body.get("state", "valid"),
-                    body.get("topic"),
-                )
-                if not isinstance(token, str) or state not in (
-                    "valid",
-                    "unregistered",
-                    "expired",
-                    "bad",
-                ):
-                    raise ValueError("token must be a string; state valid|unregistered|expired|bad")
-                self.set_token(token, state, topic if isinstance(topic, str) else None)
-                return _json(200, {"token": token, "state": state})
-            if route == ("POST", "/_emulator/reset"):
-                self.reset()
-                return _json(200, {"reset": True})
-            if route == ("POST", "/_emulator/goaway"):
-                for connection in list(request.connection.server.connections):
-                    if connection is not request.connection:
-                        connection.goaway()
-                return _json(200, {"goaway": True})
-        except ValueError as problem:
-            return _json(400, {"error": str(problem)})
-        return _json(404, {"error": f"no admin route {request.method} {request.path}"})
+    def _deliveries(self) -> dict[str, object]:
+        with self._lock:
+            out = [d.__dict__ for d in self.deliveries]
+        return {"count": self.delivered_count, "deliveries": out}
 
-
-def _json(status: int, body: object) -> Response:
-    return Response(status, [("content-type", "application/json")], json.dumps(body).encode())
+    def _set_token_json(self, body: dict[str, object]) -> dict[str, object]:
+        token, state, topic = body.get("token"), body.get("state", "valid"), body.get("topic")
+        if not isinstance(token, str) or state not in ("valid", "unregistered", "expired", "bad"):
+            raise ValueError("token must be a string; state valid|unregistered|expired|bad")
+        self.set_token(token, state, topic if isinstance(topic, str) else None)
+        return {"token": token, "state": state}

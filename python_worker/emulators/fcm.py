@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from python_worker.emulators.admin import AdminRoutes
 from python_worker.emulators.faults import Fault, Faults
 from python_worker.emulators.server import Action, Request, Response
 
@@ -241,6 +242,7 @@ class FcmEmulator:
         self.send_requests = 0
         self.delivered_count = 0
         self._ids = itertools.count(1_500_000_000_000_000)
+        self._admin = AdminRoutes(self.faults, self._deliveries, self._set_token_json, self.reset)
         self._lock = threading.Lock()
 
     def add_service_account(
@@ -271,7 +273,7 @@ class FcmEmulator:
     def handle(self, request: Request) -> Response | Action | asyncio.Future[Response | Action]:
         path = request.path
         if path.startswith("/_emulator/"):
-            return self._admin(request)
+            return self._admin.handle(request)
         if path == "/token":
             fault = self.faults.take(OAUTH_FAULT_KEY, any_token=False) if self.faults else None
             if fault is not None:
@@ -448,48 +450,21 @@ class FcmEmulator:
         )
 
     # -- admin ------------------------------------------------------------------------------
-    def _admin(self, request: Request) -> Response:
-        route = (request.method, request.path)
-        try:
-            body = json.loads(request.body) if request.body else {}
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object")
-            if route == ("GET", "/_emulator/deliveries"):
-                with self._lock:
-                    out = [d.__dict__ for d in self.deliveries]
-                return _json(
-                    200,
-                    {
-                        "count": self.delivered_count,
-                        "token_requests": self.token_requests,
-                        "deliveries": out,
-                    },
-                )
-            if route == ("POST", "/_emulator/faults"):
-                fault_token, fault = Fault.from_json(body)
-                self.faults.add(fault_token, fault)
-                return _json(200, {"faults": self.faults.snapshot()})
-            if route == ("DELETE", "/_emulator/faults"):
-                self.faults.clear()
-                return _json(200, {"faults": {}})
-            if route == ("POST", "/_emulator/tokens"):
-                token, state = body.get("token"), body.get("state", "valid")
-                if not isinstance(token, str) or state not in (
-                    "valid",
-                    "unregistered",
-                    "other_sender",
-                ):
-                    raise ValueError(
-                        "token must be a string; state valid|unregistered|other_sender"
-                    )
-                self.set_token(token, state)
-                return _json(200, {"token": token, "state": state})
-            if route == ("POST", "/_emulator/reset"):
-                self.reset()
-                return _json(200, {"reset": True})
-        except ValueError as problem:
-            return _json(400, {"error": str(problem)})
-        return _json(404, {"error": f"no admin route {request.method} {request.path}"})
+    def _deliveries(self) -> dict[str, object]:
+        with self._lock:
+            out = [d.__dict__ for d in self.deliveries]
+        return {
+            "count": self.delivered_count,
+            "token_requests": self.token_requests,
+            "deliveries": out,
+        }
+
+    def _set_token_json(self, body: dict[str, object]) -> dict[str, object]:
+        token, state = body.get("token"), body.get("state", "valid")
+        if not isinstance(token, str) or state not in ("valid", "unregistered", "other_sender"):
+            raise ValueError("token must be a string; state valid|unregistered|other_sender")
+        self.set_token(token, state)
+        return {"token": token, "state": state}
 
 
 def _json(status: int, body: object, headers: list[tuple[str, str]] | None = None) -> Response:
