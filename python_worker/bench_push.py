@@ -63,14 +63,13 @@ FCM_DATA = {
 class Run:
     client: str
     provider: str
+    count: int = 0
     seconds: list[float] = field(default_factory=list)
     delivered_ok: bool = True
 
     @property
     def per_second(self) -> float:
         return self.count / statistics.median(self.seconds) if self.seconds else 0.0
-
-    count: int = 0
 
 
 @dataclass
@@ -255,7 +254,7 @@ async def _ours_fcm(env: dict[str, str], count: int) -> float:
         await sender.aclose()
 
 
-async def _firebase_admin(env: dict[str, str], count: int) -> float:
+def _firebase_admin(env: dict[str, str], count: int) -> float:
     import warnings
 
     import firebase_admin
@@ -285,25 +284,30 @@ async def _firebase_admin(env: dict[str, str], count: int) -> float:
         responses = await asyncio.gather(*(messaging.send_each_async(b, app=app) for b in batches))
         return sum(r.success_count for r in responses)
 
+    async def timed() -> float:
+        try:
+            return await _timed(send_all, count)
+        finally:
+            # Its connections belong to this loop: close them here, before the loop ends.
+            await service._async_client.aclose()
+
     try:
-        return await _timed(send_all, count)
+        return asyncio.run(timed())
     finally:
-        await service._async_client.aclose()
-        # delete_app closes the client with asyncio.run: it must run outside this loop.
-        asyncio.get_running_loop().call_soon(
-            lambda: _LATER.append(lambda: firebase_admin.delete_app(app))
-        )
+        firebase_admin.delete_app(app)  # closes its client with asyncio.run: outside any loop
 
 
-# Clean-ups that must run after the event loop of a run has finished.
-_LATER: list[Callable[[], None]] = []
+def _in_a_loop(
+    runner: Callable[[dict[str, str], int], Coroutine[Any, Any, float]],
+) -> Callable[[dict[str, str], int], float]:
+    return lambda env, count: asyncio.run(runner(env, count))
 
 
-CLIENTS: dict[str, tuple[str, Callable[[dict[str, str], int], Coroutine[Any, Any, float]], str]] = {
+CLIENTS: dict[str, tuple[str, Callable[[dict[str, str], int], float], str]] = {
     # name: (provider, runner, delivery id field in the emulator's record)
-    "ours (APNs)": ("apns", _ours_apns, "apns_id"),
-    "aioapns": ("apns", _aioapns, "apns_id"),
-    "ours (FCM)": ("fcm", _ours_fcm, "message_id"),
+    "ours (APNs)": ("apns", _in_a_loop(_ours_apns), "apns_id"),
+    "aioapns": ("apns", _in_a_loop(_aioapns), "apns_id"),
+    "ours (FCM)": ("fcm", _in_a_loop(_ours_fcm), "message_id"),
     "firebase-admin send_each_async": ("fcm", _firebase_admin, "message_id"),
 }
 
@@ -368,9 +372,7 @@ def bench_push(count: int, rounds: int) -> PushBench:
                 for name in order:
                     provider, runner, key = CLIENTS[name]
                     _admin(bases[provider], ca, "POST", "/_emulator/reset")
-                    seconds = asyncio.run(runner(env, count))
-                    while _LATER:
-                        _LATER.pop()()
+                    seconds = runner(env, count)
                     run = runs[name]
                     run.seconds.append(seconds)
                     run.count = count

@@ -33,8 +33,8 @@ from python_worker.http2 import (
     Response,
     client_ssl_context,
 )
-from python_worker.payloads import FCM_DATA_LIMIT, IncomingCall, fcm_call_message
-from python_worker.push import Outcome, PayloadTooLarge, SendResult, unreachable
+from python_worker.payloads import IncomingCall, check_fcm_data, fcm_call_message
+from python_worker.push import Outcome, SendResult, unreachable
 from python_worker.retry import RetryPolicy, parse_retry_after
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -113,13 +113,6 @@ def classify(response: Response, attempt: int, policy: RetryPolicy) -> SendResul
     reason = code or str(error.get("status") or status)
     delay = policy.delay(attempt, retry_after) if outcome_for is Outcome.RETRY else None
     return SendResult("fcm", outcome_for, status, reason, retry_after_s=delay, detail=message)
-
-
-def _data_size(message: Mapping[str, object]) -> int:
-    data = message.get("data")
-    if not isinstance(data, Mapping):
-        return 0
-    return sum(len(str(k).encode()) + len(str(v).encode()) for k, v in data.items())
 
 
 class FcmSender:
@@ -233,9 +226,9 @@ class FcmSender:
         self, message: Mapping[str, object], *, attempt: int = 1, validate_only: bool = False
     ) -> SendResult:
         """Send one v1 message and classify the answer. Never raises for provider errors."""
-        size = _data_size(message)
-        if size > FCM_DATA_LIMIT:
-            raise PayloadTooLarge("FCM data payload", size, FCM_DATA_LIMIT)
+        data = message.get("data")
+        if isinstance(data, Mapping):
+            check_fcm_data(data)
         envelope: dict[str, object] = {"message": message}
         if validate_only:
             envelope["validate_only"] = True

@@ -70,6 +70,13 @@ class IncomingCall:
         }
 
 
+def check_fcm_data(data: Mapping[str, object]) -> None:
+    """Refuse an FCM data map over 4096 bytes (keys plus values, UTF-8) before it is sent."""
+    size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in data.items())
+    if size > FCM_DATA_LIMIT:
+        raise PayloadTooLarge("FCM data payload", size, FCM_DATA_LIMIT)
+
+
 def _json_bytes(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -79,9 +86,7 @@ def fcm_data(call: IncomingCall) -> dict[str, str]:
     data: dict[str, str] = {"kind": "incoming_call"}
     for key, value in call.callkit_params().items():
         data[key] = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
-    if size > FCM_DATA_LIMIT:
-        raise PayloadTooLarge("FCM data payload", size, FCM_DATA_LIMIT)
+    check_fcm_data(data)
     return data
 
 
@@ -123,7 +128,5 @@ def fcm_notice_message(
 ) -> dict[str, object]:
     """A data message telling the Android app a call was cancelled or missed (not a ring)."""
     data = {"kind": kind, "id": str(session_id), "title": title, "body": body}
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
-    if size > FCM_DATA_LIMIT:
-        raise PayloadTooLarge("FCM data payload", size, FCM_DATA_LIMIT)
+    check_fcm_data(data)
     return {"token": token, "data": data, "android": {"priority": "high"}}

@@ -12,9 +12,8 @@ import datetime as dt
 import secrets
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -29,6 +28,25 @@ T = TypeVar("T")
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one async test body on a fresh event loop."""
     return asyncio.run(coroutine)
+
+
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+S = TypeVar("S", bound=Closable)
+
+
+def once(sender: S, send: Callable[[S], Awaitable[T]]) -> T:
+    """Use a fresh sender for one send (on a fresh loop), then close it."""
+
+    async def body() -> T:
+        try:
+            return await send(sender)
+        finally:
+            await sender.aclose()
+
+    return run(body())
 
 
 def fcm_token() -> str:
@@ -109,9 +127,3 @@ def make_apns_sender(endpoints: Endpoints, **options: Any) -> ApnsSender:
         ca_file=str(endpoints.ca_file),
         **options,
     )
-
-
-def tmp_file(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(text)
-    return path

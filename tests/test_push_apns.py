@@ -21,7 +21,7 @@ from python_worker.emulators.suite import Endpoints, ThreadedSuite
 from python_worker.http2 import H2Client, Response, client_ssl_context
 from python_worker.payloads import apns_alert_payload, apns_voip_payload
 from python_worker.push import Outcome, PayloadTooLarge, SendResult
-from tests.push_fixtures import apns_token, incoming_call, make_apns_sender, run
+from tests.push_fixtures import apns_token, incoming_call, make_apns_sender, once, run
 
 PAYLOAD = apns_voip_payload(incoming_call())
 
@@ -29,16 +29,14 @@ PAYLOAD = apns_voip_payload(incoming_call())
 def voip(
     endpoints: Endpoints, token: str, payload: bytes = PAYLOAD, **options: object
 ) -> SendResult:
-    async def body() -> SendResult:
-        sender = make_apns_sender(endpoints, **options)
-        try:
-            return await sender.send_voip(
-                token, payload, apns_id=uuid.uuid4(), expiration=int(time.time()) + 60
-            )
-        finally:
-            await sender.aclose()
+    return voip_with(make_apns_sender(endpoints, **options), token, payload)
 
-    return run(body())
+
+def voip_with(sender: ApnsSender, token: str, payload: bytes = PAYLOAD) -> SendResult:
+    expiration = int(time.time()) + 60
+    return once(
+        sender, lambda s: s.send_voip(token, payload, apns_id=uuid.uuid4(), expiration=expiration)
+    )
 
 
 def raw(
@@ -295,22 +293,16 @@ def test_emulator_refuses_provider_token_updates_faster_than_20_minutes(
 
 
 def test_wrong_bundle_id_is_our_bug(endpoints: Endpoints) -> None:
-    async def body() -> SendResult:
-        sender = ApnsSender.from_file(
-            endpoints.apns_key_file,
-            endpoints.apns_key_id,
-            endpoints.apns_team_id,
-            "com.example.other",
-            host=endpoints.apns_host,
-            port=endpoints.apns_port,
-            ca_file=str(endpoints.ca_file),
-        )
-        try:
-            return await sender.send_voip(apns_token(), PAYLOAD, apns_id=uuid.uuid4(), expiration=0)
-        finally:
-            await sender.aclose()
-
-    result = run(body())
+    sender = ApnsSender.from_file(
+        endpoints.apns_key_file,
+        endpoints.apns_key_id,
+        endpoints.apns_team_id,
+        "com.example.other",
+        host=endpoints.apns_host,
+        port=endpoints.apns_port,
+        ca_file=str(endpoints.ca_file),
+    )
+    result = voip_with(sender, apns_token())
     assert (result.outcome, result.status, result.reason) == (
         Outcome.OUR_BUG,
         400,
@@ -320,23 +312,16 @@ def test_wrong_bundle_id_is_our_bug(endpoints: Endpoints) -> None:
 
 def test_unknown_signing_key_is_a_configuration_fault(endpoints: Endpoints) -> None:
     stranger = make_apns_key(endpoints.apns_team_id)
-
-    async def body() -> SendResult:
-        sender = ApnsSender(
-            stranger.private_key_pem,
-            stranger.key_id,
-            stranger.team_id,
-            endpoints.bundle_id,
-            host=endpoints.apns_host,
-            port=endpoints.apns_port,
-            ca_file=str(endpoints.ca_file),
-        )
-        try:
-            return await sender.send_voip(apns_token(), PAYLOAD, apns_id=uuid.uuid4(), expiration=0)
-        finally:
-            await sender.aclose()
-
-    result = run(body())
+    sender = ApnsSender(
+        stranger.private_key_pem,
+        stranger.key_id,
+        stranger.team_id,
+        endpoints.bundle_id,
+        host=endpoints.apns_host,
+        port=endpoints.apns_port,
+        ca_file=str(endpoints.ca_file),
+    )
+    result = voip_with(sender, apns_token())
     assert (result.outcome, result.status, result.reason) == (
         Outcome.CONFIG_FAULT,
         403,

@@ -31,6 +31,7 @@ from tests.push_fixtures import (
     incoming_call,
     make_apns_sender,
     make_fcm_sender,
+    once,
     run,
 )
 
@@ -81,14 +82,8 @@ def admin_send(app: firebase_admin.App, token: str) -> messaging.SendResponse:
 
 
 def our_send(endpoints: Endpoints, token: str) -> SendResult:
-    async def body() -> SendResult:
-        sender = make_fcm_sender(endpoints)
-        try:
-            return await sender.send({"token": token, "data": {"kind": "incoming_call"}})
-        finally:
-            await sender.aclose()
-
-    return run(body())
+    message = {"token": token, "data": {"kind": "incoming_call"}}
+    return once(make_fcm_sender(endpoints), lambda s: s.send(message))
 
 
 def test_firebase_admin_sends_over_http2_through_the_emulator(
@@ -201,16 +196,11 @@ def aioapns_send(
 
 
 def our_voip(endpoints: Endpoints, token: str, payload: bytes | None = None) -> SendResult:
-    async def body() -> SendResult:
-        sender = make_apns_sender(endpoints)
-        try:
-            return await sender.send_voip(
-                token, payload or b'{"aps":{}}', apns_id=uuid.uuid4(), expiration=0
-            )
-        finally:
-            await sender.aclose()
-
-    return run(body())
+    body = payload or b'{"aps":{}}'
+    return once(
+        make_apns_sender(endpoints),
+        lambda s: s.send_voip(token, body, apns_id=uuid.uuid4(), expiration=0),
+    )
 
 
 def test_aioapns_delivers_through_the_emulator(

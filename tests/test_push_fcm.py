@@ -29,18 +29,11 @@ from python_worker.fcm import FCM_SCOPE, FcmSender
 from python_worker.payloads import fcm_call_message
 from python_worker.push import Outcome, PayloadTooLarge, SendResult
 from python_worker.retry import RetryPolicy
-from tests.push_fixtures import fcm_token, incoming_call, make_fcm_sender, run
+from tests.push_fixtures import fcm_token, incoming_call, make_fcm_sender, once, run
 
 
 def send_one(endpoints: Endpoints, message: Mapping[str, object], **options: object) -> SendResult:
-    async def body() -> SendResult:
-        sender = make_fcm_sender(endpoints, **options)
-        try:
-            return await sender.send(message)
-        finally:
-            await sender.aclose()
-
-    return run(body())
+    return once(make_fcm_sender(endpoints, **options), lambda s: s.send(message))
 
 
 def call_message(token: str | None = None) -> dict[str, object]:

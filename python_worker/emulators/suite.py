@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import secrets
+import signal
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -25,6 +28,7 @@ from python_worker.emulators.credentials import (
     make_service_account,
     make_tls_files,
 )
+from python_worker.emulators.elevenlabs import ElevenLabsEmulator
 from python_worker.emulators.fcm import FcmEmulator
 from python_worker.emulators.server import HttpServer, server_ssl_context
 
@@ -195,12 +199,6 @@ async def serve(
     announce: Callable[[str], None] = print,
 ) -> None:
     """Run the FCM, APNs and ElevenLabs emulators until SIGINT/SIGTERM (`callpanion emulators`)."""
-    import json
-    import secrets
-    import signal
-
-    from python_worker.emulators.elevenlabs import ElevenLabsEmulator
-
     suite = EmulatorSuite(folder, fast=fast, fcm_port=fcm_port, apns_port=apns_port)
     await suite.start()
     agent_id = "agent_" + secrets.token_hex(8)
