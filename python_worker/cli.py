@@ -13,7 +13,13 @@ from pathlib import Path
 import psycopg
 
 from python_worker import bench, migrations
-from python_worker.config import DEFAULT_DB_PORT, api_settings, load_env, stack_settings
+from python_worker.config import (
+    DEFAULT_DB_PORT,
+    api_settings,
+    load_env,
+    stack_settings,
+    worker_settings,
+)
 from python_worker.errors import CallPanionError
 from python_worker.stack import LocalStack, StackStatus
 
@@ -217,6 +223,15 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(_: argparse.Namespace) -> int:
+    from python_worker import logs, worker
+
+    settings = worker_settings()
+    logs.configure(settings.log_level)
+    asyncio.run(worker.run_worker(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callpanion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -270,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--openapi", action="store_true", help="print the OpenAPI document and exit"
     )
     api_parser.set_defaults(func=cmd_api)
+
+    worker_parser = sub.add_parser(
+        "worker", help="send every queued call at its time (until SIGTERM); see README Worker"
+    )
+    worker_parser.set_defaults(func=cmd_worker)
     return parser
 
 

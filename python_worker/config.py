@@ -277,3 +277,133 @@ def api_settings(env: Mapping[str, str] | None = None) -> ApiSettings:
         pairing_rate_limit=limits["CALLPANION_PAIRING_RATE_LIMIT"],
         pairing_rate_window_secs=limits["CALLPANION_PAIRING_RATE_WINDOW_SECS"],
     )
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+#: How the worker learns of queued rows besides its timer and poll (README "Worker").
+WAKEUP_MODES = ("notify", "realtime", "poll")
+#: The backstop poll: a worker that misses every signal still sends within this long.
+DEFAULT_POLL_INTERVAL_SECS = 5.0
+#: Rows per claim: one statement, one round trip; a burst of 10,000 is 10 claims.
+DEFAULT_BATCH_SIZE = 1000
+#: A claimed row's lease. Well above a send's timeout (10 s) and renewed while sends run, so
+#: only a dead or hung worker loses it; short enough that its rows ring within the grace.
+DEFAULT_LEASE_SECS = 30
+#: Claim rows this far ahead of their send_at, so the database work is done when the minute
+#: comes and each push goes out at its send_at exactly.
+DEFAULT_CLAIM_AHEAD_MS = 1000
+#: Pushes in flight at once per worker (rows claimed and not yet recorded).
+DEFAULT_MAX_IN_FLIGHT = 20000
+#: On SIGTERM: stop claiming, finish sends for at most this long, give back the rest.
+DEFAULT_SHUTDOWN_GRACE_SECS = 10.0
+#: /healthz and /metrics (loopback by default; the container listens on all interfaces).
+DEFAULT_WORKER_HTTP_HOST = "127.0.0.1"
+DEFAULT_WORKER_HTTP_PORT = 9108
+#: What the relative's phone shows as the caller.
+DEFAULT_CALLER_NAME = "CallPanion"
+#: Where the app reports call events (the HTTP routes, `callpanion api`).
+DEFAULT_PUBLIC_API_URL = "http://127.0.0.1:8000"
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise CallPanionError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise CallPanionError(f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+def _bounded_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _int(env, name, default)
+    if not low <= value <= high:
+        raise CallPanionError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What `callpanion worker` needs besides the FCM_* / APNS_* provider settings."""
+
+    database_url: str
+    db_role: str | None
+    worker_id: str
+    wakeup: str
+    supabase_url: str | None
+    supabase_service_key: str | None
+    poll_interval_s: float
+    batch_size: int
+    lease_s: int
+    claim_ahead_s: float
+    max_in_flight: int
+    shutdown_grace_s: float
+    http_host: str
+    http_port: int
+    caller_name: str
+    public_api_url: str
+    log_level: str
+
+
+def worker_settings(env: Mapping[str, str] | None = None) -> WorkerSettings:
+    """Build the worker settings from environment variables (README, "Configuration")."""
+    env = os.environ if env is None else env
+    wakeup = (env.get("CALLPANION_WAKEUP") or "notify").strip().lower()
+    if wakeup not in WAKEUP_MODES:
+        raise CallPanionError(
+            f"CALLPANION_WAKEUP must be one of {', '.join(WAKEUP_MODES)}, got {wakeup!r}"
+        )
+    supabase_url = env.get("SUPABASE_URL") or None
+    service_key = env.get("SUPABASE_SERVICE_ROLE_KEY") or None
+    if wakeup == "realtime" and not (supabase_url and service_key):
+        raise CallPanionError(
+            "CALLPANION_WAKEUP=realtime needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+        )
+    database_url = (
+        env.get("CALLPANION_WORKER_DATABASE_URL")
+        or env.get("DATABASE_URL")
+        or stack_settings(env).database_url
+    )
+    worker_id = (env.get("CALLPANION_WORKER_ID") or f"{os.uname().nodename}-{os.getpid()}").strip()
+    if not 1 <= len(worker_id) <= 200:
+        raise CallPanionError("CALLPANION_WORKER_ID must be 1 to 200 characters")
+    level = (env.get("CALLPANION_LOG_LEVEL") or "INFO").strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise CallPanionError(
+            f"CALLPANION_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}"
+        )
+    role = env.get("CALLPANION_WORKER_DB_ROLE", DEFAULT_API_DB_ROLE).strip()
+    return WorkerSettings(
+        database_url=database_url,
+        db_role=role or None,
+        worker_id=worker_id,
+        wakeup=wakeup,
+        supabase_url=supabase_url.rstrip("/") if supabase_url else None,
+        supabase_service_key=service_key,
+        poll_interval_s=_float(
+            env, "CALLPANION_POLL_INTERVAL_SECS", DEFAULT_POLL_INTERVAL_SECS, 0.05, 3600
+        ),
+        batch_size=_bounded_int(env, "CALLPANION_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1, 10000),
+        lease_s=_bounded_int(env, "CALLPANION_LEASE_SECS", DEFAULT_LEASE_SECS, 5, 3600),
+        claim_ahead_s=_bounded_int(
+            env, "CALLPANION_CLAIM_AHEAD_MS", DEFAULT_CLAIM_AHEAD_MS, 0, 60000
+        )
+        / 1000,
+        max_in_flight=_bounded_int(
+            env, "CALLPANION_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, 1, 1_000_000
+        ),
+        shutdown_grace_s=_float(
+            env, "CALLPANION_SHUTDOWN_GRACE_SECS", DEFAULT_SHUTDOWN_GRACE_SECS, 0, 600
+        ),
+        http_host=env.get("CALLPANION_WORKER_HTTP_HOST") or DEFAULT_WORKER_HTTP_HOST,
+        http_port=_bounded_int(
+            env, "CALLPANION_WORKER_HTTP_PORT", DEFAULT_WORKER_HTTP_PORT, 0, 65535
+        ),
+        caller_name=env.get("CALLPANION_CALLER_NAME") or DEFAULT_CALLER_NAME,
+        public_api_url=(env.get("CALLPANION_PUBLIC_API_URL") or DEFAULT_PUBLIC_API_URL).rstrip("/"),
+        log_level=level,
+    )

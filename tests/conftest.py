@@ -30,7 +30,7 @@ PROJECT_DIR = DEFAULT_PROJECT_DIR
 
 # Fixtures of the push providers (emulators, senders) and of the HTTP API (served app,
 # its database, the ElevenLabs emulator).
-pytest_plugins = ["tests.push_fixtures", "tests.api_support"]
+pytest_plugins = ["tests.push_fixtures", "tests.api_support", "tests.worker_support"]
 
 Conn = psycopg.Connection[dict[str, object]]
 

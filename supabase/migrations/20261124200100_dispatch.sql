@@ -46,14 +46,16 @@ end
 $$;
 
 -- Claim up to p_limit ready rows for p_worker, oldest first, skipping rows another worker
--- holds. Returns what the worker needs to build and send each push, with the relative's
+-- holds. p_horizon claims rows that fall due that much later too, so the worker can do the
+-- database work ahead of time and send each push at its send_at exactly. Returns what the worker needs to build and send each push, with the relative's
 -- current target (device and token) rather than the snapshot: a token refreshed since the
 -- row was queued, or a re-paired phone, is used; the row is updated to say what is sent.
 create or replace function public.claim_due_calls(
   p_worker text,
   p_limit integer default 500,
   p_lease interval default interval '30 seconds',
-  p_now timestamptz default now())
+  p_now timestamptz default now(),
+  p_horizon interval default interval '0 seconds')
 returns table (
   queue_id uuid, call_session_id uuid, household_id uuid, relative_id uuid, attempt smallint,
   provider_attempts integer, device_id uuid, platform text, provider text, push_token text,
@@ -65,6 +67,10 @@ as $$
 #variable_conflict use_column
 begin
   perform private.check_worker_args(p_worker, p_limit, p_lease);
+  if p_horizon is null or p_horizon < interval '0 seconds' or p_horizon > interval '1 minute' then
+    raise exception 'invalid p_horizon: % is not between 0 and 1 minute', p_horizon
+      using errcode = '22023';
+  end if;
 
   -- Leases that ran out (a worker died or hung) return at once, not at phase 2's next run.
   update public.notification_queue q
@@ -87,7 +93,7 @@ begin
     join public.call_sessions s on s.id = q.call_session_id
     left join private.call_targets t on t.relative_id = s.relative_id
     where q.status in ('queued', 'due')
-      and coalesce(q.next_attempt_at, q.send_at) <= p_now
+      and coalesce(q.next_attempt_at, q.send_at) <= p_now + p_horizon
       and q.deadline_at >= p_now  -- past it: phase 2 expires the row and tells the family
     order by coalesce(q.next_attempt_at, q.send_at)
     limit p_limit
@@ -126,7 +132,7 @@ begin
   ),
   claimed as (
     update public.notification_queue q
-       set status = 'claimed', locked_by = p_worker, locked_until = p_now + p_lease,
+       set status = 'claimed', locked_by = p_worker, locked_until = p_now + p_horizon + p_lease,
            provider_attempts = q.provider_attempts + 1,
            device_id = r.t_device, platform = r.t_platform, provider = r.t_provider,
            push_token = r.t_token, fallback_provider = r.t_fallback_provider,
@@ -422,13 +428,14 @@ end
 $$;
 
 -- When the worker should next look: the earliest time a row may be claimed (null if none).
-create or replace function public.next_send_at()
+-- Rows past their deadline are phase 2's to expire, not the worker's to wait for.
+create or replace function public.next_send_at(p_now timestamptz default now())
 returns timestamptz
 language sql stable
 set search_path = ''
 as $$
   select min(coalesce(q.next_attempt_at, q.send_at)) from public.notification_queue q
-  where q.status in ('queued', 'due')
+  where q.status in ('queued', 'due') and q.deadline_at >= p_now
 $$;
 
 -- Rows by status for the worker's /metrics (the live statuses only: finished rows pile up
@@ -442,13 +449,13 @@ as $$
   from unnest(array['queued', 'due', 'claimed']) as s(status)
 $$;
 
-revoke all on function public.claim_due_calls(text, integer, interval, timestamptz),
+revoke all on function public.claim_due_calls(text, integer, interval, timestamptz, interval),
   public.record_push_results(text, jsonb, timestamptz),
   public.renew_leases(text, uuid[], interval, timestamptz),
-  public.release_leases(text, uuid[]), public.next_send_at(), public.queue_depth()
+  public.release_leases(text, uuid[]), public.next_send_at(timestamptz), public.queue_depth()
   from public, anon, authenticated;
-grant execute on function public.claim_due_calls(text, integer, interval, timestamptz),
+grant execute on function public.claim_due_calls(text, integer, interval, timestamptz, interval),
   public.record_push_results(text, jsonb, timestamptz),
   public.renew_leases(text, uuid[], interval, timestamptz),
-  public.release_leases(text, uuid[]), public.next_send_at(), public.queue_depth()
+  public.release_leases(text, uuid[]), public.next_send_at(timestamptz), public.queue_depth()
   to service_role;

@@ -1,0 +1,271 @@
+"""One claimed batch, top to bottom: claimed row -> payload -> provider -> result -> record.
+
+The dispatcher sends every row of a batch at its own send_at (rows are claimed up to a second
+ahead), all concurrently over the providers' multiplexed HTTP/2 connections, then records
+the batch's results in one statement. A row's lease is renewed while its send runs; a result
+the database refuses (the lease was lost) changes nothing and is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from python_worker.apns import ApnsSender
+from python_worker.fcm import FcmSender
+from python_worker.metrics import Metrics
+from python_worker.payloads import IncomingCall
+from python_worker.push import Outcome, PayloadTooLarge, SendResult
+from python_worker.retry import RetryPolicy
+from python_worker.worker_db import ClaimedRow, WorkerDatabase
+
+log = logging.getLogger("callpanion.dispatch")
+
+#: Retry a failed record call this often before the lease runs out (the database may be
+#: restarting); after that, another worker re-sends and the device rings once anyway.
+RECORD_RETRY = RetryPolicy(base_s=0.5, cap_s=5.0)
+#: Ring window when a row's payload does not say (the schedule default).
+DEFAULT_RING_SECONDS = 45
+
+
+class Senders:
+    """The configured providers; a row for a provider that is not configured is a config fault."""
+
+    def __init__(self, fcm: FcmSender | None, apns: ApnsSender | None) -> None:
+        self.fcm = fcm
+        self.apns = apns
+
+    async def send(self, row: ClaimedRow, call: IncomingCall) -> SendResult:
+        if row.provider == "apns":
+            if self.apns is None:
+                return _not_configured("apns", "APNS_KEY_FILE")
+            return await self.apns.send_call(
+                call, row.push_token, apns_id=row.queue_id, attempt=row.provider_attempts
+            )
+        if row.provider == "fcm":
+            if self.fcm is None:
+                return _not_configured("fcm", "FCM_SERVICE_ACCOUNT_FILE")
+            return await self.fcm.send_call(call, row.push_token, attempt=row.provider_attempts)
+        return SendResult(row.provider, Outcome.OUR_BUG, 0, "unknown_provider")
+
+    async def aclose(self) -> None:
+        for sender in (self.fcm, self.apns):
+            if sender is not None:
+                await sender.aclose()
+
+
+def _not_configured(provider: str, variable: str) -> SendResult:
+    return SendResult(
+        provider,
+        Outcome.CONFIG_FAULT,
+        0,
+        "not_configured",
+        detail=f"{provider} is not configured on this worker (set {variable})",
+    )
+
+
+@dataclass(frozen=True)
+class CallText:
+    """What the phone shows and where the app reports back."""
+
+    caller_name: str
+    api_base: str
+
+
+def incoming_call(row: ClaimedRow, text: CallText, now: dt.datetime) -> IncomingCall:
+    """The push for a claimed row. The ring window starts now (a retry rings as long)."""
+    payload = row.payload
+    ring_ms = payload.get("ring_timeout_ms")
+    ring_s = max(1, round(ring_ms / 1000)) if isinstance(ring_ms, int) else DEFAULT_RING_SECONDS
+    handle = payload.get("title") or payload.get("household_name") or text.caller_name
+    return IncomingCall(
+        session_id=row.call_session_id,
+        caller_name=text.caller_name,
+        handle=str(handle),
+        ring_seconds=ring_s,
+        expires_at=max(now, row.send_at) + dt.timedelta(seconds=ring_s),
+        api_base=text.api_base,
+        extra={"household_id": str(row.household_id), "attempt": str(row.attempt)},
+    )
+
+
+def result_json(row: ClaimedRow, result: SendResult) -> dict[str, Any]:
+    """The record_push_results element for one send."""
+    return {
+        "queue_id": str(row.queue_id),
+        "outcome": result.outcome.value,
+        "provider": result.provider,
+        "token": row.push_token,
+        "status": result.status,
+        "reason": result.reason,
+        "message_id": result.message_id,
+        "retry_after_s": result.retry_after_s,
+        "detail": result.detail,
+    }
+
+
+class Dispatcher:
+    """Claims batches and sends them; every batch records its own results."""
+
+    def __init__(
+        self,
+        db: WorkerDatabase,
+        senders: Senders,
+        metrics: Metrics,
+        text: CallText,
+        *,
+        lease_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.senders = senders
+        self.metrics = metrics
+        self.text = text
+        self.lease_s = lease_s
+        self.clock = clock
+        #: Rows claimed and not yet recorded, by queue id.
+        self.in_flight: dict[uuid.UUID, ClaimedRow] = {}
+        #: Rows whose send has not started (waiting for their send_at): given back on shutdown.
+        self.waiting: set[uuid.UUID] = set()
+        self.stopping = asyncio.Event()
+        self.batch_done: Callable[[Sequence[dict[str, Any]]], None] = lambda _: None
+
+    async def claim(self, limit: int, horizon_s: float) -> list[ClaimedRow]:
+        rows = await self.db.claim(limit, self.lease_s, horizon_s)
+        for row in rows:
+            self.in_flight[row.queue_id] = row
+        self.metrics.claimed.inc(len(rows))
+        self.metrics.in_flight.set(len(self.in_flight))
+        return rows
+
+    async def run_batch(self, rows: Sequence[ClaimedRow]) -> None:
+        """Send every row at its send_at, then record the batch (retrying the record)."""
+        sent = await asyncio.gather(*(self._send_one(row) for row in rows))
+        done = [(row, result) for row, result in zip(rows, sent, strict=True) if result is not None]
+        unsent = [row.queue_id for row, result in zip(rows, sent, strict=True) if result is None]
+        recorded: list[dict[str, Any]] = []
+        if done:
+            recorded = await self._record(done)
+        if unsent:
+            await self._release(unsent)
+        self.batch_done(recorded)
+
+    async def _send_one(self, row: ClaimedRow) -> SendResult | None:
+        """The provider's classified answer, or None when shutdown came before send_at."""
+        self.waiting.add(row.queue_id)
+        try:
+            delay = row.send_at.timestamp() - self.clock()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                    return None  # shutting down: give the row back rather than start it
+                except TimeoutError:
+                    pass
+        finally:
+            self.waiting.discard(row.queue_id)
+        started = self.clock()
+        now = dt.datetime.fromtimestamp(started, dt.UTC)
+        self.metrics.lateness.observe(max(0.0, started - row.send_at.timestamp()))
+        try:
+            result = await self.senders.send(row, incoming_call(row, self.text, now))
+        except PayloadTooLarge as error:
+            result = SendResult(
+                row.provider, Outcome.OUR_BUG, 0, "payload_too_large", detail=str(error)
+            )
+        except Exception as error:  # any surprise is a retry, never a lost call
+            log.exception("send raised; will retry", extra=row.ids)
+            result = SendResult(
+                row.provider,
+                Outcome.RETRY,
+                0,
+                type(error).__name__,
+                retry_after_s=RetryPolicy().delay(row.provider_attempts),
+                detail=str(error),
+            )
+        self.metrics.pushes.labels(result.provider, result.outcome.value).inc()
+        if result.outcome is Outcome.TOKEN_DEAD:
+            self.metrics.tokens_invalidated.labels(result.provider).inc()
+        log.info(
+            "push %s",
+            result.outcome.value,
+            extra={
+                **row.ids,
+                "provider": result.provider,
+                "status": result.status,
+                "reason": result.reason,
+                "lateness_ms": round((started - row.send_at.timestamp()) * 1000, 1),
+                "attempt": row.provider_attempts,
+            },
+        )
+        return result
+
+    async def _record(self, done: Sequence[tuple[ClaimedRow, SendResult]]) -> list[dict[str, Any]]:
+        payload = [result_json(row, result) for row, result in done]
+        lease_end = min(
+            self.in_flight.get(row.queue_id, row).locked_until.timestamp() for row, _ in done
+        )
+        failures = 0
+        try:
+            while True:
+                try:
+                    rows = await self.db.record(payload)
+                    break
+                except psycopg.OperationalError as error:
+                    self.metrics.db_errors.inc()
+                    failures += 1
+                    if self.clock() > lease_end:
+                        log.error(
+                            "could not record results before the lease ran out; another worker"
+                            " will send these calls again",
+                            extra={"rows": len(done), "error": str(error)},
+                        )
+                        return []
+                    await asyncio.sleep(RECORD_RETRY.delay(failures))
+        finally:
+            for row, _ in done:
+                self.in_flight.pop(row.queue_id, None)
+            self.metrics.in_flight.set(len(self.in_flight))
+        by_id = {row.queue_id: row for row, _ in done}
+        for item in rows:
+            self.metrics.results.labels(item["result"]).inc()
+            if item["result"] == "retry":
+                self.metrics.retries.inc()
+            if item["result"] in ("lost_lease", "failed", "expired"):
+                row = by_id[item["queue_id"]]
+                log.warning("push %s", item["result"], extra=row.ids)
+        return rows
+
+    async def _release(self, ids: Sequence[uuid.UUID]) -> None:
+        try:
+            released = await self.db.release(ids)
+            self.metrics.released.inc(len(released))
+        except psycopg.OperationalError as error:
+            self.metrics.db_errors.inc()
+            log.warning(
+                "could not give back unsent rows; their leases will run out",
+                extra={"rows": len(ids), "error": str(error)},
+            )
+        finally:
+            for queue_id in ids:
+                self.in_flight.pop(queue_id, None)
+            self.metrics.in_flight.set(len(self.in_flight))
+
+    async def renew_leases(self) -> None:
+        """Extend the leases of rows whose sends are running (call every lease/3)."""
+        ids = list(self.in_flight)
+        if ids:
+            renewed = await self.db.renew(ids, self.lease_s)
+            until = dt.datetime.fromtimestamp(self.clock() + self.lease_s, dt.UTC)
+            for queue_id in renewed:
+                row = self.in_flight.get(queue_id)
+                if row is not None:
+                    self.in_flight[queue_id] = dataclasses.replace(row, locked_until=until)

@@ -1,0 +1,70 @@
+"""The worker's Prometheus metrics, on a registry of its own (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+#: Lateness (send_at to the provider request) buckets: the goal is p99 under a second.
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """Everything the worker counts. One instance per worker process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.queue_rows = Gauge(
+            "callpanion_queue_rows",
+            "Live notification_queue rows by status (read on each scrape)",
+            ["status"],
+            registry=r,
+        )
+        self.db_up = Gauge(
+            "callpanion_db_up", "1 when the last database call succeeded", registry=r
+        )
+        self.pushes = Counter(
+            "callpanion_pushes_total",
+            "Pushes sent, by provider and classified outcome",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.results = Counter(
+            "callpanion_push_results_total",
+            "Recorded results: sent, retry, fallback, failed, expired, lost_lease",
+            ["result"],
+            registry=r,
+        )
+        self.lateness = Histogram(
+            "callpanion_push_lateness_seconds",
+            "From a row's send_at (or next attempt) to its provider request",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "callpanion_retries_total", "Pushes that will be tried again", registry=r
+        )
+        self.tokens_invalidated = Counter(
+            "callpanion_tokens_invalidated_total",
+            "Device tokens a provider declared dead",
+            ["provider"],
+            registry=r,
+        )
+        self.claimed = Counter(
+            "callpanion_claimed_rows_total", "Queue rows claimed by this worker", registry=r
+        )
+        self.released = Counter(
+            "callpanion_released_rows_total", "Claimed rows given back unsent", registry=r
+        )
+        self.in_flight = Gauge("callpanion_in_flight", "Claimed rows not yet recorded", registry=r)
+        self.wakeups = Counter(
+            "callpanion_wakeups_total", "Hints received from the wake-up source", registry=r
+        )
+        self.db_errors = Counter(
+            "callpanion_db_errors_total",
+            "Database calls that failed (and were retried)",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

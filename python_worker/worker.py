@@ -1,0 +1,308 @@
+"""`callpanion worker`: the loop that sends every call at its time.
+
+    wake-up source (NOTIFY / Realtime / none) --hint--> loop --claim--> Dispatcher batches
+    timer for the earliest send_at ------------------->  |              (send, record)
+    poll every CALLPANION_POLL_INTERVAL_SECS ---------->  |
+
+The loop claims whatever is ready (and up to CALLPANION_CLAIM_AHEAD_MS ahead), hands each
+batch to the dispatcher, and asks the database when the next row falls due; then it sleeps
+until that moment (minus the claim-ahead), a hint, or the poll interval, whichever is first.
+Hints are only hints: the timer and the poll alone send every call on time.
+
+SIGTERM / SIGINT: stop claiming, let running sends finish for up to the shutdown grace,
+give back every row not sent, exit. A lost database connection is retried with backoff;
+nothing is lost meanwhile (rows stay queued, leases run out and return).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from python_worker.apns import ApnsSender
+from python_worker.config import WorkerSettings, apns_settings, fcm_settings
+from python_worker.dispatcher import CallText, Dispatcher, Senders
+from python_worker.errors import CallPanionError
+from python_worker.fcm import FcmSender
+from python_worker.metrics import Metrics
+from python_worker.retry import RetryPolicy
+from python_worker.wakeups import NotifyWakeups, PollOnly, WakeHandlers, WakeupSource
+from python_worker.worker_db import WorkerDatabase
+
+log = logging.getLogger("callpanion.worker")
+
+#: Backoff while the database is away: 0.5-1 s, doubling, at most 10 s.
+DB_RETRY = RetryPolicy(base_s=1.0, cap_s=10.0)
+#: When claims come back empty although a row is ready (another worker holds its lock for a
+#: moment), look again after this long rather than spinning.
+MIN_IDLE_S = 0.02
+#: /healthz fails when the loop has not reached the database for this long.
+HEALTH_STALE_S = 30.0
+
+
+def wakeup_source(settings: WorkerSettings) -> WakeupSource:
+    if settings.wakeup == "notify":
+        return NotifyWakeups(settings.database_url)
+    if settings.wakeup == "realtime":
+        raise CallPanionError("CALLPANION_WAKEUP=realtime: not available in this build yet")
+    return PollOnly()
+
+
+def build_senders() -> Senders:
+    """The providers configured by FCM_* / APNS_* (either may be absent)."""
+    fcm = fcm_settings()
+    apns = apns_settings()
+    return Senders(
+        FcmSender.from_settings(fcm) if fcm else None,
+        ApnsSender.from_settings(apns) if apns else None,
+    )
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        senders: Senders,
+        source: WakeupSource,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.db = WorkerDatabase(settings.database_url, settings.db_role, settings.worker_id)
+        self.dispatcher = Dispatcher(
+            self.db,
+            senders,
+            self.metrics,
+            CallText(settings.caller_name, settings.public_api_url),
+            lease_s=settings.lease_s,
+            clock=clock,
+        )
+        self.dispatcher.batch_done = self._batch_done
+        self.source = source
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._batches: set[asyncio.Task[None]] = set()
+        self._last_db_ok = 0.0
+        self._source_connected = False
+        self.http_port: int | None = None
+
+    # -- signals from outside -------------------------------------------------------------
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does)."""
+        if not self._stop.is_set():
+            log.info(
+                "stopping: no new claims; finishing sends", extra={"in_flight": self.in_flight}
+            )
+        self._stop.set()
+        self.dispatcher.stopping.set()
+        self._wake.set()
+
+    def _hint(self, _earliest: dt.datetime | None) -> None:
+        self.metrics.wakeups.inc()
+        self._wake.set()
+
+    def _connected(self) -> None:
+        self._source_connected = True
+        self._wake.set()  # catch up: anything queued while the source was away
+
+    def _batch_done(self, results: Any) -> None:
+        # A fallback is due at once, a retry soon: look again now.
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.dispatcher.in_flight)
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self, *, install_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        await self.db.open()
+        server = await asyncio.start_server(
+            self._serve_http, self.settings.http_host, self.settings.http_port
+        )
+        self.http_port = server.sockets[0].getsockname()[1]
+        source_task = asyncio.create_task(
+            self.source.run(WakeHandlers(self._hint, self._connected)), name="wakeups"
+        )
+        renew_task = asyncio.create_task(self._renew_leases(), name="lease-renewal")
+        log.info(
+            "worker started",
+            extra={
+                "worker_id": self.settings.worker_id,
+                "wakeup": self.source.name,
+                "http_port": self.http_port,
+                "batch_size": self.settings.batch_size,
+            },
+        )
+        try:
+            await self._loop()
+        finally:
+            await self._shutdown()
+            for task in (source_task, renew_task):
+                task.cancel()
+            await asyncio.gather(source_task, renew_task, return_exceptions=True)
+            server.close()
+            await server.wait_closed()
+            await self.dispatcher.senders.aclose()
+            await self.db.close()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("worker stopped", extra={"worker_id": self.settings.worker_id})
+
+    async def _loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                timeout = await self._claim_ready()
+                failures = 0
+            except psycopg.OperationalError as error:
+                failures += 1
+                self.metrics.db_errors.inc()
+                self.metrics.db_up.set(0)
+                timeout = DB_RETRY.delay(failures)
+                log.warning(
+                    "database unavailable; retrying",
+                    extra={"error": str(error).strip(), "retry_in_s": round(timeout, 2)},
+                )
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _claim_ready(self) -> float:
+        """Claim and dispatch everything ready; return how long to sleep before looking again."""
+        settings = self.settings
+        while not self._stop.is_set():
+            room = settings.max_in_flight - self.in_flight
+            if room <= 0:
+                return settings.poll_interval_s  # a finishing batch wakes us sooner
+            limit = min(settings.batch_size, room)
+            rows = await self.dispatcher.claim(limit, settings.claim_ahead_s)
+            self._db_ok()
+            if rows:
+                task = asyncio.create_task(self.dispatcher.run_batch(rows))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+                task.add_done_callback(_log_crash)
+            if len(rows) < limit:
+                break
+        next_at, db_now = await self.db.next_send_at()
+        self._db_ok()
+        if next_at is None:
+            return settings.poll_interval_s
+        # Sleep until the next row comes within the claim-ahead horizon (database clock).
+        wait = (next_at - db_now).total_seconds() - settings.claim_ahead_s
+        return min(settings.poll_interval_s, max(wait, MIN_IDLE_S))
+
+    def _db_ok(self) -> None:
+        self._last_db_ok = self.clock()
+        self.metrics.db_up.set(1)
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                await self.dispatcher.renew_leases()
+            except psycopg.OperationalError as error:
+                self.metrics.db_errors.inc()
+                log.warning("could not renew leases", extra={"error": str(error).strip()})
+
+    async def _shutdown(self) -> None:
+        """Finish running sends (bounded), then give back every row this worker holds."""
+        self.dispatcher.stopping.set()
+        batches = list(self._batches)
+        if batches:
+            _, pending = await asyncio.wait(batches, timeout=self.settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            released = await asyncio.wait_for(self.db.release(), 5.0)
+        except (psycopg.OperationalError, TimeoutError) as error:
+            log.warning(
+                "could not give back claimed rows; their leases will run out",
+                extra={"error": str(error)},
+            )
+            return
+        if released:
+            self.metrics.released.inc(len(released))
+            log.info("gave back unsent rows", extra={"rows": len(released)})
+
+    # -- /healthz and /metrics ------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, object]]:
+        age = self.clock() - self._last_db_ok
+        ok = not self._stop.is_set() and self._last_db_ok > 0 and age < HEALTH_STALE_S
+        return ok, {
+            "status": "ok" if ok else ("stopping" if self._stop.is_set() else "unhealthy"),
+            "worker_id": self.settings.worker_id,
+            "wakeup": self.source.name,
+            "wakeup_connected": self._source_connected,
+            "in_flight": self.in_flight,
+            "last_db_ok_s_ago": round(age, 3) if self._last_db_ok else None,
+        }
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            parts = request.split(b"\r\n", 1)[0].split()
+            path = parts[1].decode() if len(parts) >= 2 else ""
+            method = parts[0].decode() if parts else ""
+            if method not in ("GET", "HEAD"):
+                status, kind, body = 405, "text/plain", b"method not allowed\n"
+            elif path == "/healthz":
+                ok, details = self.health()
+                status, kind = (200 if ok else 503), "application/json"
+                body = json.dumps(details).encode()
+            elif path == "/metrics":
+                await self._refresh_queue_gauge()
+                status, kind, body = 200, "text/plain; version=0.0.4", self.metrics.render()
+            else:
+                status, kind, body = 404, "text/plain", b"not found\n"
+            head = (
+                f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
+                f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            writer.write(head + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _refresh_queue_gauge(self) -> None:
+        try:
+            depth = await asyncio.wait_for(self.db.queue_depth(), 2.0)
+        except (psycopg.OperationalError, TimeoutError):
+            self.metrics.db_up.set(0)
+            return
+        for status, rows in depth.items():
+            self.metrics.queue_rows.labels(status).set(rows)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a batch crashed; its leases will run out", exc_info=task.exception())
+
+
+async def run_worker(settings: WorkerSettings) -> None:
+    """Build the worker from settings and the FCM_* / APNS_* variables, run until SIGTERM."""
+    worker = Worker(settings, build_senders(), wakeup_source(settings))
+    await worker.run()

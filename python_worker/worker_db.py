@@ -1,0 +1,131 @@
+"""The worker's database boundary: a small async pool and the named queries of worker_queries.sql.
+
+Every call is one statement in autocommit mode, so each SQL function runs in its own
+transaction and none is held across a network call (claim, commit, send, record). Connections
+are checked before use, so after a Postgres restart the next call gets a fresh one; callers
+retry `psycopg.OperationalError` with backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from python_worker.api_db import load_queries
+
+QUERIES_FILE = Path(__file__).with_name("worker_queries.sql")
+Row = dict[str, Any]
+AsyncConn = psycopg.AsyncConnection[Row]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """One queue row this worker holds, with what it needs to ring the device."""
+
+    queue_id: uuid.UUID
+    call_session_id: uuid.UUID
+    household_id: uuid.UUID
+    relative_id: uuid.UUID
+    attempt: int
+    provider_attempts: int
+    device_id: uuid.UUID | None
+    platform: str
+    provider: str
+    push_token: str
+    send_at: dt.datetime
+    deadline_at: dt.datetime
+    payload: dict[str, Any]
+    locked_until: dt.datetime
+
+    @property
+    def ids(self) -> dict[str, str]:
+        """The call's ids, for every log line about it."""
+        return {
+            "queue_id": str(self.queue_id),
+            "call_session_id": str(self.call_session_id),
+            "household_id": str(self.household_id),
+        }
+
+
+class WorkerDatabase:
+    """A pool of connections acting as the worker's role (default `service_role`)."""
+
+    def __init__(self, url: str, role: str | None, worker_id: str, max_size: int = 4) -> None:
+        self.worker_id = worker_id
+        self._queries = load_queries(QUERIES_FILE)
+        self._role = role
+        self._pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=5.0,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
+            connection_class=psycopg.AsyncConnection[Row],
+            configure=self._configure,
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=0,  # never give up: the worker outlives a database restart
+        )
+
+    async def _configure(self, conn: AsyncConn) -> None:
+        if self._role:
+            await conn.execute(sql.SQL("set role {}").format(sql.Identifier(self._role)))
+
+    async def open(self) -> None:
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _rows(self, name: str, params: dict[str, Any]) -> list[Row]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(self._queries[name], params)
+            return await cursor.fetchall()
+
+    async def claim(self, limit: int, lease_s: float, horizon_s: float) -> list[ClaimedRow]:
+        rows = await self._rows(
+            "claim_due_calls",
+            {"worker": self.worker_id, "limit": limit, "lease_s": lease_s, "horizon_s": horizon_s},
+        )
+        return [ClaimedRow(**row) for row in rows]
+
+    async def record(self, results: Sequence[dict[str, Any]]) -> list[Row]:
+        return await self._rows(
+            "record_push_results",
+            {"worker": self.worker_id, "results": Jsonb(list(results), dumps=_dumps)},
+        )
+
+    async def renew(self, ids: Sequence[uuid.UUID], lease_s: float) -> list[uuid.UUID]:
+        rows = await self._rows(
+            "renew_leases", {"worker": self.worker_id, "ids": list(ids), "lease_s": lease_s}
+        )
+        return [row["renew_leases"] for row in rows]
+
+    async def release(self, ids: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:
+        rows = await self._rows(
+            "release_leases",
+            {"worker": self.worker_id, "ids": None if ids is None else list(ids)},
+        )
+        return [row["release_leases"] for row in rows]
+
+    async def next_send_at(self) -> tuple[dt.datetime | None, dt.datetime]:
+        [row] = await self._rows("next_send_at", {})
+        return row["next_at"], row["db_now"]
+
+    async def queue_depth(self) -> dict[str, int]:
+        return {row["status"]: row["rows"] for row in await self._rows("queue_depth", {})}
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

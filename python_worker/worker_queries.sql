@@ -1,0 +1,29 @@
+-- The worker's SQL: thin calls of the functions in supabase/migrations/*_dispatch.sql.
+-- Named blocks (`-- name --`, a description, the statement), loaded by worker_db.py.
+
+-- claim_due_calls --
+-- Claim ready rows, and rows due within the claim-ahead horizon, under a lease.
+select * from public.claim_due_calls(
+  p_worker => %(worker)s, p_limit => %(limit)s, p_lease => make_interval(secs => %(lease_s)s),
+  p_horizon => make_interval(secs => %(horizon_s)s))
+
+-- record_push_results --
+-- Record a batch of classified push results (compare-and-set on the lease).
+select * from public.record_push_results(p_worker => %(worker)s, p_results => %(results)s)
+
+-- renew_leases --
+-- Extend the leases of rows whose sends are still running.
+select * from public.renew_leases(
+  p_worker => %(worker)s, p_ids => %(ids)s, p_lease => make_interval(secs => %(lease_s)s))
+
+-- release_leases --
+-- Give back claimed rows that were not sent (all of the worker's when ids is null).
+select * from public.release_leases(p_worker => %(worker)s, p_ids => %(ids)s)
+
+-- next_send_at --
+-- The earliest time a row may be claimed, and the database's clock.
+select public.next_send_at() as next_at, now() as db_now
+
+-- queue_depth --
+-- Live queue rows by status, for /metrics.
+select * from public.queue_depth()
