@@ -163,7 +163,8 @@ class Dispatcher:
         """The provider's classified answer, or None when shutdown came before send_at."""
         self.waiting.add(row.queue_id)
         try:
-            delay = row.send_at.timestamp() - self.clock()
+            due = row.not_before.timestamp()
+            delay = due - self.clock()
             if delay > 0:
                 try:
                     await asyncio.wait_for(self.stopping.wait(), delay)
@@ -174,7 +175,7 @@ class Dispatcher:
             self.waiting.discard(row.queue_id)
         started = self.clock()
         now = dt.datetime.fromtimestamp(started, dt.UTC)
-        self.metrics.lateness.observe(max(0.0, started - row.send_at.timestamp()))
+        self.metrics.lateness.observe(max(0.0, started - due))
         try:
             result = await self.senders.send(row, incoming_call(row, self.text, now))
         except PayloadTooLarge as error:
@@ -202,7 +203,7 @@ class Dispatcher:
                 "provider": result.provider,
                 "status": result.status,
                 "reason": result.reason,
-                "lateness_ms": round((started - row.send_at.timestamp()) * 1000, 1),
+                "lateness_ms": round((started - due) * 1000, 1),
                 "attempt": row.provider_attempts,
             },
         )

@@ -44,6 +44,7 @@ class ClaimedRow:
     provider: str
     push_token: str
     send_at: dt.datetime
+    not_before: dt.datetime  # send_at, or the next attempt's time for a retry
     deadline_at: dt.datetime
     payload: dict[str, Any]
     locked_until: dt.datetime

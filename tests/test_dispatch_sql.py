@@ -429,3 +429,19 @@ def test_family_members_and_strangers_cannot_touch_the_queue(db: Conn) -> None:
             )
             >= 1
         )
+
+
+def test_claim_ahead_takes_rows_due_within_the_horizon_and_says_when_to_send(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    early = AT - timedelta(milliseconds=800)
+    rows = db.execute(
+        "select * from claim_due_calls('w1', 10, %s, %s, %s)", [LEASE, early, timedelta(seconds=1)]
+    ).fetchall()
+    assert [(r["queue_id"], r["not_before"]) for r in rows] == [(qid, AT)]
+    assert rows[0]["locked_until"] == early + timedelta(seconds=1) + LEASE
+    record(db, "w1", AT, result(qid, "retry", retry_after_s=2))
+    [again] = db.execute(
+        "select * from claim_due_calls('w1', 10, %s, %s, %s)",
+        [LEASE, AT + timedelta(seconds=1), timedelta(seconds=1)],
+    ).fetchall()
+    assert again["not_before"] == AT + timedelta(seconds=2)  # the retry's time, not send_at

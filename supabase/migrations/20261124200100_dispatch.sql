@@ -59,7 +59,8 @@ create or replace function public.claim_due_calls(
 returns table (
   queue_id uuid, call_session_id uuid, household_id uuid, relative_id uuid, attempt smallint,
   provider_attempts integer, device_id uuid, platform text, provider text, push_token text,
-  send_at timestamptz, deadline_at timestamptz, payload jsonb, locked_until timestamptz)
+  send_at timestamptz, not_before timestamptz, deadline_at timestamptz, payload jsonb,
+  locked_until timestamptz)
 language plpgsql
 set jit = off
 set search_path = ''
@@ -141,7 +142,7 @@ begin
      where q.id = r.id and r.session_status = 'queued' and r.reason is null
     returning q.id, q.call_session_id, r.s_household, r.s_relative, r.s_attempt,
               q.provider_attempts, q.device_id, q.platform, q.provider, q.push_token, q.send_at,
-              q.deadline_at, q.payload, q.locked_until
+              coalesce(q.next_attempt_at, q.send_at), q.deadline_at, q.payload, q.locked_until
   )
   select * from claimed c order by c.send_at;
 end
