@@ -201,12 +201,12 @@ class Worker:
                 task.add_done_callback(_log_crash)
             if len(rows) < limit:
                 break
-        next_at, db_now = await self.db.next_send_at()
+        # Sleep until the next row comes within the claim-ahead horizon, or the next lease
+        # runs out (by the database's clock), but never past the poll interval.
+        wait = (await self.db.next_work_at()).seconds_until(settings.claim_ahead_s)
         self._db_ok()
-        if next_at is None:
+        if wait is None:
             return settings.poll_interval_s
-        # Sleep until the next row comes within the claim-ahead horizon (database clock).
-        wait = (next_at - db_now).total_seconds() - settings.claim_ahead_s
         return min(settings.poll_interval_s, max(wait, MIN_IDLE_S))
 
     def _db_ok(self) -> None:

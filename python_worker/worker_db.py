@@ -59,6 +59,25 @@ class ClaimedRow:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class NextWork:
+    """When there is something to do next, by the database's clock."""
+
+    send_at: dt.datetime | None  # the earliest row that may be claimed
+    lease_expires_at: dt.datetime | None  # the earliest lease to run out
+    db_now: dt.datetime
+
+    def seconds_until(self, claim_ahead_s: float) -> float | None:
+        """How long until a claim could find something; None when nothing is pending."""
+        waits = []
+        if self.send_at is not None:
+            waits.append((self.send_at - self.db_now).total_seconds() - claim_ahead_s)
+        if self.lease_expires_at is not None:
+            # A lease is taken over once it has run out: just after its last instant.
+            waits.append((self.lease_expires_at - self.db_now).total_seconds() + 0.001)
+        return min(waits) if waits else None
+
+
 class WorkerDatabase:
     """A pool of connections acting as the worker's role (default `service_role`)."""
 
@@ -120,9 +139,9 @@ class WorkerDatabase:
         )
         return [row["release_leases"] for row in rows]
 
-    async def next_send_at(self) -> tuple[dt.datetime | None, dt.datetime]:
-        [row] = await self._rows("next_send_at", {})
-        return row["next_at"], row["db_now"]
+    async def next_work_at(self) -> NextWork:
+        [row] = await self._rows("next_work_at", {})
+        return NextWork(row["send_at"], row["lease_expires_at"], row["db_now"])
 
     async def queue_depth(self) -> dict[str, int]:
         return {row["status"]: row["rows"] for row in await self._rows("queue_depth", {})}

@@ -20,9 +20,9 @@ select * from public.renew_leases(
 -- Give back claimed rows that were not sent (all of the worker's when ids is null).
 select * from public.release_leases(p_worker => %(worker)s, p_ids => %(ids)s)
 
--- next_send_at --
--- The earliest time a row may be claimed, and the database's clock.
-select public.next_send_at() as next_at, now() as db_now
+-- next_work_at --
+-- The earliest time a row may be claimed, the earliest lease to run out, the database's clock.
+select w.send_at, w.lease_expires_at, now() as db_now from public.next_work_at() w
 
 -- queue_depth --
 -- Live queue rows by status, for /metrics.

@@ -341,11 +341,27 @@ def test_release_gives_rows_back_uncounted(db: Conn) -> None:
     assert again["provider_attempts"] == 1
 
 
-def test_next_send_at_is_the_earliest_claimable_time(db: Conn) -> None:
-    before = one(db, "select next_send_at() as t")["t"]
+def test_next_work_at_gives_the_earliest_send_and_lease_expiry(db: Conn) -> None:
+    db.execute("delete from notification_queue")  # (rolled back with the test)
+    assert one(db, "select * from next_work_at(%s)", [AT]) == {
+        "send_at": None,
+        "lease_expires_at": None,
+    }
     _fam, _qid = queued_call(db)
-    now = one(db, "select next_send_at() as t")["t"]
-    assert now == (AT if before is None else min(before, AT))  # type: ignore[call-overload]
+    assert one(db, "select * from next_work_at(%s)", [AT]) == {
+        "send_at": AT,
+        "lease_expires_at": None,
+    }
+    claim(db, "w1", AT)
+    assert one(db, "select * from next_work_at(%s)", [AT]) == {
+        "send_at": None,
+        "lease_expires_at": AT + LEASE,
+    }
+    # A row past its deadline is not waited for (phase 2 expires it).
+    db.execute(
+        "update notification_queue set status = 'due', locked_by = null, locked_until = null"
+    )
+    assert one(db, "select * from next_work_at(%s)", [AT + timedelta(minutes=3)])["send_at"] is None
 
 
 @pytest.mark.parametrize(
@@ -416,7 +432,7 @@ def test_family_members_and_strangers_cannot_touch_the_queue(db: Conn) -> None:
             "select * from claim_due_calls('me')",
             "select * from record_push_results('me', '[]')",
             "select * from release_leases('me')",
-            "select next_send_at()",
+            "select * from next_work_at()",
         ):
             with acting_as(db, role, user), pytest.raises(errors.InsufficientPrivilege):
                 db.execute(statement)

@@ -428,15 +428,17 @@ begin
 end
 $$;
 
--- When the worker should next look: the earliest time a row may be claimed (null if none).
--- Rows past their deadline are phase 2's to expire, not the worker's to wait for.
-create or replace function public.next_send_at(p_now timestamptz default now())
-returns timestamptz
+-- When the worker should next look: the earliest time a row may be claimed, and the earliest
+-- lease to run out (a dead worker's rows are taken over then). Null when there is none. Rows
+-- past their deadline are phase 2's to expire, not the worker's to wait for.
+create or replace function public.next_work_at(p_now timestamptz default now())
+returns table (send_at timestamptz, lease_expires_at timestamptz)
 language sql stable
 set search_path = ''
 as $$
-  select min(coalesce(q.next_attempt_at, q.send_at)) from public.notification_queue q
-  where q.status in ('queued', 'due') and q.deadline_at >= p_now
+  select (select min(coalesce(q.next_attempt_at, q.send_at)) from public.notification_queue q
+          where q.status in ('queued', 'due') and q.deadline_at >= p_now),
+         (select min(q.locked_until) from public.notification_queue q where q.status = 'claimed')
 $$;
 
 -- Rows by status for the worker's /metrics (the live statuses only: finished rows pile up
@@ -453,10 +455,10 @@ $$;
 revoke all on function public.claim_due_calls(text, integer, interval, timestamptz, interval),
   public.record_push_results(text, jsonb, timestamptz),
   public.renew_leases(text, uuid[], interval, timestamptz),
-  public.release_leases(text, uuid[]), public.next_send_at(timestamptz), public.queue_depth()
+  public.release_leases(text, uuid[]), public.next_work_at(timestamptz), public.queue_depth()
   from public, anon, authenticated;
 grant execute on function public.claim_due_calls(text, integer, interval, timestamptz, interval),
   public.record_push_results(text, jsonb, timestamptz),
   public.renew_leases(text, uuid[], interval, timestamptz),
-  public.release_leases(text, uuid[]), public.next_send_at(timestamptz), public.queue_depth()
+  public.release_leases(text, uuid[]), public.next_work_at(timestamptz), public.queue_depth()
   to service_role;
