@@ -249,6 +249,7 @@ class Dispatcher:
         try:
             released = await self.db.release(ids)
             self.metrics.released.inc(len(released))
+            log.info("gave back unsent rows", extra={"rows": len(released)})
         except psycopg.OperationalError as error:
             self.metrics.db_errors.inc()
             log.warning(

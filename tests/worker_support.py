@@ -171,6 +171,79 @@ def queue_call(
     return row["id"]  # type: ignore[no-any-return]
 
 
+def queue_many(conn: Conn, n: int, *, in_s: float, deadline_s: float = 120.0) -> list[uuid.UUID]:
+    """`n` relatives (alternately iOS and Android, each with its own tokens) with one call
+    each, all due at the same instant `in_s` seconds from now. Returns the queue row ids."""
+    with conn.transaction():
+        conn.execute(
+            """
+            with h as (
+              insert into households (name) select 'Bulk ' || g from generate_series(1, %(n)s) g
+              returning id),
+            r as (
+              insert into relatives (household_id, display_name, timezone)
+              select id, 'Gran', 'UTC' from h returning id, household_id)
+            insert into device_pairs (household_id, relative_id, status, platform, voip_token,
+                                      fcm_token, secret_hash, paired_at)
+            select household_id, id, 'active', p.platform,
+                   case when p.platform = 'ios' then md5(random()::text) || md5(random()::text) end,
+                   'fcm-' || md5(random()::text) || md5(random()::text), 'h', now()
+            from (select r.*, row_number() over () as i from r) r
+            cross join lateral (select case when r.i %% 2 = 0 then 'ios' else 'android' end
+                                  as platform) p
+            """,
+            {"n": n},
+        )
+        rows = conn.execute(
+            """
+            with t as (
+              select t.*, d.household_id, gen_random_uuid() as session_id,
+                     now() + make_interval(secs => %(in)s) as at
+              from private.call_targets t join device_pairs d on d.id = t.device_id
+              where not exists (select 1 from call_sessions c where c.relative_id = t.relative_id)),
+            s as (
+              insert into call_sessions (id, household_id, relative_id, device_id, occurrence_at,
+                                         origin, status)
+              select session_id, household_id, relative_id, device_id, at, 'call_now', 'queued'
+              from t)
+            insert into notification_queue (call_session_id, household_id, device_id,
+              occurrence_at, status, send_at, deadline_at, platform, provider, push_token,
+              fallback_provider, fallback_token, payload)
+            select session_id, household_id, device_id, at, 'queued', at,
+                   at + make_interval(secs => %(deadline)s), platform, provider, push_token,
+                   fallback_provider, fallback_token,
+                   private.call_payload('Gran', 'The Workers', 'Morning call', interval '45 seconds')
+            from t
+            returning id
+            """,
+            {"in": in_s, "deadline": deadline_s},
+        ).fetchall()
+    return [row["id"] for row in rows]
+
+
+def count_by_status(conn: Conn, ids: list[uuid.UUID]) -> dict[str, int]:
+    rows = conn.execute(
+        "select status, count(*) as n from notification_queue where id = any(%s) group by status",
+        [ids],
+    ).fetchall()
+    return {row["status"]: row["n"] for row in rows}
+
+
+def all_sent(conn: Conn, ids: list[uuid.UUID]) -> bool:
+    return count_by_status(conn, ids) == {"sent": len(ids)}
+
+
+def metric(worker: WorkerProcess, name: str, labels: str = "") -> float:
+    """One sample of the worker's /metrics, e.g. metric(w, "callpanion_pushes_total",
+    '{outcome="delivered",provider="apns"}'); 0 when absent."""
+    text = worker.get("/metrics")[1].decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + labels + " ") or (not labels and line.startswith(name + "{")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def queue_rows(conn: Conn, ids: list[uuid.UUID]) -> list[Row]:
     return conn.execute(
         "select * from notification_queue where id = any(%s) order by send_at", [ids]
