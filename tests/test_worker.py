@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import signal
 
 import pytest
@@ -13,6 +14,7 @@ from tests.worker_support import (
     Conn,
     Workers,
     add_relative,
+    metric,
     queue_call,
     session_for,
     status_is,
@@ -172,3 +174,115 @@ def test_dead_token_without_fallback_fails_the_call_and_alerts(
     ).fetchall()
     assert alerts == [{"kind": "invalid_token", "severity": "critical"}]
     assert emulators.suite.fcm.deliveries == []
+
+
+def test_call_now_rings_within_a_second(
+    wdb: Conn, workers: Workers, emulators: ThreadedSuite
+) -> None:
+    workers.start()
+    gran = add_relative(wdb, "ios")
+    with wdb.transaction():
+        wdb.execute("set local role service_role")
+        wdb.execute("select set_config('request.jwt.claims', '{\"role\": \"service_role\"}', true)")
+        session = wdb.execute("select request_call_now(%s) as id", [gran.relative]).fetchone()
+    assert session is not None
+    qid = wdb.execute(
+        "select id from notification_queue where call_session_id = %s", [session["id"]]
+    ).fetchone()
+    assert qid is not None
+    row = wait_for("the call to ring", lambda: status_is(wdb, qid["id"], "sent"))
+    [delivery] = emulators.suite.apns.deliveries
+    assert delivery.received_at - row["created_at"].timestamp() < 1.0
+
+
+def test_a_lost_notify_is_covered_by_the_poll_and_then_the_timer_is_exact(
+    wdb: Conn, workers: Workers, emulators: ThreadedSuite
+) -> None:
+    worker = workers.start(CALLPANION_POLL_INTERVAL_SECS="0.5")
+    gran = add_relative(wdb, "android", voip=False)
+    qid = queue_call(wdb, gran, in_s=2.0, silent=True)  # no NOTIFY at all
+    row = wait_for("the silently queued call to be sent", lambda: status_is(wdb, qid, "sent"))
+    [delivery] = emulators.suite.fcm.deliveries
+    lateness = delivery.received_at - row["send_at"].timestamp()
+    assert 0 <= lateness < 0.25, lateness  # the poll found it; the timer fired on time
+    assert metric(worker, "callpanion_wakeups_total") == 0  # no hint ever came
+
+
+def test_a_due_row_without_any_hint_is_sent_within_the_poll_interval(
+    wdb: Conn, workers: Workers, emulators: ThreadedSuite
+) -> None:
+    workers.start(CALLPANION_WAKEUP="poll", CALLPANION_POLL_INTERVAL_SECS="1")
+    gran = add_relative(wdb, "ios")
+    qid = queue_call(wdb, gran, silent=True)
+    row = wait_for("the call to be sent", lambda: status_is(wdb, qid, "sent"))
+    assert row["sent_at"] - row["send_at"] < dt.timedelta(seconds=1.5)
+
+
+def test_notify_wakes_the_worker_long_before_its_poll(
+    wdb: Conn, workers: Workers, emulators: ThreadedSuite
+) -> None:
+    worker = workers.start(CALLPANION_POLL_INTERVAL_SECS="60")
+    gran = add_relative(wdb, "ios")
+    qid = queue_call(wdb, gran)
+    row = wait_for("the call to be sent", lambda: status_is(wdb, qid, "sent"))
+    assert row["sent_at"] - row["send_at"] < dt.timedelta(seconds=0.5)
+    assert metric(worker, "callpanion_wakeups_total") >= 1
+
+
+def test_healthz_metrics_and_json_logs_carry_the_calls_ids(
+    wdb: Conn, workers: Workers, emulators: ThreadedSuite
+) -> None:
+    worker = workers.start()
+    gran = add_relative(wdb, "ios")
+    qid = queue_call(wdb, gran)
+    wait_for("the call to be sent", lambda: status_is(wdb, qid, "sent"))
+    status, body = worker.get("/healthz")
+    health = json.loads(body)
+    assert status == 200
+    assert health["status"] == "ok"
+    assert health["worker_id"] == worker.worker_id
+    assert (health["wakeup"], health["wakeup_connected"]) == ("notify", True)
+    text = worker.get("/metrics")[1].decode()
+    assert 'callpanion_pushes_total{outcome="delivered",provider="apns"} 1.0' in text
+    assert 'callpanion_push_results_total{result="sent"} 1.0' in text
+    assert "callpanion_push_lateness_seconds_count 1.0" in text
+    assert 'callpanion_queue_rows{status="claimed"} 0.0' in text
+    assert "callpanion_db_up 1.0" in text
+    assert worker.get("/nope")[0] == 404
+    session = session_for(wdb, qid)
+    [push_line] = [line for line in worker.logs() if line["msg"] == "push delivered"]
+    assert push_line["queue_id"] == str(qid)
+    assert push_line["call_session_id"] == str(session["id"])
+    assert push_line["household_id"] == str(gran.household)
+    assert push_line["level"] == "info"
+    assert {"ts", "logger", "provider", "lateness_ms"} <= set(push_line)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"CALLPANION_WAKEUP": "carrier-pigeon"},
+            "CALLPANION_WAKEUP must be one of notify, realtime, poll",
+        ),
+        (
+            {"CALLPANION_WAKEUP": "realtime"},
+            "CALLPANION_WAKEUP=realtime needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY",
+        ),
+        (
+            {"CALLPANION_BATCH_SIZE": "0"},
+            "CALLPANION_BATCH_SIZE must be between 1 and 10000, got 0",
+        ),
+        (
+            {"CALLPANION_POLL_INTERVAL_SECS": "soon"},
+            "CALLPANION_POLL_INTERVAL_SECS must be a number, got 'soon'",
+        ),
+        ({"APNS_KEY_FILE": "/nonexistent.p8"}, "APNS_KEY_FILE: no such file: /nonexistent.p8"),
+    ],
+)
+def test_bad_configuration_stops_the_worker_with_a_clear_message(
+    workers: Workers, env: dict[str, str], message: str
+) -> None:
+    worker = workers.start(wait_healthy=False, **env)
+    assert worker.wait(30) == 1
+    assert f"error: {message}" in worker.log_file.read_text()
