@@ -194,3 +194,23 @@ def test_the_worker_survives_a_postgres_restart_and_loses_nothing(
         assert metric(worker, "callpanion_db_errors_total") >= 1
     finally:
         pool.stop_all()
+
+
+def test_a_send_slower_than_the_lease_keeps_its_lease_and_is_sent_once(
+    wdb: Conn, workers: Workers, emulators: ThreadedSuite
+) -> None:
+    # The lease is 5 s; the provider takes 7 s to answer. Renewal keeps the row, so the
+    # second worker never takes it over and nobody sends it twice.
+    gran = add_relative(wdb, "ios")
+    assert gran.voip_token is not None
+    emulators.suite.apns.faults.add(gran.voip_token, Fault(latency_s=7.0, times=1))
+    slow = workers.start()
+    qid = queue_call(wdb, gran)
+    wait_for("the slow send to start", lambda: metric(slow, "callpanion_in_flight") == 1)
+    other = workers.start()
+    row = wait_for("the slow push to be recorded", lambda: status_is(wdb, qid, "sent"), timeout=20)
+    assert row["provider_attempts"] == 1
+    assert row["last_error"] is None
+    assert len(emulators.suite.apns.deliveries) == 1
+    assert metric(other, "callpanion_pushes_total") == 0
+    assert metric(slow, 'callpanion_push_results_total{result="sent"}') == 1
