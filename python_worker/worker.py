@@ -289,7 +289,7 @@ class Worker:
 
     async def _refresh_queue_gauge(self) -> None:
         try:
-            depth = await asyncio.wait_for(self.db.queue_depth(), 2.0)
+            depth = await asyncio.wait_for(self.db.queue_depth(), 1.0)
         except (psycopg.OperationalError, TimeoutError):
             self.metrics.db_up.set(0)
             return

@@ -283,7 +283,7 @@ class WorkerProcess:
     worker_id: str
     stopped: bool = field(default=False)
 
-    def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout
