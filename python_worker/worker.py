@@ -34,6 +34,7 @@ from python_worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.errors import CallPanionError
 from python_worker.fcm import FcmSender
 from python_worker.metrics import Metrics
+from python_worker.realtime_wakeups import RealtimeWakeups
 from python_worker.retry import RetryPolicy
 from python_worker.wakeups import NotifyWakeups, PollOnly, WakeHandlers, WakeupSource
 from python_worker.worker_db import WorkerDatabase
@@ -53,7 +54,11 @@ def wakeup_source(settings: WorkerSettings) -> WakeupSource:
     if settings.wakeup == "notify":
         return NotifyWakeups(settings.database_url)
     if settings.wakeup == "realtime":
-        raise CallPanionError("CALLPANION_WAKEUP=realtime: not available in this build yet")
+        if not (settings.supabase_url and settings.supabase_service_key):
+            raise CallPanionError(
+                "CALLPANION_WAKEUP=realtime needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+            )
+        return RealtimeWakeups(settings.supabase_url, settings.supabase_service_key)
     return PollOnly()
 
 

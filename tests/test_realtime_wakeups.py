@@ -58,9 +58,6 @@ def realtime_database(pg_stack: LocalStack) -> Iterator[str]:
             conn.execute("set client_min_messages = error")  # the pg_cron warning is expected
             migrations.apply_platform(conn, pg_stack.settings.platform_dir)
             migrations.apply_migrations(conn, pg_stack.settings.migrations_dir)
-            # The migrations do not publish the queue (only the dashboard's tables), and
-            # Realtime streams nothing else: without this the source can never subscribe.
-            conn.execute("alter publication supabase_realtime add table public.notification_queue")
         yield url
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:

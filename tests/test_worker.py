@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import uuid
 
 import pytest
 
 from python_worker.emulators.faults import Fault
 from python_worker.emulators.suite import ThreadedSuite
+from tests.realtime_standin import realtime_standin
 from tests.worker_support import (
     Conn,
     Workers,
@@ -286,3 +288,30 @@ def test_bad_configuration_stops_the_worker_with_a_clear_message(
     worker = workers.start(wait_healthy=False, **env)
     assert worker.wait(30) == 1
     assert f"error: {message}" in worker.log_file.read_text()
+
+
+@pytest.mark.filterwarnings(
+    "ignore:ConnectionClosed.(code|reason) is deprecated:DeprecationWarning"
+)
+def test_realtime_mode_wakes_the_worker_from_a_real_insert(
+    worker_database: str, wdb: Conn, workers: Workers, emulators: ThreadedSuite
+) -> None:
+    key = "service-" + uuid.uuid4().hex
+    with realtime_standin(worker_database, key) as standin:
+        worker = workers.start(
+            CALLPANION_WAKEUP="realtime",
+            SUPABASE_URL=standin.url,
+            SUPABASE_SERVICE_ROLE_KEY=key,
+            CALLPANION_POLL_INTERVAL_SECS="60",  # only a hint can wake it in time
+        )
+        wait_for(
+            "the change feed to be live",
+            lambda: json.loads(worker.get("/healthz")[1])["wakeup_connected"],
+        )
+        gran = add_relative(wdb, "ios")
+        qid = queue_call(wdb, gran)
+        row = wait_for("the call to be sent", lambda: status_is(wdb, qid, "sent"))
+        assert row["sent_at"] - row["send_at"] < dt.timedelta(seconds=1)
+        assert metric(worker, "callpanion_wakeups_total") >= 1
+        assert standin.counts.deliveries >= 1
+        worker.stop()  # before the stand-in goes away
