@@ -7,6 +7,8 @@ import asyncio
 import functools
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -232,6 +234,47 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return 0
 
 
+#: `callpanion healthcheck` gives up after this long (the container's HEALTHCHECK allows 5 s).
+HEALTHCHECK_TIMEOUT_S = 3.0
+
+
+def default_healthz_url(host: str, port: int) -> str:
+    """The worker's /healthz as seen from its own host: a wildcard address means loopback."""
+    if host in ("", "0.0.0.0"):  # noqa: S104 - we connect to it, we do not bind it
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/healthz"
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """GET /healthz: exit 0 on 200, 1 on anything else; print one line either way."""
+    if args.url:
+        url: str = args.url
+    else:
+        settings = worker_settings()
+        url = default_healthz_url(settings.http_host, settings.http_port)
+    if not url.startswith(("http://", "https://")):
+        raise CallPanionError(f"--url must be an http(s) URL, got {url!r}")
+    # No proxies: an HTTP_PROXY meant for the providers must not carry a loopback probe away.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=HEALTHCHECK_TIMEOUT_S) as response:
+            status, body = response.status, response.read(500)
+    except urllib.error.HTTPError as error:
+        with error:
+            status, body = error.code, error.read(500)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        print(f"unhealthy: {url}: {reason}")
+        return 1
+    detail = " ".join(body.decode(errors="replace").split())
+    print(f"{'healthy' if status == 200 else 'unhealthy'}: {url}: HTTP {status} {detail}".rstrip())
+    return 0 if status == 200 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callpanion", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="send every queued call at its time (until SIGTERM); see README Worker"
     )
     worker_parser.set_defaults(func=cmd_worker)
+
+    healthcheck = sub.add_parser(
+        "healthcheck",
+        help="GET the worker's /healthz: exit 0 on 200, 1 otherwise (the container HEALTHCHECK)",
+    )
+    healthcheck.add_argument(
+        "--url",
+        help="default: http://CALLPANION_WORKER_HTTP_HOST:CALLPANION_WORKER_HTTP_PORT/healthz "
+        "(127.0.0.1 when the host is 0.0.0.0)",
+    )
+    healthcheck.set_defaults(func=cmd_healthcheck)
     return parser
 
 
