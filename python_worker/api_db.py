@@ -91,7 +91,14 @@ class ApiDatabase:
             max_size=max_size,
             open=False,
             timeout=timeout,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
+            # No server-side prepared statements: each call is one short statement, and
+            # Supavisor's transaction mode (port 6543) does not support them.
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                "connect_timeout": 5,
+                "prepare_threshold": None,
+            },
             connection_class=psycopg.Connection[dict[str, Any]],
             configure=self._configure,
         )
