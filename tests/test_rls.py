@@ -343,7 +343,24 @@ def test_realtime_publication_carries_dashboard_tables_without_secrets(db: Conn)
         "select tablename, attnames from pg_publication_tables where pubname = 'supabase_realtime'"
     ).fetchall()
     published = {str(r["tablename"]): set(cast(list[str], r["attnames"])) for r in rows}
-    assert set(published) == {"schedules", "call_sessions", "call_logs", "alerts", "device_pairs"}
+    assert set(published) == {
+        "schedules",
+        "call_sessions",
+        "call_logs",
+        "alerts",
+        "device_pairs",
+        "notification_queue",  # the worker's Realtime wake-ups
+    }
     secret = {"secret_hash", "pairing_code_hash", "voip_token", "apns_token", "fcm_token"}
     assert not published["device_pairs"] & secret
     assert {"id", "status", "last_seen_at"} <= published["device_pairs"]
+    # The queue: only what a wake-up hint needs, never tokens or the payload.
+    assert published["notification_queue"] == {"id", "status", "send_at", "next_attempt_at"}
+
+
+def test_nobody_but_the_service_role_reads_the_published_queue(db: Conn, world: World) -> None:
+    # Realtime delivers a change to a subscriber only if that subscriber may SELECT the row.
+    for role in ("anon", "authenticated"):
+        user = world.a.members[AA] if role == "authenticated" else None
+        with acting_as(db, role, user), pytest.raises(errors.InsufficientPrivilege):
+            db.execute("select id, send_at from notification_queue")
