@@ -14,23 +14,21 @@ import gc
 import json
 import logging
 import secrets
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from realtime.message import ServerMessageAdapter
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from python_worker import migrations
 from python_worker.realtime_wakeups import RealtimeWakeups, insert_hint, realtime_endpoint
 from python_worker.retry import RetryPolicy
 from python_worker.stack import LocalStack
 from python_worker.wakeups import WakeHandlers
 from tests.realtime_standin import Counts, StandIn, realtime_standin
+from tests.worker_support import create_migrated_database, drop_database
 from tests.world import apns_token, fcm_token
 
 SERVICE_KEY = "service-key-" + secrets.token_hex(16)
@@ -48,20 +46,11 @@ pytestmark = pytest.mark.filterwarnings(
 @pytest.fixture(scope="session")
 def realtime_database(pg_stack: LocalStack) -> Iterator[str]:
     """A database of its own (the source sees committed inserts), migrated, dropped after."""
-    name = f"realtime_{uuid.uuid4().hex[:10]}"
-    admin_url = pg_stack.settings.database_url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    url = create_migrated_database(pg_stack, "realtime")
     try:
-        with migrations.connect(url) as conn:
-            conn.execute("set client_min_messages = error")  # the pg_cron warning is expected
-            migrations.apply_platform(conn, pg_stack.settings.platform_dir)
-            migrations.apply_migrations(conn, pg_stack.settings.migrations_dir)
         yield url
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+        drop_database(pg_stack, url)
 
 
 @pytest.fixture
