@@ -16,25 +16,22 @@ own count is read back: every push must have arrived exactly once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import signal
 import ssl
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from python_worker.apns import ApnsSender
+from python_worker.emulators.process import admin_request, emulator_process
 from python_worker.errors import CallPanionError
 from python_worker.fcm import FcmSender
 
@@ -84,54 +81,12 @@ class PushBench:
         return self.runs[ours].per_second / peer_rate if peer_rate else float("inf")
 
 
-# -- the emulators in a child process ------------------------------------------------------
-
-
-@contextlib.contextmanager
-def emulator_process(folder: Path) -> Iterator[dict[str, str]]:
-    """`callpanion emulators --fast --json` in a child process; yields its endpoints."""
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "python_worker",
-            "emulators",
-            "--fast",
-            "--json",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        if not line:
-            error = child.stderr.read() if child.stderr else ""
-            raise CallPanionError(f"the emulators did not start: {error.strip()}")
-        yield json.loads(line)
-    finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
-def _admin(base_url: str, ca_file: str, method: str, path: str) -> dict[str, object]:
-    context = ssl.create_default_context(cafile=ca_file)
-    request = urllib.request.Request(f"{base_url}{path}", method=method)  # noqa: S310 (https to our emulator)
-    with urllib.request.urlopen(request, context=context, timeout=30) as response:  # noqa: S310
-        result: dict[str, object] = json.loads(response.read())
-        return result
+# -- checks ----------------------------------------------------------------------------------
 
 
 def _check_delivered(base_url: str, ca_file: str, expected: int, key: str) -> bool:
     """True when the emulator counted `expected` pushes, each with a distinct id."""
-    seen = _admin(base_url, ca_file, "GET", "/_emulator/deliveries")
+    seen = admin_request(base_url, ca_file, "GET", "/_emulator/deliveries")
     deliveries = seen["deliveries"]
     assert isinstance(deliveries, list)
     ids = {d[key] for d in deliveries}
@@ -371,7 +326,7 @@ def bench_push(count: int, rounds: int) -> PushBench:
                 order = pair if round_number % 2 == 0 else pair[::-1]
                 for name in order:
                     provider, runner, key = CLIENTS[name]
-                    _admin(bases[provider], ca, "POST", "/_emulator/reset")
+                    admin_request(bases[provider], ca, "POST", "/_emulator/reset")
                     seconds = runner(env, count)
                     run = runs[name]
                     run.seconds.append(seconds)
