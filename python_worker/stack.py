@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -431,3 +432,25 @@ class LocalStack:
             applied = migrations.apply_migrations(conn, self.settings.migrations_dir)
             migrations.apply_seed(conn, self.settings.seed_file)
         return UpResult(result.initialised, result.started, platform_files, applied)
+
+    # -- scratch databases (tests, benchmarks) ---------------------------------------------
+
+    def create_migrated_database(self, prefix: str) -> str:
+        """A new database in the cluster with the platform SQL and every migration applied;
+        returns its URL. pg_cron runs only in the main database, so nothing moves its queue
+        but the caller (and the workers it starts). Drop it with `drop_database`."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(name)))
+        url = self.settings.database_url.rsplit("/", 1)[0] + "/" + name
+        with migrations.connect(url) as conn:
+            conn.execute("set client_min_messages = error")  # the pg_cron warning is expected
+            migrations.apply_platform(conn, self.settings.platform_dir)
+            migrations.apply_migrations(conn, self.settings.migrations_dir)
+        return url
+
+    def drop_database(self, url: str) -> None:
+        """Drop a database made by `create_migrated_database` (ending its connections)."""
+        name = psycopg.sql.Identifier(url.rsplit("/", 1)[1])
+        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("drop database if exists {} with (force)").format(name))

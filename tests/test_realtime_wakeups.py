@@ -28,7 +28,6 @@ from python_worker.retry import RetryPolicy
 from python_worker.stack import LocalStack
 from python_worker.wakeups import WakeHandlers
 from tests.realtime_standin import Counts, StandIn, realtime_standin
-from tests.worker_support import create_migrated_database, drop_database
 from tests.world import apns_token, fcm_token
 
 SERVICE_KEY = "service-key-" + secrets.token_hex(16)
@@ -46,11 +45,11 @@ pytestmark = pytest.mark.filterwarnings(
 @pytest.fixture(scope="session")
 def realtime_database(pg_stack: LocalStack) -> Iterator[str]:
     """A database of its own (the source sees committed inserts), migrated, dropped after."""
-    url = create_migrated_database(pg_stack, "realtime")
+    url = pg_stack.create_migrated_database("realtime")
     try:
         yield url
     finally:
-        drop_database(pg_stack, url)
+        pg_stack.drop_database(url)
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from tests.worker_support import (
     add_relative,
     all_sent,
     count_by_status,
-    create_migrated_database,
     metric,
     queue_call,
     queue_many,
@@ -161,7 +160,7 @@ def own_cluster() -> Iterator[tuple[LocalStack, str]]:
     """A cluster of its own, so restarting it disturbs no other test."""
     with throwaway_stack("worker-restart") as stack:
         stack.up(apply=False)
-        url = create_migrated_database(stack, "restart")
+        url = stack.create_migrated_database("restart")
         yield stack, url
 
 

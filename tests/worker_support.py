@@ -24,10 +24,8 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.rows import dict_row
 
-from python_worker import migrations
 from python_worker.emulators.suite import ThreadedSuite
 from python_worker.stack import LocalStack
 from tests.conftest import free_port
@@ -38,34 +36,13 @@ Conn = psycopg.Connection[Row]
 T = TypeVar("T")
 
 
-def create_migrated_database(stack: LocalStack, prefix: str) -> str:
-    """A new database in the cluster with the platform SQL and every migration applied."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = stack.settings.database_url.rsplit("/", 1)[0] + "/" + name
-    with migrations.connect(url) as conn:
-        conn.execute("set client_min_messages = error")  # the pg_cron warning is expected
-        migrations.apply_platform(conn, stack.settings.platform_dir)
-        migrations.apply_migrations(conn, stack.settings.migrations_dir)
-    return url
-
-
-def drop_database(stack: LocalStack, url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
-
-
 @pytest.fixture(scope="session")
 def worker_database(pg_stack: LocalStack) -> Iterator[str]:
-    url = create_migrated_database(pg_stack, "worker")
+    url = pg_stack.create_migrated_database("worker")
     try:
         yield url
     finally:
-        drop_database(pg_stack, url)
+        pg_stack.drop_database(url)
 
 
 @pytest.fixture
