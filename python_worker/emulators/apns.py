@@ -173,7 +173,8 @@ class ApnsEmulator:
         return self._answer(request, fault)
 
     def _fast(self, request: Request) -> Response:
-        # Benchmarks: no verification, but still count what arrived and echo the id.
+        # Benchmarks: no verification, but still count what arrived (and when, for lateness)
+        # and echo the id.
         apns_id = request.headers.get("apns-id") or str(uuid.uuid4())
         with self._lock:
             self.delivered_count += 1
@@ -189,7 +190,7 @@ class ApnsEmulator:
                     None,
                     None,
                     id(request.connection),
-                    0.0,
+                    self.clock(),
                 )
             )
         if request.connection.state.get("raised") is None:

@@ -314,7 +314,9 @@ class FcmEmulator:
             self.send_requests += 1
             self.delivered_count += 1
             self.deliveries.append(
-                FcmDelivery(message.get("token", ""), message_id, {}, {}, request.http_version, 0.0)
+                FcmDelivery(
+                    message.get("token", ""), message_id, {}, {}, request.http_version, self.clock()
+                )
             )
         project = match.group(1) if match else "unknown"
         return _json(200, {"name": f"projects/{project}/messages/{message_id}"})
