@@ -203,7 +203,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(bench_push.report_push(bench_push.bench_push(args.count, args.rounds)))
         return 0
     settings = stack_settings()
-    LocalStack(settings).up()
+    stack = LocalStack(settings)
+    stack.up()
+    if args.bench == "dispatch":
+        from python_worker import bench_dispatch
+
+        print(
+            bench_dispatch.report_dispatch(
+                bench_dispatch.bench_dispatch(stack, args.calls, args.workers, args.rounds)
+            )
+        )
     if args.bench == "schedule":
         if args.schedules < 1:
             raise CallPanionError("--schedules must be at least 1")
@@ -321,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     push = bench_sub.add_parser("push", help="our FCM/APNs senders vs firebase-admin and aioapns")
     push.add_argument("--count", type=int, default=10_000, help="pushes per run (default 10000)")
     push.add_argument("--rounds", type=int, default=3, help="timed runs of each (median)")
+    dispatch = bench_sub.add_parser(
+        "dispatch", help="N calls due at one second through K real workers: lateness, pushes/s"
+    )
+    dispatch.add_argument("--calls", type=int, default=10_000, help="default: 10000")
+    dispatch.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    dispatch.add_argument("--rounds", type=int, default=1, help="bursts (default 1; median)")
     bench_parser.set_defaults(func=cmd_bench)
 
     api_parser = sub.add_parser("api", help="serve the HTTP API (device routes, webhook)")
