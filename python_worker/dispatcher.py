@@ -63,6 +63,11 @@ class Senders:
                 await sender.aclose()
 
 
+def _wake(sleeper: asyncio.Future[bool]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(True)
+
+
 def _not_configured(provider: str, variable: str) -> SendResult:
     return SendResult(
         provider,
@@ -137,7 +142,36 @@ class Dispatcher:
         #: Rows whose send has not started (waiting for their send_at): given back on shutdown.
         self.waiting: set[uuid.UUID] = set()
         self.stopping = asyncio.Event()
+        #: Rows sleeping until their send_at (see `_sleep`); `stop` wakes them.
+        self._sleepers: set[asyncio.Future[bool]] = set()
         self.batch_done: Callable[[Sequence[dict[str, Any]]], None] = lambda _: None
+
+    def stop(self) -> None:
+        """Shutdown: no row that is still waiting for its send_at starts (each is given back)."""
+        self.stopping.set()
+        for sleeper in self._sleepers:
+            if not sleeper.done():
+                sleeper.set_result(False)
+
+    async def _sleep(self, delay: float) -> bool:
+        """Sleep `delay` seconds: True, or False as soon as `stop` is called (or if it was).
+
+        One future and one timer a row. `asyncio.wait_for(event.wait(), delay)` cost a task,
+        a cancellation round trip and an O(n) removal from the event's waiters per row, and
+        the rows of a burst all wake at the same moment: about 0.6 s of CPU for 10,000 rows,
+        spent exactly when they fall due.
+        """
+        if self.stopping.is_set():
+            return False
+        loop = asyncio.get_running_loop()
+        sleeper: asyncio.Future[bool] = loop.create_future()
+        timer = loop.call_later(delay, _wake, sleeper)
+        self._sleepers.add(sleeper)
+        try:
+            return await sleeper
+        finally:
+            timer.cancel()
+            self._sleepers.discard(sleeper)
 
     async def claim(self, limit: int, horizon_s: float) -> list[ClaimedRow]:
         rows = await self.db.claim(limit, self.lease_s, horizon_s)
@@ -165,12 +199,8 @@ class Dispatcher:
         try:
             due = row.not_before.timestamp()
             delay = due - self.clock()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), delay)
-                    return None  # shutting down: give the row back rather than start it
-                except TimeoutError:
-                    pass
+            if delay > 0 and not await self._sleep(delay):
+                return None  # shutting down: give the row back rather than start it
         finally:
             self.waiting.discard(row.queue_id)
         started = self.clock()

@@ -110,7 +110,7 @@ class Worker:
                 "stopping: no new claims; finishing sends", extra={"in_flight": self.in_flight}
             )
         self._stop.set()
-        self.dispatcher.stopping.set()
+        self.dispatcher.stop()
         self._wake.set()
 
     def _hint(self, _earliest: dt.datetime | None) -> None:
@@ -229,7 +229,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         """Finish running sends (bounded), then give back every row this worker holds."""
-        self.dispatcher.stopping.set()
+        self.dispatcher.stop()
         batches = list(self._batches)
         if batches:
             _, pending = await asyncio.wait(batches, timeout=self.settings.shutdown_grace_s)
