@@ -50,6 +50,9 @@ DEFAULT_REQUEST_TIMEOUT_S = 30.0
 # Receive window we grant the server, per stream and for the connection (responses are small,
 # but a generous window avoids a WINDOW_UPDATE round trip per response under load).
 RECEIVE_WINDOW = 1 << 24
+# Writes are coalesced per event-loop turn, but a burst encodes hundreds of requests in one
+# turn: write every this many, so the server starts on the first while we encode the rest.
+FLUSH_EVERY = 100
 
 
 class H2Error(Exception):
@@ -149,6 +152,7 @@ class H2Connection(asyncio.Protocol):
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._window_waiters: list[asyncio.Future[None]] = []
         self._flush_pending = False
+        self._unflushed = 0  # requests encoded since the last write
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self._loop.create_future()
         # Nobody waits on `ready` once a connect attempt is abandoned: mark its error seen.
@@ -353,7 +357,11 @@ class H2Connection(asyncio.Protocol):
         self._streams[stream_id] = _Stream(future)
         if body:
             await self._send_body(stream_id, body)
-        self._schedule_flush()
+        self._unflushed += 1
+        if self._unflushed >= FLUSH_EVERY:
+            self._flush()
+        else:
+            self._schedule_flush()
         timer = self._loop.call_later(timeout, self._time_out, stream_id, timeout)
         try:
             return await future
@@ -399,6 +407,7 @@ class H2Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_pending = False
+        self._unflushed = 0
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)

@@ -22,7 +22,6 @@ import uvicorn
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from python_worker import migrations
 from python_worker.api import create_app
 from python_worker.api_db import ApiDatabase
 from python_worker.config import DEFAULT_CONCERN_FIELDS, ApiSettings
@@ -85,20 +84,11 @@ def settings_for(database_url: str, **overrides: Any) -> ApiSettings:
 @pytest.fixture(scope="session")
 def api_database(pg_stack: LocalStack) -> Iterator[str]:
     """A database of its own for the API tests, migrated, dropped at the end."""
-    name = f"api_{uuid.uuid4().hex[:10]}"
-    admin_url = pg_stack.settings.database_url
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    url = pg_stack.create_migrated_database("api")
     try:
-        with migrations.connect(url) as conn:
-            conn.execute("set client_min_messages = error")  # the pg_cron warning is expected
-            migrations.apply_platform(conn, pg_stack.settings.platform_dir)
-            migrations.apply_migrations(conn, pg_stack.settings.migrations_dir)
         yield url
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+        pg_stack.drop_database(url)
 
 
 @pytest.fixture(scope="session")
