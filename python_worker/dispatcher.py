@@ -139,8 +139,6 @@ class Dispatcher:
         self.clock = clock
         #: Rows claimed and not yet recorded, by queue id.
         self.in_flight: dict[uuid.UUID, ClaimedRow] = {}
-        #: Rows whose send has not started (waiting for their send_at): given back on shutdown.
-        self.waiting: set[uuid.UUID] = set()
         self.stopping = asyncio.Event()
         #: Rows sleeping until their send_at (see `_sleep`); `stop` wakes them.
         self._sleepers: set[asyncio.Future[bool]] = set()
@@ -195,14 +193,10 @@ class Dispatcher:
 
     async def _send_one(self, row: ClaimedRow) -> SendResult | None:
         """The provider's classified answer, or None when shutdown came before send_at."""
-        self.waiting.add(row.queue_id)
-        try:
-            due = row.not_before.timestamp()
-            delay = due - self.clock()
-            if delay > 0 and not await self._sleep(delay):
-                return None  # shutting down: give the row back rather than start it
-        finally:
-            self.waiting.discard(row.queue_id)
+        due = row.not_before.timestamp()
+        delay = due - self.clock()
+        if delay > 0 and not await self._sleep(delay):
+            return None  # shutting down: give the row back rather than start it
         started = self.clock()
         now = dt.datetime.fromtimestamp(started, dt.UTC)
         self.metrics.lateness.observe(max(0.0, started - due))
@@ -225,6 +219,11 @@ class Dispatcher:
         self.metrics.pushes.labels(result.provider, result.outcome.value).inc()
         if result.outcome is Outcome.TOKEN_DEAD:
             self.metrics.tokens_invalidated.labels(result.provider).inc()
+        if log.isEnabledFor(logging.INFO):  # 10,000 lines a burst: skip building them
+            self._log_push(row, result, started - due)
+        return result
+
+    def _log_push(self, row: ClaimedRow, result: SendResult, lateness_s: float) -> None:
         log.info(
             "push %s",
             result.outcome.value,
@@ -233,11 +232,10 @@ class Dispatcher:
                 "provider": result.provider,
                 "status": result.status,
                 "reason": result.reason,
-                "lateness_ms": round((started - due) * 1000, 1),
+                "lateness_ms": round(lateness_s * 1000, 1),
                 "attempt": row.provider_attempts,
             },
         )
-        return result
 
     async def _record(self, done: Sequence[tuple[ClaimedRow, SendResult]]) -> list[dict[str, Any]]:
         payload = [result_json(row, result) for row, result in done]
