@@ -381,22 +381,19 @@ def bench_dispatch(
     if calls < 2 or workers < 1 or rounds < 1:
         raise CallPanionError("needs at least 2 calls, 1 worker and 1 round")
     claim_ahead_s = worker_settings(os.environ).claim_ahead_s  # what the workers will use
-    database_url = stack.create_migrated_database("bench_dispatch")
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="callpanion-bench-dispatch-") as tmp,
-            emulator_process(Path(tmp)) as providers,
-            psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn,
-        ):
-            conn.execute("set synchronous_commit = off")
-            conn.execute(_SETUP, {"n": calls})
-            conn.execute(_VACUUM)
-            with running_workers(workers, providers, database_url, Path(tmp)) as started:
-                done = [run_round(conn, providers, calls, claim_ahead_s) for _ in range(rounds)]
-                rss = [w.peak_rss_mb() for w in started]
-                warnings = sum((w.warnings() for w in started), Counter[str]())
-    finally:
-        stack.drop_database(database_url)
+    with (
+        stack.scratch_database("bench_dispatch") as database_url,
+        tempfile.TemporaryDirectory(prefix="callpanion-bench-dispatch-") as tmp,
+        emulator_process(Path(tmp)) as providers,
+        psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn,
+    ):
+        conn.execute("set synchronous_commit = off")
+        conn.execute(_SETUP, {"n": calls})
+        conn.execute(_VACUUM)
+        with running_workers(workers, providers, database_url, Path(tmp)) as started:
+            done = [run_round(conn, providers, calls, claim_ahead_s) for _ in range(rounds)]
+            rss = [w.peak_rss_mb() for w in started]
+            warnings = sum((w.warnings() for w in started), Counter[str]())
     return DispatchBench(calls, workers, done, rss, warnings, claim_ahead_s)
 
 

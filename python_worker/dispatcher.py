@@ -142,7 +142,8 @@ class Dispatcher:
         self.stopping = asyncio.Event()
         #: Rows sleeping until their send_at (see `_sleep`); `stop` wakes them.
         self._sleepers: set[asyncio.Future[bool]] = set()
-        self.batch_done: Callable[[Sequence[dict[str, Any]]], None] = lambda _: None
+        #: Called after every batch is recorded (the worker looks again: a fallback is due now).
+        self.batch_done: Callable[[], None] = lambda: None
 
     def stop(self) -> None:
         """Shutdown: no row that is still waiting for its send_at starts (each is given back)."""
@@ -184,12 +185,11 @@ class Dispatcher:
         sent = await asyncio.gather(*(self._send_one(row) for row in rows))
         done = [(row, result) for row, result in zip(rows, sent, strict=True) if result is not None]
         unsent = [row.queue_id for row, result in zip(rows, sent, strict=True) if result is None]
-        recorded: list[dict[str, Any]] = []
         if done:
-            recorded = await self._record(done)
+            await self._record(done)
         if unsent:
             await self._release(unsent)
-        self.batch_done(recorded)
+        self.batch_done()
 
     async def _send_one(self, row: ClaimedRow) -> SendResult | None:
         """The provider's classified answer, or None when shutdown came before send_at."""
@@ -237,7 +237,7 @@ class Dispatcher:
             },
         )
 
-    async def _record(self, done: Sequence[tuple[ClaimedRow, SendResult]]) -> list[dict[str, Any]]:
+    async def _record(self, done: Sequence[tuple[ClaimedRow, SendResult]]) -> None:
         payload = [result_json(row, result) for row, result in done]
         lease_end = min(
             self.in_flight.get(row.queue_id, row).locked_until.timestamp() for row, _ in done
@@ -257,7 +257,7 @@ class Dispatcher:
                             " will send these calls again",
                             extra={"rows": len(done), "error": str(error)},
                         )
-                        return []
+                        return
                     await asyncio.sleep(RECORD_RETRY.delay(failures))
         finally:
             for row, _ in done:
@@ -271,7 +271,6 @@ class Dispatcher:
             if item["result"] in ("lost_lease", "failed", "expired"):
                 row = by_id[item["queue_id"]]
                 log.warning("push %s", item["result"], extra=row.ids)
-        return rows
 
     async def _release(self, ids: Sequence[uuid.UUID]) -> None:
         try:

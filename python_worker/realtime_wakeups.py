@@ -38,7 +38,7 @@ from realtime.types import (
 )
 
 from python_worker.retry import RetryPolicy
-from python_worker.wakeups import RECONNECT_POLICY, WakeHandlers
+from python_worker.wakeups import RECONNECT_POLICY, WakeHandlers, iso_instant
 
 log = logging.getLogger("callpanion.wakeups")
 
@@ -65,14 +65,7 @@ def insert_hint(payload: Mapping[str, Any], column: str = "send_at") -> dt.datet
     """
     data = payload.get("data")
     record = data.get("record") if isinstance(data, Mapping) else None
-    value = record.get(column) if isinstance(record, Mapping) else None
-    if not isinstance(value, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    return iso_instant(record.get(column)) if isinstance(record, Mapping) else None
 
 
 class RealtimeWakeups:

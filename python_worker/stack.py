@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -448,6 +449,15 @@ class LocalStack:
             migrations.apply_platform(conn, self.settings.platform_dir)
             migrations.apply_migrations(conn, self.settings.migrations_dir)
         return url
+
+    @contextlib.contextmanager
+    def scratch_database(self, prefix: str) -> Iterator[str]:
+        """`create_migrated_database` for the length of a `with` block, then dropped."""
+        url = self.create_migrated_database(prefix)
+        try:
+            yield url
+        finally:
+            self.drop_database(url)
 
     def drop_database(self, url: str) -> None:
         """Drop a database made by `create_migrated_database` (ending its connections)."""

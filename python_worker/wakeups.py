@@ -53,17 +53,24 @@ class WakeupSource(Protocol):
         ...
 
 
+def iso_instant(value: object) -> dt.datetime | None:
+    """An ISO 8601 timestamp as an aware datetime (UTC when it has no offset); else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
 def parse_hint(payload: str) -> dt.datetime | None:
     """The `earliest` send_at of a NOTIFY payload; None when absent or unreadable."""
     try:
         data = json.loads(payload)
-        earliest = data.get("earliest") if isinstance(data, dict) else None
-        if not isinstance(earliest, str):
-            return None
-        when = dt.datetime.fromisoformat(earliest)
     except ValueError:
         return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+    return iso_instant(data.get("earliest")) if isinstance(data, dict) else None
 
 
 class NotifyWakeups:
@@ -77,30 +84,17 @@ class NotifyWakeups:
         self._url = database_url
         self._channel = channel
         self._connect_timeout = connect_timeout
-        self.connects = 0
 
     async def run(self, handlers: WakeHandlers) -> None:
         failures = 0
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(
+                async with await psycopg.AsyncConnection.connect(
                     self._url, autocommit=True, connect_timeout=self._connect_timeout
-                )
-            except psycopg.OperationalError as error:
-                failures += 1
-                delay = RECONNECT_POLICY.delay(failures)
-                log.warning(
-                    "listen connection failed; retrying",
-                    extra={"error": str(error), "retry_in_s": round(delay, 2)},
-                )
-                await asyncio.sleep(delay)
-                continue
-            try:
-                async with conn:
+                ) as conn:
                     await conn.execute(
                         psycopg.sql.SQL("listen {}").format(psycopg.sql.Identifier(self._channel))
                     )
-                    self.connects += 1
                     failures = 0
                     handlers.connected()
                     async for notice in conn.notifies():
@@ -109,7 +103,7 @@ class NotifyWakeups:
                 failures += 1
                 delay = RECONNECT_POLICY.delay(failures)
                 log.warning(
-                    "listen connection lost; reconnecting",
+                    "listen connection failed or lost; reconnecting",
                     extra={"error": str(error), "retry_in_s": round(delay, 2)},
                 )
                 await asyncio.sleep(delay)

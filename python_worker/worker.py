@@ -24,7 +24,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
@@ -121,7 +120,7 @@ class Worker:
         self._source_connected = True
         self._wake.set()  # catch up: anything queued while the source was away
 
-    def _batch_done(self, results: Any) -> None:
+    def _batch_done(self) -> None:
         # A fallback is due at once, a retry soon: look again now.
         self._wake.set()
 

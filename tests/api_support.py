@@ -84,11 +84,8 @@ def settings_for(database_url: str, **overrides: Any) -> ApiSettings:
 @pytest.fixture(scope="session")
 def api_database(pg_stack: LocalStack) -> Iterator[str]:
     """A database of its own for the API tests, migrated, dropped at the end."""
-    url = pg_stack.create_migrated_database("api")
-    try:
+    with pg_stack.scratch_database("api") as url:
         yield url
-    finally:
-        pg_stack.drop_database(url)
 
 
 @pytest.fixture(scope="session")

@@ -45,11 +45,8 @@ pytestmark = pytest.mark.filterwarnings(
 @pytest.fixture(scope="session")
 def realtime_database(pg_stack: LocalStack) -> Iterator[str]:
     """A database of its own (the source sees committed inserts), migrated, dropped after."""
-    url = pg_stack.create_migrated_database("realtime")
-    try:
+    with pg_stack.scratch_database("realtime") as url:
         yield url
-    finally:
-        pg_stack.drop_database(url)
 
 
 @pytest.fixture

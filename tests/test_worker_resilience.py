@@ -160,8 +160,7 @@ def own_cluster() -> Iterator[tuple[LocalStack, str]]:
     """A cluster of its own, so restarting it disturbs no other test."""
     with throwaway_stack("worker-restart") as stack:
         stack.up(apply=False)
-        url = stack.create_migrated_database("restart")
-        yield stack, url
+        yield stack, stack.create_migrated_database("restart")  # dropped with the cluster
 
 
 def test_the_worker_survives_a_postgres_restart_and_loses_nothing(

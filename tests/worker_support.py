@@ -38,11 +38,8 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="session")
 def worker_database(pg_stack: LocalStack) -> Iterator[str]:
-    url = pg_stack.create_migrated_database("worker")
-    try:
+    with pg_stack.scratch_database("worker") as url:
         yield url
-    finally:
-        pg_stack.drop_database(url)
 
 
 @pytest.fixture
