@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check python_worker tests
 	$(BIN)/ruff format --check python_worker tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 os-packages:
 	@PYTHON=$(PYTHON) ./scripts/ensure-os-packages.sh

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from python_worker import bench, migrations
+from python_worker.bench import schedule as bench_schedule
 from python_worker.config import (
     DEFAULT_DB_PORT,
     api_settings,
@@ -23,7 +23,8 @@ from python_worker.config import (
     worker_settings,
 )
 from python_worker.errors import CallPanionError
-from python_worker.stack import LocalStack, StackStatus
+from python_worker.stack import migrations
+from python_worker.stack.cluster import LocalStack, StackStatus
 
 
 def _print_status(status: StackStatus) -> None:
@@ -196,7 +197,7 @@ def cmd_emulators(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "push":
-        from python_worker import bench_push
+        from python_worker.bench import push as bench_push
 
         if args.count < 1:
             raise CallPanionError("--count must be at least 1")
@@ -206,7 +207,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     stack = LocalStack(settings)
     stack.up()
     if args.bench == "dispatch":
-        from python_worker import bench_dispatch
+        from python_worker.bench import dispatch as bench_dispatch
 
         print(
             bench_dispatch.report_dispatch(
@@ -216,14 +217,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "schedule":
         if args.schedules < 1:
             raise CallPanionError("--schedules must be at least 1")
-        result = bench.bench_schedule(settings.database_url, args.schedules, args.rounds)
-        print(bench.report_schedule(result))
+        result = bench_schedule.bench_schedule(settings.database_url, args.schedules, args.rounds)
+        print(bench_schedule.report_schedule(result))
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     # Imported here: the other commands need neither FastAPI nor uvicorn.
-    from python_worker import api
+    from python_worker.api import app as api
 
     settings = api_settings()
     if args.openapi:
@@ -235,7 +236,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
-    from python_worker import logs, worker
+    from python_worker import logs
+    from python_worker.worker import loop as worker
 
     settings = worker_settings()
     logs.configure(settings.log_level)

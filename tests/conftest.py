@@ -24,7 +24,7 @@ from psycopg.abc import Params
 from psycopg.rows import dict_row
 
 from python_worker.config import DEFAULT_PROJECT_DIR, default_stack_root, stack_settings
-from python_worker.stack import LocalStack
+from python_worker.stack.cluster import LocalStack
 
 PROJECT_DIR = DEFAULT_PROJECT_DIR
 

@@ -17,10 +17,10 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 
-from python_worker.apns import ApnsSender
 from python_worker.emulators.suite import Endpoints, ThreadedSuite, emulators_in_thread
-from python_worker.fcm import FcmSender
-from python_worker.payloads import IncomingCall
+from python_worker.push.apns import ApnsSender
+from python_worker.push.fcm import FcmSender
+from python_worker.push.payloads import IncomingCall
 
 T = TypeVar("T")
 

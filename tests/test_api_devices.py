@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from python_worker.api_db import ApiDatabase
+from python_worker.api.db import ApiDatabase
 from tests.api_support import Row, ServedApi, bearer, fetch, new_family, pair, settings_for
 from tests.conftest import free_port
 from tests.world import apns_token, fcm_token

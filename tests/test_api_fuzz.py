@@ -22,9 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from python_worker.api import openapi_document
-from python_worker.config import api_settings
-from python_worker.elevenlabs import (
+from python_worker.api.app import openapi_document
+from python_worker.api.elevenlabs import (
     SIGNATURE_FUTURE_SKEW_SECS,
     SIGNATURE_TOLERANCE_SECS,
     SignatureError,
@@ -33,6 +32,7 @@ from python_worker.elevenlabs import (
     signature_header,
     verify_signature,
 )
+from python_worker.config import api_settings
 from tests.api_support import Paired, Row, ServedApi, fetch, new_family, pair
 from tests.conftest import PROJECT_DIR
 from tests.test_stack import run_cli

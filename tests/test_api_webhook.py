@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from python_worker.api import WEBHOOK_PATH
+from python_worker.api.app import WEBHOOK_PATH
 from python_worker.emulators.elevenlabs import (
     audio_payload,
     post_signed_webhook,

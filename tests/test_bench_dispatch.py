@@ -6,8 +6,8 @@ import json
 
 import psycopg
 
-from python_worker.bench_dispatch import bench_dispatch, report_dispatch
-from python_worker.stack import LocalStack
+from python_worker.bench.dispatch import bench_dispatch, report_dispatch
+from python_worker.stack.cluster import LocalStack
 
 JSON_KEYS = {
     "calls",

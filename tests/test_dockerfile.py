@@ -297,7 +297,7 @@ def test_dockerignore_keeps_out(path: str) -> None:
         "pyproject.toml",
         "README.md",
         "python_worker/worker.py",
-        "python_worker/worker_queries.sql",
+        "python_worker/worker/queries.sql",
         "python_worker/emulators/suite.py",
         "supabase/migrations/20261124200100_dispatch.sql",
     ],

@@ -16,7 +16,7 @@ import pytest
 
 from python_worker.emulators.faults import Fault
 from python_worker.emulators.suite import Endpoints, ThreadedSuite
-from python_worker.http2 import ConnectFailed, ConnectionLost, H2Client, client_ssl_context
+from python_worker.push.http2 import ConnectFailed, ConnectionLost, H2Client, client_ssl_context
 from tests.push_fixtures import apns_token, make_apns_sender, run
 
 

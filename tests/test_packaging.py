@@ -52,7 +52,7 @@ def test_the_built_package_holds_every_module_and_query_file(tmp_path: Path) -> 
     )
 
     expected = _package_files(ROOT)
-    assert {f"{PACKAGE}/worker_queries.sql", f"{PACKAGE}/emulators/suite.py"} <= expected
+    assert {f"{PACKAGE}/worker/queries.sql", f"{PACKAGE}/emulators/suite.py"} <= expected
     missing = expected - _package_files(build_lib)
     assert not missing, f"not in the wheel: {sorted(missing)} (see [tool.setuptools])"
 

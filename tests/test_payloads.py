@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from python_worker.payloads import (
+from python_worker.push.outcomes import PayloadTooLarge
+from python_worker.push.payloads import (
     APNS_VOIP_LIMIT,
     FCM_DATA_LIMIT,
     IncomingCall,
@@ -18,7 +19,6 @@ from python_worker.payloads import (
     fcm_data,
     fcm_notice_message,
 )
-from python_worker.push import PayloadTooLarge
 from tests.push_fixtures import incoming_call
 
 

@@ -14,13 +14,13 @@ import uuid
 import jwt
 import pytest
 
-from python_worker.apns import TOKEN_REUSE_S, ApnsSender
 from python_worker.emulators.credentials import make_apns_key
 from python_worker.emulators.faults import Fault
 from python_worker.emulators.suite import Endpoints, ThreadedSuite
-from python_worker.http2 import H2Client, Response, client_ssl_context
-from python_worker.payloads import apns_alert_payload, apns_voip_payload
-from python_worker.push import Outcome, PayloadTooLarge, SendResult
+from python_worker.push.apns import TOKEN_REUSE_S, ApnsSender
+from python_worker.push.http2 import H2Client, Response, client_ssl_context
+from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
+from python_worker.push.payloads import apns_alert_payload, apns_voip_payload
 from tests.push_fixtures import apns_token, incoming_call, make_apns_sender, once, run
 
 PAYLOAD = apns_voip_payload(incoming_call())

@@ -24,7 +24,7 @@ from firebase_admin import credentials, exceptions, messaging
 from python_worker.emulators.credentials import make_apns_key
 from python_worker.emulators.faults import Fault
 from python_worker.emulators.suite import Endpoints, ThreadedSuite
-from python_worker.push import Outcome, SendResult
+from python_worker.push.outcomes import Outcome, SendResult
 from tests.push_fixtures import (
     apns_token,
     fcm_token,

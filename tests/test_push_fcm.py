@@ -25,10 +25,10 @@ from python_worker.emulators.credentials import make_service_account
 from python_worker.emulators.faults import Fault
 from python_worker.emulators.fcm import OAUTH_FAULT_KEY
 from python_worker.emulators.suite import Endpoints, ThreadedSuite
-from python_worker.fcm import FCM_SCOPE, FcmSender
-from python_worker.payloads import fcm_call_message
-from python_worker.push import Outcome, PayloadTooLarge, SendResult
-from python_worker.retry import RetryPolicy
+from python_worker.push.fcm import FCM_SCOPE, FcmSender
+from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
+from python_worker.push.payloads import fcm_call_message
+from python_worker.push.retry import RetryPolicy
 from tests.push_fixtures import fcm_token, incoming_call, make_fcm_sender, once, run
 
 

@@ -23,10 +23,10 @@ from realtime.message import ServerMessageAdapter
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from python_worker.realtime_wakeups import RealtimeWakeups, insert_hint, realtime_endpoint
-from python_worker.retry import RetryPolicy
-from python_worker.stack import LocalStack
-from python_worker.wakeups import WakeHandlers
+from python_worker.push.retry import RetryPolicy
+from python_worker.stack.cluster import LocalStack
+from python_worker.worker.realtime import RealtimeWakeups, insert_hint, realtime_endpoint
+from python_worker.worker.wakeups import WakeHandlers
 from tests.realtime_standin import Counts, StandIn, realtime_standin
 from tests.world import apns_token, fcm_token
 

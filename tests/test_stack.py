@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from python_worker import migrations
 from python_worker.errors import StackError
-from python_worker.stack import LocalStack, check_pg_cron, find_bindir
+from python_worker.stack import migrations
+from python_worker.stack.cluster import LocalStack, check_pg_cron, find_bindir
 from tests.conftest import PROJECT_DIR, free_port, make_stack, stack_env, throwaway_stack
 
 

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 from python_worker.emulators.faults import ANY, Fault
 from python_worker.emulators.suite import ThreadedSuite
-from python_worker.stack import LocalStack
+from python_worker.stack.cluster import LocalStack
 from tests.conftest import throwaway_stack
 from tests.worker_support import (
     Conn,

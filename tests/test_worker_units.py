@@ -8,11 +8,11 @@ import uuid
 import pytest
 
 from python_worker.config import worker_settings
-from python_worker.dispatcher import CallText, incoming_call, result_json
 from python_worker.errors import CallPanionError
-from python_worker.push import Outcome, SendResult
-from python_worker.wakeups import parse_hint
-from python_worker.worker_db import ClaimedRow, NextWork
+from python_worker.push.outcomes import Outcome, SendResult
+from python_worker.worker.db import ClaimedRow, NextWork
+from python_worker.worker.dispatcher import CallText, incoming_call, result_json
+from python_worker.worker.wakeups import parse_hint
 
 NOW = dt.datetime(2031, 1, 6, 9, 0, tzinfo=dt.UTC)
 

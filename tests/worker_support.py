@@ -27,7 +27,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from python_worker.emulators.suite import ThreadedSuite
-from python_worker.stack import LocalStack
+from python_worker.stack.cluster import LocalStack
 from tests.conftest import free_port
 from tests.world import apns_token, fcm_token
 

@@ -5,7 +5,7 @@
 required (401 otherwise), a known agent (404 otherwise), `{"token": …}` on success. It records
 every request. `post_signed_webhook` delivers a webhook exactly as ElevenLabs signs it
 (`ElevenLabs-Signature: t=<unix seconds>,v0=<hex HMAC-SHA256(secret, "{t}.{body}")>`); the
-signing here is written independently of python_worker.elevenlabs on purpose, so the two check
+signing here is written independently of python_worker.api.elevenlabs on purpose, so the two check
 each other. Self-contained: only the standard library and httpx.
 """
 

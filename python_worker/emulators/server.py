@@ -28,7 +28,7 @@ import h2.exceptions
 import h2.settings
 import h11
 
-from python_worker.http2 import CountedH2
+from python_worker.push.http2 import CountedH2
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

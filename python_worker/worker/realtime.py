@@ -37,8 +37,8 @@ from realtime.types import (
     RealtimeSubscribeStates,
 )
 
-from python_worker.retry import RetryPolicy
-from python_worker.wakeups import RECONNECT_POLICY, WakeHandlers, iso_instant
+from python_worker.push.retry import RetryPolicy
+from python_worker.worker.wakeups import RECONNECT_POLICY, WakeHandlers, iso_instant
 
 log = logging.getLogger("callpanion.wakeups")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from python_worker.http2 import ConnectFailed
+from python_worker.push.http2 import ConnectFailed
 
 
 class Outcome(enum.StrEnum):

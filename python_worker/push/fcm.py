@@ -6,7 +6,7 @@
   in the background while sends go on with the current one. google-auth is blocking, so the
   refresh runs in a thread: the event loop never waits on the token endpoint unless the token
   is about to expire (under MIN_VALIDITY_S left) or was rejected.
-- Transport: one shared HTTP/2 client (`python_worker.http2`) with bounded concurrency.
+- Transport: one shared HTTP/2 client (`python_worker.push.http2`) with bounded concurrency.
 - Every answer is classified per the FCM table of PROTOCOLS.md into a `SendResult`.
 """
 
@@ -27,15 +27,15 @@ import requests
 from google.oauth2 import service_account
 
 from python_worker.config import FcmSettings
-from python_worker.http2 import (
+from python_worker.push.http2 import (
     H2Client,
     H2Error,
     Response,
     client_ssl_context,
 )
-from python_worker.payloads import IncomingCall, check_fcm_data, fcm_call_message
-from python_worker.push import Outcome, SendResult, unreachable
-from python_worker.retry import RetryPolicy, parse_retry_after
+from python_worker.push.outcomes import Outcome, SendResult, unreachable
+from python_worker.push.payloads import IncomingCall, check_fcm_data, fcm_call_message
+from python_worker.push.retry import RetryPolicy, parse_retry_after
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"

@@ -1,6 +1,6 @@
 """APNs sender: iOS incoming calls as PushKit VoIP pushes, and regular alert pushes.
 
-- HTTP/2 over TLS (`python_worker.http2`), configurable host, port and CA bundle.
+- HTTP/2 over TLS (`python_worker.push.http2`), configurable host, port and CA bundle.
 - Token-based auth: one ES256 provider JWT per .p8 key, made with pyjwt and shared by every
   connection. It is reused for TOKEN_REUSE_S (inside Apple's 20-60 minute window) and replaced
   on ExpiredProviderToken, but never sooner than 20 minutes after the last one: Apple answers
@@ -25,21 +25,21 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from python_worker.config import ApnsSettings
-from python_worker.http2 import (
+from python_worker.push.http2 import (
     H2Client,
     H2Error,
     Response,
     client_ssl_context,
     unique,
 )
-from python_worker.payloads import (
+from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult, unreachable
+from python_worker.push.payloads import (
     APNS_ALERT_LIMIT,
     APNS_VOIP_LIMIT,
     IncomingCall,
     apns_voip_payload,
 )
-from python_worker.push import Outcome, PayloadTooLarge, SendResult, unreachable
-from python_worker.retry import RetryPolicy, parse_retry_after
+from python_worker.push.retry import RetryPolicy, parse_retry_after
 
 PRODUCTION_HOST = "api.push.apple.com"
 SANDBOX_HOST = "api.sandbox.push.apple.com"

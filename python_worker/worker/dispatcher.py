@@ -20,13 +20,13 @@ from typing import Any
 
 import psycopg
 
-from python_worker.apns import ApnsSender
-from python_worker.fcm import FcmSender
-from python_worker.metrics import Metrics
-from python_worker.payloads import IncomingCall
-from python_worker.push import Outcome, PayloadTooLarge, SendResult
-from python_worker.retry import RetryPolicy
-from python_worker.worker_db import ClaimedRow, WorkerDatabase
+from python_worker.push.apns import ApnsSender
+from python_worker.push.fcm import FcmSender
+from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
+from python_worker.push.payloads import IncomingCall
+from python_worker.push.retry import RetryPolicy
+from python_worker.worker.db import ClaimedRow, WorkerDatabase
+from python_worker.worker.metrics import Metrics
 
 log = logging.getLogger("callpanion.dispatch")
 

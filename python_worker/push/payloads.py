@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from python_worker.push import PayloadTooLarge
+from python_worker.push.outcomes import PayloadTooLarge
 
 FCM_DATA_LIMIT = 4096  # bytes of data keys + values
 APNS_VOIP_LIMIT = 5120  # bytes of JSON payload

@@ -1,4 +1,4 @@
-"""The HTTP API's database boundary: a connection pool and the named queries of api_queries.sql.
+"""The HTTP API's database boundary: a connection pool and the named queries of queries.sql.
 
 Every statement runs on its own in autocommit mode, so each SQL function call is one
 transaction and no transaction is ever held across a network call. Refusals raised by the
@@ -18,7 +18,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-QUERIES_FILE = Path(__file__).with_name("api_queries.sql")
+from python_worker.named_queries import load_queries
+
+QUERIES_FILE = Path(__file__).with_name("queries.sql")
 
 #: SQLSTATEs the API's SQL functions raise on purpose, and what the client gets.
 STATUS_BY_SQLSTATE = {
@@ -51,24 +53,6 @@ class ApiError(Exception):
         return self.message
 
 
-def load_queries(path: Path = QUERIES_FILE) -> dict[str, str]:
-    """Named blocks: `-- name --`, a comment line, then the statement up to the next name."""
-    queries: dict[str, str] = {}
-    name: str | None = None
-    lines: list[str] = []
-    for line in path.read_text().splitlines():
-        header = re.fullmatch(r"-- ([a-z_]+) --", line.strip())
-        if header:
-            if name:
-                queries[name] = "\n".join(lines).strip()
-            name, lines = header.group(1), []
-        elif name and not line.startswith("--"):
-            lines.append(line)
-    if name:
-        queries[name] = "\n".join(lines).strip()
-    return queries
-
-
 def refusal(error: psycopg.Error) -> ApiError | None:
     """The ApiError for a deliberate refusal by the database, or None for anything else."""
     status = STATUS_BY_SQLSTATE.get(error.sqlstate or "")
@@ -83,7 +67,7 @@ class ApiDatabase:
     """A small pool of connections acting as the API's role (default `service_role`)."""
 
     def __init__(self, url: str, role: str | None, max_size: int = 8, timeout: float = 5.0) -> None:
-        self._queries = load_queries()
+        self._queries = load_queries(QUERIES_FILE)
         self._role = role
         self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             url,

@@ -50,7 +50,7 @@ from psycopg.rows import dict_row
 from python_worker.config import worker_settings
 from python_worker.emulators.process import admin_request, emulator_process
 from python_worker.errors import CallPanionError
-from python_worker.stack import LocalStack
+from python_worker.stack.cluster import LocalStack
 
 #: The calls fall due at least this long after the queueing starts, plus QUEUE_LEAD_PER_CALL_S
 #: a call (inserting 10k calls takes well under a second here), rounded up to a whole second.

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from python_worker.apns import ApnsSender
 from python_worker.emulators.process import admin_request, emulator_process
 from python_worker.errors import CallPanionError
-from python_worker.fcm import FcmSender
+from python_worker.push.apns import ApnsSender
+from python_worker.push.fcm import FcmSender
 
 WARM_UP = 200
 FIREBASE_BATCH = 500  # send_each_async takes at most 500 messages per call

@@ -1,4 +1,4 @@
-"""The worker's database boundary: a small async pool and the named queries of worker_queries.sql.
+"""The worker's database boundary: a small async pool and the named queries of queries.sql.
 
 Every call is one statement in autocommit mode, so each SQL function runs in its own
 transaction and none is held across a network call (claim, commit, send, record). Connections
@@ -22,9 +22,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from python_worker.api_db import load_queries
+from python_worker.named_queries import load_queries
 
-QUERIES_FILE = Path(__file__).with_name("worker_queries.sql")
+QUERIES_FILE = Path(__file__).with_name("queries.sql")
 Row = dict[str, Any]
 AsyncConn = psycopg.AsyncConnection[Row]
 

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import psycopg
 
-from python_worker.retry import RetryPolicy
+from python_worker.push.retry import RetryPolicy
 
 log = logging.getLogger("callpanion.wakeups")
 

@@ -27,16 +27,16 @@ from collections.abc import Callable
 
 import psycopg
 
-from python_worker.apns import ApnsSender
 from python_worker.config import WorkerSettings, apns_settings, fcm_settings
-from python_worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.errors import CallPanionError
-from python_worker.fcm import FcmSender
-from python_worker.metrics import Metrics
-from python_worker.realtime_wakeups import RealtimeWakeups
-from python_worker.retry import RetryPolicy
-from python_worker.wakeups import NotifyWakeups, PollOnly, WakeHandlers, WakeupSource
-from python_worker.worker_db import WorkerDatabase
+from python_worker.push.apns import ApnsSender
+from python_worker.push.fcm import FcmSender
+from python_worker.push.retry import RetryPolicy
+from python_worker.worker.db import WorkerDatabase
+from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
+from python_worker.worker.metrics import Metrics
+from python_worker.worker.realtime import RealtimeWakeups
+from python_worker.worker.wakeups import NotifyWakeups, PollOnly, WakeHandlers, WakeupSource
 
 log = logging.getLogger("callpanion.worker")
 

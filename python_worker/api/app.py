@@ -3,7 +3,7 @@
 Routes read top to bottom as a call goes: the app pairs, keeps its push tokens current and
 reports liveness; it reports call events (and gets a conversation token on `accepted`); after
 the call ElevenLabs posts the signed transcript. Each route authenticates, validates, then
-calls one SQL function (api_queries.sql); the logic and every state change are in SQL.
+calls one SQL function (api/queries.sql); the logic and every state change are in SQL.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from python_worker import __version__
-from python_worker.api_db import ApiDatabase, ApiError
-from python_worker.config import ApiSettings
-from python_worker.elevenlabs import (
+from python_worker.api.db import ApiDatabase, ApiError
+from python_worker.api.elevenlabs import (
     SIGNATURE_HEADER,
     ConversationTokenClient,
     ElevenLabsUnavailable,
@@ -44,7 +43,8 @@ from python_worker.elevenlabs import (
     verify_signature,
     without_audio,
 )
-from python_worker.rate_limit import SlidingWindowLimiter
+from python_worker.api.rate_limit import SlidingWindowLimiter
+from python_worker.config import ApiSettings
 
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
 #: A health check answers quickly, even when the database is away.

@@ -1,0 +1,1 @@
+"""The HTTP API: pairing, call events, ElevenLabs tokens and the post-call webhook."""

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: the scheduler, the push providers, the whole dispatch."""

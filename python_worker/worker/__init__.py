@@ -1,0 +1,1 @@
+"""The worker: wake-ups, claim, send at the exact second, record the results."""
