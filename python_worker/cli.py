@@ -14,17 +14,14 @@ from pathlib import Path
 
 import psycopg
 
+from python_worker.api.settings import api_settings
 from python_worker.bench import schedule as bench_schedule
-from python_worker.config import (
-    DEFAULT_DB_PORT,
-    api_settings,
-    load_env,
-    stack_settings,
-    worker_settings,
-)
+from python_worker.config import load_env
 from python_worker.errors import CallPanionError
 from python_worker.stack import migrations
 from python_worker.stack.cluster import LocalStack, StackStatus
+from python_worker.stack.settings import DEFAULT_DB_PORT, stack_settings
+from python_worker.worker.settings import worker_settings
 
 
 def _print_status(status: StackStatus) -> None:

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 
 from python_worker.api.app import create_app
 from python_worker.api.db import ApiDatabase
-from python_worker.config import DEFAULT_CONCERN_FIELDS, ApiSettings
+from python_worker.api.settings import DEFAULT_CONCERN_FIELDS, ApiSettings
 from python_worker.emulators.elevenlabs import ElevenLabsEmulator
 from python_worker.stack.cluster import LocalStack
 from tests.world import apns_token, fcm_token
