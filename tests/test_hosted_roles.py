@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from python_worker.errors import MigrationError
+from python_worker.errors import MigrationError, StackError
 from python_worker.stack import migrations
 from python_worker.stack.cluster import ADMIN_ROLE, OWNER_ROLE, LocalStack
-from tests.conftest import Conn
+from tests.conftest import Conn, throwaway_stack
 
 HOSTED_MEMBERSHIPS = {
     "anon",
@@ -163,3 +163,16 @@ def test_scheduler_jobs_are_found_through_the_catalog(db: Conn, pg_stack: LocalS
         f"pg_cron is not enabled in database {url.rsplit('/', 1)[1]}: "
         "the scheduler phases were not scheduled"
     ]
+
+
+def test_a_cluster_from_before_the_hosted_shape_is_refused_with_the_way_out() -> None:
+    """A stack created when `postgres` was the superuser (and `supabase_admin` did not exist)."""
+    with throwaway_stack("old-shape") as stack:
+        stack.up(apply=False)
+        with psycopg.connect(stack.admin_conninfo(), autocommit=True) as conn:
+            conn.execute("alter role postgres superuser")
+        with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+            conn.execute(f"alter role {ADMIN_ROLE} rename to old_admin")
+        with pytest.raises(StackError, match="created when `postgres` was its superuser") as err:
+            stack.up()
+    assert "callpanion stack reset --hard" in str(err.value)
