@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop lint os-packages
+.PHONY: demo test stop lint os-packages npm-tools types
 
 demo: os-packages $(STAMP)
 	$(BIN)/callpanion demo
 
-test: os-packages $(STAMP)
+test: os-packages npm-tools $(STAMP)
 	$(BIN)/ruff check python_worker tests
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -18,14 +18,23 @@ test: os-packages $(STAMP)
 stop: $(STAMP)
 	$(BIN)/callpanion stack down
 
-lint: $(STAMP)
+lint: os-packages $(STAMP)
 	$(BIN)/ruff check python_worker tests
 	$(BIN)/ruff format --check python_worker tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/callpanion lint-sql
 
 os-packages:
 	@PYTHON=$(PYTHON) ./scripts/ensure-os-packages.sh
+
+# The Supabase CLI and postgres-meta, pinned in tools/npm/package-lock.json, project-local.
+npm-tools:
+	@./scripts/ensure-npm-tools.sh
+
+# Regenerate supabase/types/database.ts (the dashboard's `Database` types) from the migrations.
+types: os-packages npm-tools $(STAMP)
+	$(BIN)/callpanion gen-types
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

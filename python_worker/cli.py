@@ -173,6 +173,39 @@ def cmd_demo(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lint_sql(_: argparse.Namespace) -> int:
+    from python_worker.stack import sql_lint
+
+    findings = sql_lint.lint_migrations(stack_settings())
+    for finding in findings:
+        print(finding.describe())
+    if findings:
+        print(f"plpgsql_check: {len(findings)} finding(s)", file=sys.stderr)
+        return 1
+    print("plpgsql_check: every function is clean (with and without pg_cron)")
+    return 0
+
+
+def cmd_gen_types(args: argparse.Namespace) -> int:
+    from python_worker.stack import typegen
+
+    settings = stack_settings()
+    target = settings.project_dir / typegen.TYPES_FILE
+    fresh = typegen.generate_from_migrations(settings)
+    current = target.read_text(encoding="utf-8") if target.is_file() else None
+    if args.check:
+        if current != fresh:
+            print(f"{typegen.TYPES_FILE} is stale: run `make types` and commit it", file=sys.stderr)
+            return 1
+        print(f"{typegen.TYPES_FILE} is up to date")
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(fresh, encoding="utf-8")
+    state = "unchanged" if current == fresh else "written"
+    print(f"{typegen.TYPES_FILE} {state}")
+    return 0
+
+
 def cmd_emulators(args: argparse.Namespace) -> int:
     from python_worker.emulators.suite import serve
 
@@ -310,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="bring the local stack up and show what is live")
     demo.set_defaults(func=cmd_demo)
+
+    lint_sql = sub.add_parser(
+        "lint-sql", help="plpgsql_check over every function of the migrations (make lint)"
+    )
+    lint_sql.set_defaults(func=cmd_lint_sql)
+
+    gen_types = sub.add_parser(
+        "gen-types",
+        help="write supabase/types/database.ts (as `supabase gen types typescript`, no Docker)",
+    )
+    gen_types.add_argument(
+        "--check", action="store_true", help="only report whether the checked-in file is stale"
+    )
+    gen_types.set_defaults(func=cmd_gen_types)
 
     emulators = sub.add_parser(
         "emulators", help="run the FCM (+OAuth), APNs and ElevenLabs emulators until interrupted"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the OS packages the local stack needs, only when they are missing:
-# PostgreSQL 15 server, pg_cron for it, and Python's venv module. Debian/Ubuntu (apt) only.
+# PostgreSQL 15 server, pg_cron and plpgsql_check (`make lint`) for it, and Python's venv module.
+# Debian/Ubuntu (apt) only.
 set -euo pipefail
 
 PG_MAJOR="${CALLPANION_PG_MAJOR:-15}"
@@ -9,6 +10,7 @@ need=()
 
 [ -x "/usr/lib/postgresql/${PG_MAJOR}/bin/initdb" ] || need+=("postgresql-${PG_MAJOR}")
 [ -f "/usr/lib/postgresql/${PG_MAJOR}/lib/pg_cron.so" ] || need+=("postgresql-${PG_MAJOR}-cron")
+[ -f "/usr/lib/postgresql/${PG_MAJOR}/lib/plpgsql_check.so" ] || need+=("postgresql-${PG_MAJOR}-plpgsql-check")
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need+=("python3-venv")
 
 if [ ${#need[@]} -eq 0 ]; then

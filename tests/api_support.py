@@ -119,7 +119,7 @@ def api(
 
 @pytest.fixture
 def sql_conn(api_database: str) -> Iterator[psycopg.Connection[Row]]:
-    """A superuser connection to the API's database (autocommit: the server must see it)."""
+    """A connection as `postgres` (the owner) to the API's database (autocommit: the server must see it)."""
     with psycopg.connect(api_database, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 

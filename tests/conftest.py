@@ -2,7 +2,9 @@
 
 The cluster is created fresh in `<stack root>/tests/test-db` (`.callpanion/`, or the /var/tmp
 fallback of config.default_stack_root) on a free port (never the developer's
-stack on 54322), fully migrated, and stopped when the session ends. Each test gets a
+stack on 54322), fully migrated, and stopped when the session ends. As on hosted Supabase, the
+platform stand-ins run as the superuser `supabase_admin` and the migrations as `postgres`, which
+is not one; tests connect as `postgres` too. Each test gets a
 connection inside a transaction that is rolled back, so tests do not see each other's rows.
 """
 
@@ -62,7 +64,8 @@ def pg_stack() -> Iterator[LocalStack]:
         with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
             # Tests drive the phases with an explicit p_now; background runs only add noise.
             # The one test that proves pg_cron runs them switches the jobs on for itself.
-            conn.execute("update cron.job set active = false")
+            # (`postgres` may only read cron.job, as on hosted Supabase: alter_job, not UPDATE.)
+            conn.execute("select cron.alter_job(jobid, active := false) from cron.job")
         yield stack
 
 
@@ -88,7 +91,8 @@ def database_url(pg_stack: LocalStack) -> str:
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Conn]:
-    """A superuser connection in a transaction that is rolled back after the test."""
+    """A connection as `postgres` (shaped like hosted Supabase's: not a superuser, but it owns
+    the schema and bypasses RLS) in a transaction that is rolled back after the test."""
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         conn.execute("begin")
         try:

@@ -922,7 +922,10 @@ def test_pg_cron_runs_both_phases_on_the_local_stack(committed: Any, database_ur
     )
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute("listen callpanion_queue")
-        conn.execute("update cron.job set active = true where jobname like 'callpanion-phase%%'")
+        conn.execute(
+            "select cron.alter_job(jobid, active := true) from cron.job"
+            " where jobname like 'callpanion-phase%%'"
+        )
         try:
             events: dict[str, int] = {}
             for note in listener.notifies(timeout=75):
@@ -933,7 +936,8 @@ def test_pg_cron_runs_both_phases_on_the_local_stack(committed: Any, database_ur
                     break
         finally:
             conn.execute(
-                "update cron.job set active = false where jobname like 'callpanion-phase%%'"
+                "select cron.alter_job(jobid, active := false) from cron.job"
+                " where jobname like 'callpanion-phase%%'"
             )
     assert set(events) >= {"queued", "due"}, events
     [session] = sessions(conn, schedule)

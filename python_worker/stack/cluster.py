@@ -4,6 +4,11 @@ The cluster lives in a git-ignored folder (`.callpanion/stack` by default), list
 127.0.0.1 only (no Unix socket), preloads pg_cron with `cron.database_name = postgres` and runs
 with `wal_level = logical` like a hosted Supabase database. Postgres refuses to run as root, so
 when we are root the server and its files belong to the `postgres` OS user.
+
+Roles are those of hosted Supabase: the cluster's superuser is `supabase_admin`, used only
+where the platform itself acts (creating databases and extensions, the `sql/platform` stand-ins);
+migrations, the seed and every client run as `postgres`, which is not a superuser
+(`sql/platform/10_hosted_postgres_role.sql` gives it hosted Supabase's attributes and grants).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from python_worker.errors import StackError
 from python_worker.stack import migrations
@@ -32,6 +39,10 @@ from python_worker.stack.settings import SERVER_OS_USER, StackSettings, server_u
 MIN_PG_MAJOR = 15
 #: Seconds to wait for the server to start or stop before reporting it stuck.
 PG_CTL_TIMEOUT_S = 60
+#: The cluster's superuser, named as on hosted Supabase, where it is the platform's own role.
+ADMIN_ROLE = "supabase_admin"
+#: The role migrations run as: hosted Supabase's `postgres`, which is not a superuser.
+OWNER_ROLE = "postgres"
 
 _CONF_NAME = "callpanion.conf"
 _SETTINGS = """\
@@ -277,7 +288,7 @@ class LocalStack:
                     str(self.bindir / "initdb"),
                     "-D",
                     str(self.data_dir),
-                    "--username=postgres",
+                    f"--username={ADMIN_ROLE}",
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "--encoding=UTF8",
@@ -340,25 +351,80 @@ class LocalStack:
         except OSError:
             return "(no log)"
 
+    def admin_conninfo(self, database: str | None = None) -> str:
+        """Connection string of the superuser (`supabase_admin`), for platform work only."""
+        return make_conninfo(
+            "",
+            host="127.0.0.1",
+            port=self.settings.port,
+            user=ADMIN_ROLE,
+            password=self.settings.password,
+            dbname=database or self.settings.database,
+        )
+
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until the server accepts an authenticated connection."""
+        """Block until the server accepts an authenticated connection of the superuser."""
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
             try:
-                with psycopg.connect(self.settings.database_url, connect_timeout=2):
+                with psycopg.connect(self.admin_conninfo(), connect_timeout=2):
                     return
             except psycopg.OperationalError as error:
                 last = str(error).strip()
                 if "password authentication failed" in last:
-                    raise StackError(
-                        "the local cluster rejected the password; CALLPANION_DB_PASSWORD must be "
-                        "the one it was created with (or run `callpanion stack reset --hard`)"
-                    ) from None
+                    raise self._login_refused() from None
             time.sleep(0.1)
         raise StackError(
             f"PostgreSQL on port {self.settings.port} is not accepting connections: {last}"
         )
+
+    def _login_refused(self) -> StackError:
+        """Why `supabase_admin` could not log in: a cluster made before it existed (when
+        `postgres` was the superuser), or a password other than the cluster's."""
+        try:
+            with psycopg.connect(self.settings.database_url, connect_timeout=5) as conn:
+                row = conn.execute(
+                    "select rolsuper from pg_roles where rolname = current_user"
+                ).fetchone()
+        except psycopg.OperationalError:
+            row = None
+        if row is not None and row[0]:
+            return StackError(
+                f"this cluster was created when `postgres` was its superuser; migrations now run "
+                f"as a hosted-shaped, non-superuser `postgres` with `{ADMIN_ROLE}` as the "
+                "superuser. Recreate it with `callpanion stack reset --hard` (this deletes the "
+                "local stack's data)."
+            )
+        return StackError(
+            "the local cluster rejected the password; CALLPANION_DB_PASSWORD must be "
+            "the one it was created with (or run `callpanion stack reset --hard`)"
+        )
+
+    def _ensure_owner_role(self) -> None:
+        """Create the login role `postgres` (shaped by the platform SQL) if it is missing, and
+        hand it its database, as hosted Supabase does."""
+        with psycopg.connect(self.admin_conninfo(), autocommit=True, connect_timeout=10) as conn:
+            exists = conn.execute(
+                "select 1 from pg_roles where rolname = %s", [OWNER_ROLE]
+            ).fetchone()
+            if exists is None:
+                conn.execute(
+                    sql.SQL("create role {} login password {}").format(
+                        sql.Identifier(OWNER_ROLE), sql.Literal(self.settings.password)
+                    )
+                )
+            conn.execute(
+                sql.SQL("alter database {} owner to {}").format(
+                    sql.Identifier(self.settings.database), sql.Identifier(OWNER_ROLE)
+                )
+            )
+
+    def _apply_platform(self, database: str) -> list[str]:
+        """The `sql/platform` stand-ins, as the superuser (what Supabase itself provides)."""
+        with migrations.connect(self.admin_conninfo(database)) as conn:
+            conn.execute("set client_min_messages = error")
+            return migrations.apply_platform(conn, self.settings.platform_dir)
 
     def up(self, *, apply: bool = True) -> UpResult:
         """Initialise if needed, start if stopped, then apply platform SQL and new migrations.
@@ -381,11 +447,13 @@ class LocalStack:
                 "run `callpanion stack down` first to change the port"
             )
         self.wait_ready()
+        self._ensure_owner_role()
         platform_files: list[str] = []
         applied: list[migrations.Migration] = []
         if apply:
+            platform_files = self._apply_platform(self.settings.database)
+            # Migrations run as hosted-shaped `postgres`, never as the superuser.
             with migrations.connect(self.settings.database_url) as conn:
-                platform_files = migrations.apply_platform(conn, self.settings.platform_dir)
                 applied = migrations.apply_migrations(conn, self.settings.migrations_dir)
         return UpResult(initialised, started, platform_files, applied)
 
@@ -418,35 +486,48 @@ class LocalStack:
             if self.settings.stack_dir.exists():
                 shutil.rmtree(self.data_dir, ignore_errors=True)
         result = self.up(apply=False)
-        admin_url = self.settings.database_url.rsplit("/", 1)[0] + "/template1"
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as admin:
-            name = psycopg.sql.Identifier(self.settings.database)
-            admin.execute(psycopg.sql.SQL("drop database if exists {} with (force)").format(name))
-            admin.execute(psycopg.sql.SQL("create database {}").format(name))
+        with psycopg.connect(
+            self.admin_conninfo("template1"), autocommit=True, connect_timeout=10
+        ) as admin:
+            name = sql.Identifier(self.settings.database)
+            admin.execute(sql.SQL("drop database if exists {} with (force)").format(name))
+            admin.execute(
+                sql.SQL("create database {} owner {}").format(name, sql.Identifier(OWNER_ROLE))
+            )
         # Dropping the database ends pg_cron's launcher (it lives in that database) and Postgres
         # does not start it again: restart the server so the scheduler runs in the new one.
         self.down()
         self._start()
         self.wait_ready()
+        platform_files = self._apply_platform(self.settings.database)
         with migrations.connect(self.settings.database_url) as conn:
-            platform_files = migrations.apply_platform(conn, self.settings.platform_dir)
             applied = migrations.apply_migrations(conn, self.settings.migrations_dir)
             migrations.apply_seed(conn, self.settings.seed_file)
         return UpResult(result.initialised, result.started, platform_files, applied)
 
     # -- scratch databases (tests, benchmarks) ---------------------------------------------
 
-    def create_migrated_database(self, prefix: str) -> str:
-        """A new database in the cluster with the platform SQL and every migration applied;
-        returns its URL. pg_cron runs only in the main database, so nothing moves its queue
-        but the caller (and the workers it starts). Drop it with `drop_database`."""
+    def create_database(self, prefix: str) -> str:
+        """A new, empty database owned by `postgres` with the platform stand-ins applied (as a
+        new hosted project is before its first migration); returns its URL."""
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("create database {}").format(psycopg.sql.Identifier(name)))
-        url = self.settings.database_url.rsplit("/", 1)[0] + "/" + name
+        with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("create database {} owner {}").format(
+                    sql.Identifier(name), sql.Identifier(OWNER_ROLE)
+                )
+            )
+        self._apply_platform(name)
+        return self.settings.database_url.rsplit("/", 1)[0] + "/" + name
+
+    def create_migrated_database(self, prefix: str) -> str:
+        """A new database in the cluster with the platform SQL and every migration applied
+        (as `postgres`); returns its URL. pg_cron runs only in the main database, so nothing
+        moves its queue but the caller (and the workers it starts). Drop it with
+        `drop_database`."""
+        url = self.create_database(prefix)
         with migrations.connect(url) as conn:
             conn.execute("set client_min_messages = error")  # the pg_cron warning is expected
-            migrations.apply_platform(conn, self.settings.platform_dir)
             migrations.apply_migrations(conn, self.settings.migrations_dir)
         return url
 
@@ -461,6 +542,29 @@ class LocalStack:
 
     def drop_database(self, url: str) -> None:
         """Drop a database made by `create_migrated_database` (ending its connections)."""
-        name = psycopg.sql.Identifier(url.rsplit("/", 1)[1])
-        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-            conn.execute(psycopg.sql.SQL("drop database if exists {} with (force)").format(name))
+        name = sql.Identifier(url.rsplit("/", 1)[1])
+        with psycopg.connect(self.admin_conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(name))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def throwaway_stack(settings: StackSettings, name: str) -> Iterator[LocalStack]:
+    """A cluster of its own beside the local stack's folder (`<stack root>/<name>`) on a free
+    port, for one-off jobs (`lint-sql`, `gen-types`); stopped and deleted afterwards."""
+    stack = LocalStack(
+        replace(settings, stack_dir=settings.stack_dir.parent / name, port=_free_port())
+    )
+    stack.down()
+    shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
+    try:
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
