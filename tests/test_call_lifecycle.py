@@ -11,6 +11,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from python_worker.emulators.elevenlabs import transcription_payload
@@ -20,6 +21,11 @@ from tests.test_scheduler import LEAD, Family, add_family, add_schedule, phase1,
 W = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # a Monday, before the real clock
 OCCURRENCE = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
 CONCERNS = ["wellbeing_concern", "safety_concern"]
+
+
+def row1(db: Conn, query: Any, params: Any = None) -> dict[str, Any]:
+    """The one row a query returns (typed loosely, for reading columns)."""
+    return one(db, query, params)
 
 
 def live_first_attempts(db: Conn, schedule: object, at: datetime) -> list[dict[str, Any]]:
@@ -33,8 +39,8 @@ def live_first_attempts(db: Conn, schedule: object, at: datetime) -> list[dict[s
 
 def deliver(db: Conn, payload: dict[str, Any]) -> dict[str, Any]:
     """Store and ingest a webhook event exactly as the API does."""
-    stored = one(db, "select * from store_webhook_event(%s, 0)", [Jsonb(payload)])
-    result = one(
+    stored = row1(db, "select * from store_webhook_event(%s, 0)", [Jsonb(payload)])
+    result = row1(
         db,
         "select process_webhook_event(%s, %s) as r",
         [stored["event_id"], CONCERNS],
@@ -44,7 +50,7 @@ def deliver(db: Conn, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def event(db: Conn, device: object, session: object, name: str, at: datetime, **kw: Any) -> Any:
-    return one(
+    return row1(
         db,
         "select record_call_event(%s, %s, %s, %s, %s) as r",
         [device, session, name, at, kw.get("conversation_id")],
@@ -64,7 +70,7 @@ def ring(db: Conn, session: object, at: datetime) -> None:
 
 
 def session_row(db: Conn, session: object) -> dict[str, Any]:
-    return one(db, "select * from call_sessions where id = %s", [session])
+    return row1(db, "select * from call_sessions where id = %s", [session])
 
 
 # Item 1: an occurrence withdrawn by an edit rings once the edit is undone --------------------
@@ -87,20 +93,22 @@ def test_an_occurrence_rings_once_when_the_edit_that_withdrew_it_is_undone(
     [first] = live_first_attempts(db, schedule, OCCURRENCE)
     edit_at = OCCURRENCE - timedelta(minutes=4)
     for change in (away, back):
-        db.execute(f"update schedules set {change} where id = %s", [schedule])  # type: ignore[arg-type]
+        db.execute(
+            sql.SQL("update schedules set {} where id = %s").format(sql.SQL(change)), [schedule]
+        )
         db.execute("select reschedule(%s, %s)", [schedule, edit_at])
     assert session_row(db, first["id"])["status"] == "cancelled"  # the withdrawal is kept
     phase1(db, edit_at)
     [again] = live_first_attempts(db, schedule, OCCURRENCE)
     assert again["id"] != first["id"]  # a new CallKit id: the device may have seen the first
     assert again["status"] == "queued"
-    queue = one(db, "select * from notification_queue where call_session_id = %s", [again["id"]])
+    queue = row1(db, "select * from notification_queue where call_session_id = %s", [again["id"]])
     assert (queue["status"], queue["send_at"]) == ("queued", OCCURRENCE)
     # Once: further runs (and a rewound next_run_at) queue nothing more.
     db.execute("select reschedule(%s, %s)", [schedule, edit_at])
     phase1(db, edit_at + timedelta(minutes=1))
     assert len(live_first_attempts(db, schedule, OCCURRENCE)) == 1
-    next_run = one(db, "select next_run_at from schedules where id = %s", [schedule])
+    next_run = row1(db, "select next_run_at from schedules where id = %s", [schedule])
     assert next_run["next_run_at"] == OCCURRENCE + timedelta(days=1)
 
 
@@ -108,9 +116,7 @@ def test_an_occurrence_rings_once_when_the_edit_that_withdrew_it_is_undone(
 
 
 def missed_by_a_timeout_race(db: Conn, family: Family, max_attempts: int) -> tuple[Any, Any]:
-    schedule = add_schedule(
-        db, family, start=W, local_time=time(9, 30), max_attempts=max_attempts
-    )
+    schedule = add_schedule(db, family, start=W, local_time=time(9, 30), max_attempts=max_attempts)
     phase1(db, OCCURRENCE - LEAD)
     [first] = sessions(db, schedule)
     ring(db, first["id"], OCCURRENCE)
@@ -136,7 +142,7 @@ def test_a_conversation_reported_after_a_timeout_withdraws_the_pending_retry(db:
     assert rows[1]["failure_reason"] == (
         "withdrawn: a conversation for this occurrence took place (attempt 1)"
     )
-    retry_queue = one(
+    retry_queue = row1(
         db, "select * from notification_queue where call_session_id = %s", [rows[1]["id"]]
     )
     assert retry_queue["status"] == "cancelled"
@@ -152,7 +158,7 @@ def test_a_conversation_reported_after_a_timeout_withdraws_the_pending_retry(db:
 def test_a_conversation_after_the_last_attempt_closes_its_missed_calls_alert(db: Conn) -> None:
     family = add_family(db, "UTC")
     _, first = missed_by_a_timeout_race(db, family, max_attempts=1)
-    alert = one(db, "select * from alerts where call_session_id = %s", [first["id"]])
+    alert = row1(db, "select * from alerts where call_session_id = %s", [first["id"]])
     assert alert["kind"] == "missed_calls"
     deliver(
         db,
@@ -162,7 +168,7 @@ def test_a_conversation_after_the_last_attempt_closes_its_missed_calls_alert(db:
             start_time_unix_secs=int((OCCURRENCE + timedelta(seconds=20)).timestamp()),
         ),
     )
-    closed = one(db, "select * from alerts where id = %s", [alert["id"]])
+    closed = row1(db, "select * from alerts where id = %s", [alert["id"]])
     assert closed["acknowledged_at"] is not None
     assert closed["details"]["resolved"] == "a conversation for this occurrence took place"
 
@@ -190,7 +196,7 @@ def answered(db: Conn, family: Family, connect: bool) -> tuple[Any, str]:
 
 
 def settings(db: Conn) -> dict[str, Any]:
-    return one(db, "select * from private.scheduler_settings")
+    return row1(db, "select * from private.scheduler_settings")
 
 
 def test_an_answer_that_never_connects_fails_after_the_connect_timeout(db: Conn) -> None:
@@ -231,13 +237,13 @@ def test_a_conversation_without_an_end_is_ended_and_a_late_webhook_fills_the_log
     row = session_row(db, session)
     assert row["status"] == "completed"
     assert row["ended_at"] == answered_at + timedelta(seconds=603)
-    log = one(db, "select * from call_logs where call_session_id = %s", [session])
+    log = row1(db, "select * from call_logs where call_session_id = %s", [session])
     assert log["duration_secs"] == 600
 
 
 def test_call_now_is_not_blocked_by_an_answer_that_never_connected(db: Conn) -> None:
     family = add_family(db, "UTC")
-    now = one(db, "select now() as now")["now"]
+    now = row1(db, "select now() as now")["now"]
     assert isinstance(now, datetime)
     db.execute(
         """insert into call_sessions (household_id, relative_id, device_id, occurrence_at,
@@ -246,7 +252,7 @@ def test_call_now_is_not_blocked_by_an_answer_that_never_connected(db: Conn) -> 
         [family.household, family.relative, family.device] + [now - timedelta(minutes=10)] * 4,
     )
     with acting_as(db, "authenticated", family.member):
-        assert one(db, "select request_call_now(%s) as id", [family.relative])["id"] is not None
+        assert row1(db, "select request_call_now(%s) as id", [family.relative])["id"] is not None
 
 
 # Items 4-6: the webhook ---------------------------------------------------------------------
@@ -269,10 +275,10 @@ def test_an_older_transcription_is_stored_and_changes_nothing(db: Conn) -> None:
         data_collection={"wellbeing_concern": "yes"},
     )  # fmt: skip
     assert deliver(db, newer)["status"] == "processed"
-    before = one(db, "select * from call_logs where call_session_id = %s", [session])
+    before = row1(db, "select * from call_logs where call_session_id = %s", [session])
     late = deliver(db, older)
     assert late["status"] == "superseded"
-    assert one(db, "select * from call_logs where call_session_id = %s", [session]) == before
+    assert row1(db, "select * from call_logs where call_session_id = %s", [session]) == before
     assert before["summary"] == "newer"
     stored = db.execute(
         "select event_timestamp, status from webhook_events where conversation_id = %s"
@@ -286,7 +292,7 @@ def test_an_older_transcription_is_stored_and_changes_nothing(db: Conn) -> None:
         conversation, event_timestamp=start + 500, summary="newest", start_time_unix_secs=start
     )
     assert deliver(db, newest)["status"] == "processed"
-    assert one(db, "select summary from call_logs where call_session_id = %s", [session]) == {
+    assert row1(db, "select summary from call_logs where call_session_id = %s", [session]) == {
         "summary": "newest"
     }
 
@@ -302,13 +308,15 @@ def session_in(db: Conn, family: Family, status: str) -> Any:
         columns["answered_at"] = at + timedelta(seconds=5)
     if status not in ("queued", "ringing", "accepted"):
         columns["ended_at"] = at + timedelta(seconds=45)
-    names = ", ".join(columns)
-    marks = ", ".join(["%s"] * len(columns))
-    return one(
-        db,
-        f"""insert into call_sessions (household_id, relative_id, device_id, occurrence_at,
-                origin, {names}) values (%s, %s, %s, %s, 'call_now', {marks}) returning id""",  # type: ignore[arg-type]
-        [family.household, family.relative, family.device, at, *columns.values()],
+    query = sql.SQL(
+        """insert into call_sessions (household_id, relative_id, device_id, occurrence_at,
+               origin, {}) values (%s, %s, %s, %s, 'call_now', {}) returning id"""
+    ).format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+    )
+    return row1(
+        db, query, [family.household, family.relative, family.device, at, *columns.values()]
     )["id"]
 
 
@@ -326,9 +334,7 @@ def session_in(db: Conn, family: Family, status: str) -> Any:
         ("cancelled", "cancelled"),
     ],
 )
-def test_what_a_conversation_report_does_in_each_state(
-    db: Conn, status: str, after: str
-) -> None:
+def test_what_a_conversation_report_does_in_each_state(db: Conn, status: str, after: str) -> None:
     family = add_family(db, "UTC")
     session = session_in(db, family, status)
     conversation = f"conv_{uuid.uuid4().hex}"
@@ -344,7 +350,7 @@ def test_what_a_conversation_report_does_in_each_state(
     assert result["status"] == "processed"
     row = session_row(db, session)
     assert row["status"] == after
-    log = one(db, "select * from call_logs where call_session_id = %s", [session])
+    log = row1(db, "select * from call_logs where call_session_id = %s", [session])
     assert log["outcome"] == after
     assert log["summary"] is not None
     kinds = [d["kind"] for d in log["discrepancies"]]
@@ -353,7 +359,9 @@ def test_what_a_conversation_report_does_in_each_state(
         assert "state" not in kinds
     else:
         assert "state" in kinds
-        stored = one(db, "select error from webhook_events where conversation_id = %s", [conversation])
+        stored = row1(
+            db, "select error from webhook_events where conversation_id = %s", [conversation]
+        )
         assert f"session is {after}" in stored["error"]
 
 
@@ -366,7 +374,7 @@ def test_webhook_times_keep_the_session_consistent(db: Conn) -> None:
     row = session_row(db, session)
     assert row["answered_at"] == answered_at
     assert row["ringing_at"] <= row["answered_at"] <= row["ended_at"]
-    log = one(db, "select * from call_logs where call_session_id = %s", [session])
+    log = row1(db, "select * from call_logs where call_session_id = %s", [session])
     assert log["started_at"].timestamp() == start  # the report is kept as sent
     assert {d["kind"] for d in log["discrepancies"]} >= {"start_time"}
 
@@ -374,7 +382,7 @@ def test_webhook_times_keep_the_session_consistent(db: Conn) -> None:
 def test_a_webhook_start_in_the_future_is_held_to_now(db: Conn) -> None:
     family = add_family(db, "UTC")
     session, conversation, _ = in_progress(db, family)
-    now = one(db, "select now() as now")["now"]
+    now = row1(db, "select now() as now")["now"]
     assert isinstance(now, datetime)
     start = int(now.timestamp()) + 86400
     deliver(db, transcription_payload(conversation, start_time_unix_secs=start, duration_secs=60))
