@@ -150,7 +150,10 @@ class CallEventResponse(BaseModel):
 
 class WebhookAck(BaseModel):
     event_id: uuid.UUID
-    status: str = Field(description="processed, unmatched, ignored or failed (kept for replay)")
+    status: str = Field(
+        description="processed, unmatched, ignored, superseded (an older report than the one"
+        " applied: stored, changes nothing) or failed (kept for replay)"
+    )
     duplicate: bool
     call_session_id: uuid.UUID | None = None
 
