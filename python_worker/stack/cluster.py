@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -559,7 +559,9 @@ def throwaway_stack(settings: StackSettings, name: str) -> Iterator[LocalStack]:
     """A cluster of its own beside the local stack's folder (`<stack root>/<name>`) on a free
     port, for one-off jobs (`lint-sql`, `gen-types`); stopped and deleted afterwards."""
     stack = LocalStack(
-        replace(settings, stack_dir=settings.stack_dir.parent / name, port=_free_port())
+        settings.model_copy(
+            update={"stack_dir": settings.stack_dir.parent / name, "port": _free_port()}
+        )
     )
     stack.down()
     shutil.rmtree(stack.settings.stack_dir, ignore_errors=True)
