@@ -63,7 +63,7 @@ def test_a_member_creating_a_schedule_in_a_posix_zone_is_refused(db: Conn, world
 
 
 def test_every_zone_the_database_accepts_loads_in_python(db: Conn) -> None:
-    names = [r["name"] for r in db.execute("select name from pg_timezone_names").fetchall()]
+    names = [str(r["name"]) for r in db.execute("select name from pg_timezone_names").fetchall()]
     accepted = []
     for name in names:
         with db.transaction(force_rollback=True):
