@@ -177,13 +177,18 @@ begin
   end if;
   select * into v_settings from private.pairing_settings;
 
-  -- The global budget. The row lock orders concurrent claims, so the count is exact.
-  update private.pairing_guesses g
-     set window_start = case when g.window_start + v_settings.guess_window <= now()
-                             then now() else g.window_start end,
-         wrong = case when g.window_start + v_settings.guess_window <= now() then 0
-                      else g.wrong end
-  returning g.* into v_guesses;
+  -- The global budget. Read without a lock, so that claims (and floods of guesses at unknown
+  -- pairings) do not queue behind one row; concurrent wrong guesses may overshoot the budget
+  -- by at most the number of claims running at that moment.
+  select g.* into v_guesses from private.pairing_guesses g;
+  if v_guesses.window_start + v_settings.guess_window <= now() then
+    update private.pairing_guesses g set window_start = now(), wrong = 0
+     where g.window_start = v_guesses.window_start
+    returning g.* into v_guesses;
+    if v_guesses.window_start is null then  -- another claim started the new window first
+      select g.* into v_guesses from private.pairing_guesses g;
+    end if;
+  end if;
   if v_guesses.wrong >= v_settings.guess_budget then
     return jsonb_build_object(
       'outcome', 'busy',
