@@ -129,7 +129,10 @@ begin
                         || '; its push may already be on its way'
      where q.id = v_queue.id and q.status = 'claimed' and q.locked_by = v_queue.locked_by;
     v_notify := true;
-    v_send_at := greatest(now(), coalesce(v_queue.next_attempt_at, v_queue.send_at));
+    -- After the call's own push: a cancel that overtook it would be ignored by the app (no
+    -- such call yet), and the phone would then ring. Pushes leave within a second of send_at.
+    v_send_at := greatest(now(), coalesce(v_queue.next_attempt_at, v_queue.send_at))
+                 + interval '2 seconds';
     v_device := v_queue.device_id;
   elsif v_session.status = 'ringing' then
     v_notify := true;
