@@ -178,15 +178,27 @@ def new_family(conn: psycopg.Connection[Row], name: str = "Mum") -> Family:
     return Family(household, users[0], users[1], relative, name)
 
 
-def pairing_code(conn: psycopg.Connection[Row], family: Family) -> str:
+@dataclass(frozen=True)
+class Ticket:
+    """What the dashboard's QR code or link carries: which pairing, and its code."""
+
+    pairing_id: uuid.UUID
+    code: str
+
+    def guess(self, code: str) -> Ticket:
+        """The same pairing with another code (a wrong guess, usually)."""
+        return Ticket(self.pairing_id, code)
+
+
+def pairing_code(conn: psycopg.Connection[Row], family: Family) -> Ticket:
     rows = as_user(conn, family.admin, "select * from create_pairing_code(%s)", [family.relative])
-    code: str = rows[0]["code"]
-    return code
+    return Ticket(rows[0]["pairing_id"], rows[0]["code"])
 
 
-def pair_body(code: str, platform: str = "ios", **extra: Any) -> dict[str, Any]:
+def pair_body(ticket: Ticket, platform: str = "ios", **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "code": code,
+        "pairing_id": str(ticket.pairing_id),
+        "code": ticket.code,
         "platform": platform,
         "app_version": "2.3.0",
         "label": "Mum's iPhone" if platform == "ios" else "Mum's tablet",

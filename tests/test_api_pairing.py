@@ -12,6 +12,7 @@ from psycopg import errors
 from tests.api_support import (
     Row,
     ServedApi,
+    Ticket,
     as_user,
     bearer,
     fetch,
@@ -37,6 +38,7 @@ def test_admin_creates_a_six_digit_code_valid_ten_minutes_stored_hashed(sql_conn
         sql_conn, family.admin, "select * from create_pairing_code(%s)", [family.relative]
     )
     code = rows[0]["code"]
+    assert rows[0]["pairing_id"] == rows[0]["device_id"]  # what the QR code or link carries
     assert len(code) == 6
     assert code.isdigit()
     row = device_row(sql_conn, rows[0]["device_id"])
@@ -52,14 +54,14 @@ def test_a_new_code_replaces_the_unused_one(api: ServedApi, sql_conn: SqlConn) -
     family = new_family(sql_conn)
     first = pairing_code(sql_conn, family)
     second = pairing_code(sql_conn, family)
+    assert first.pairing_id != second.pairing_id  # a leaked QR code of the old one is useless
     pending = sql_conn.execute(
         "select count(*) as n from device_pairs where relative_id = %s and status = 'pending'",
         [family.relative],
     ).fetchone()
     assert pending is not None
     assert pending["n"] == 1
-    if first != second:  # one in a million they coincide
-        assert api.client.post("/v1/devices/pair", json=pair_body(first)).status_code == 403
+    assert api.client.post("/v1/devices/pair", json=pair_body(first)).status_code == 403
     assert api.client.post("/v1/devices/pair", json=pair_body(second)).status_code == 201
 
 
@@ -103,6 +105,7 @@ def test_pairing_activates_the_device_and_shows_the_secret_once(
     response = api.client.post("/v1/devices/pair", json=body)
     assert response.status_code == 201, response.text
     result = response.json()
+    assert result["device_id"] == body["pairing_id"]
     assert result["relative"]["id"] == str(family.relative)
     assert result["relative"]["display_name"] == "Grandad"
     assert result["relative"]["timezone"] == "Europe/London"
@@ -122,61 +125,150 @@ def test_pairing_activates_the_device_and_shows_the_secret_once(
     assert ok.status_code == 200
 
 
+WRONG = {"error": "code: not a valid pairing code (wrong, expired or locked)", "field": "code"}
+
+
+def answer(api: ServedApi, ticket: Ticket) -> tuple[int, object, str | None]:
+    """What a client can see of a refused claim: status, body, and the Retry-After."""
+    response = api.client.post("/v1/devices/pair", json=pair_body(ticket))
+    return response.status_code, response.json(), response.headers.get("Retry-After")
+
+
 def test_a_code_works_once(api: ServedApi, sql_conn: SqlConn) -> None:
     family = new_family(sql_conn)
-    code = pairing_code(sql_conn, family)
-    assert api.client.post("/v1/devices/pair", json=pair_body(code)).status_code == 201
-    again = api.client.post("/v1/devices/pair", json=pair_body(code))
-    assert again.status_code == 403
-    assert again.json() == {"error": "code: not a valid pairing code", "field": "code"}
+    ticket = pairing_code(sql_conn, family)
+    assert api.client.post("/v1/devices/pair", json=pair_body(ticket)).status_code == 201
+    assert answer(api, ticket) == (403, WRONG, None)
 
 
-def test_an_expired_code_is_refused(api: ServedApi, sql_conn: SqlConn) -> None:
+def test_an_expired_code_is_answered_exactly_as_a_wrong_code(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
     family = new_family(sql_conn)
-    code = pairing_code(sql_conn, family)
+    ticket = pairing_code(sql_conn, family)
     sql_conn.execute(
         "update device_pairs set pairing_code_expires_at = now() - interval '1 second'"
         " where relative_id = %s and status = 'pending'",
         [family.relative],
     )
-    response = api.client.post("/v1/devices/pair", json=pair_body(code))
-    assert response.status_code == 410
-    assert response.json()["field"] == "code"
-    assert "expired" in response.json()["error"]
-    assert fetch(sql_conn, "select status from device_pairs where relative_id = %s",
-                 [family.relative])["status"] == "pending"  # fmt: skip
+    wrong = ticket.guess(f"{(int(ticket.code) + 1) % 1_000_000:06d}")
+    assert answer(api, ticket) == answer(api, wrong) == (403, WRONG, None)
+    row = device_row(sql_conn, ticket.pairing_id)
+    # Guesses at a dead code are not weighed, so they count against nothing.
+    assert (row["status"], row["pairing_failed_attempts"]) == ("pending", 0)
 
 
-def test_five_wrong_codes_lock_the_open_code(api: ServedApi, sql_conn: SqlConn) -> None:
+def test_five_wrong_codes_lock_the_code_and_then_the_right_one_looks_wrong(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
     family = new_family(sql_conn)
-    code = pairing_code(sql_conn, family)
-    wrong = [f"{(int(code) + k) % 1_000_000:06d}" for k in range(1, 6)]
+    ticket = pairing_code(sql_conn, family)
+    wrong = [ticket.guess(f"{(int(ticket.code) + k) % 1_000_000:06d}") for k in range(1, 6)]
     for attempt in wrong:
-        assert api.client.post("/v1/devices/pair", json=pair_body(attempt)).status_code == 403
-    row = fetch(sql_conn, "select pairing_failed_attempts from device_pairs"
-                " where relative_id = %s and status = 'pending'", [family.relative])  # fmt: skip
+        assert answer(api, attempt) == (403, WRONG, None)
+    row = device_row(sql_conn, ticket.pairing_id)
     assert row["pairing_failed_attempts"] == 5
-    locked = api.client.post("/v1/devices/pair", json=pair_body(code))
-    assert locked.status_code == 423
-    assert "locked after 5 wrong attempts" in locked.json()["error"]
+    # Locked: the right digits get exactly the wrong-code answer, so they are not confirmed.
+    assert answer(api, ticket) == (403, WRONG, None)
+    assert device_row(sql_conn, ticket.pairing_id)["status"] == "pending"
     # A new code from the dashboard starts afresh.
-    assert (
-        api.client.post(
-            "/v1/devices/pair", json=pair_body(pairing_code(sql_conn, family))
-        ).status_code
-        == 201
+    fresh = pairing_code(sql_conn, family)
+    assert api.client.post("/v1/devices/pair", json=pair_body(fresh)).status_code == 201
+
+
+def test_wrong_guesses_at_one_pairing_never_touch_another_households_code(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
+    victim, attacked = new_family(sql_conn), new_family(sql_conn)
+    theirs = pairing_code(sql_conn, victim)
+    target = pairing_code(sql_conn, attacked)
+    for k in range(1, 21):
+        guess = target.guess(f"{(int(target.code) + k) % 1_000_000:06d}")
+        assert answer(api, guess)[0] == 403
+    assert device_row(sql_conn, theirs.pairing_id)["pairing_failed_attempts"] == 0
+    assert api.client.post("/v1/devices/pair", json=pair_body(theirs)).status_code == 201
+
+
+def test_guesses_naming_no_open_pairing_count_against_nothing(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
+    family = new_family(sql_conn)
+    ticket = pairing_code(sql_conn, family)
+    before = fetch(sql_conn, "select wrong from private.pairing_guesses")["wrong"]
+    for _ in range(20):
+        assert answer(api, Ticket(uuid.uuid4(), ticket.code)) == (403, WRONG, None)
+    assert fetch(sql_conn, "select wrong from private.pairing_guesses")["wrong"] == before
+    assert device_row(sql_conn, ticket.pairing_id)["pairing_failed_attempts"] == 0
+    assert api.client.post("/v1/devices/pair", json=pair_body(ticket)).status_code == 201
+
+
+def test_the_global_guess_budget_stops_all_guessing_until_its_window_ends(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
+    sql_conn.execute("update private.pairing_settings set guess_budget = 3")
+    sql_conn.execute("update private.pairing_guesses set wrong = 0, window_start = now()")
+    try:
+        families = [new_family(sql_conn) for _ in range(4)]
+        tickets = [pairing_code(sql_conn, f) for f in families]
+        for ticket in tickets[:3]:  # one wrong guess at each of three codes: under the limit
+            wrong = ticket.guess(f"{(int(ticket.code) + 1) % 1_000_000:06d}")
+            assert answer(api, wrong)[0] == 403
+        refused = api.client.post("/v1/devices/pair", json=pair_body(tickets[3]))
+        assert refused.status_code == 429
+        assert refused.json()["field"] == "code"
+        assert 0 < int(refused.headers["Retry-After"]) <= 3600
+        # Not weighed at all: the code is untouched and still open.
+        row = device_row(sql_conn, tickets[3].pairing_id)
+        assert (row["status"], row["pairing_failed_attempts"]) == ("pending", 0)
+        sql_conn.execute(
+            "update private.pairing_guesses set window_start = now() - interval '1 hour'"
+        )
+        assert api.client.post("/v1/devices/pair", json=pair_body(tickets[3])).status_code == 201
+    finally:
+        sql_conn.execute("update private.pairing_settings set guess_budget = default")
+        sql_conn.execute("update private.pairing_guesses set wrong = 0, window_start = now()")
+
+
+def test_codes_are_hashed_under_a_server_key_with_the_pairing_as_salt(
+    sql_conn: SqlConn,
+) -> None:
+    family = new_family(sql_conn)
+    ticket = pairing_code(sql_conn, family)
+    stored = device_row(sql_conn, ticket.pairing_id)["pairing_code_hash"]
+    for unkeyed in (ticket.code, f"callpanion-pairing:{ticket.code}",
+                    f"{ticket.pairing_id}:{ticket.code}", f"{ticket.pairing_id}{ticket.code}"):  # fmt: skip
+        assert stored != hashlib.sha256(unkeyed.encode()).hexdigest()
+    other = uuid.uuid4()
+    same_code = fetch(
+        sql_conn,
+        "select private.pairing_code_hash(%s, %s) as a, private.pairing_code_hash(%s, %s) as b",
+        [ticket.pairing_id, ticket.code, other, ticket.code],
     )
+    assert same_code["a"] == stored
+    assert same_code["b"] != stored  # the pairing id salts it
+    # Nobody but the owner reads the key or runs the hash (a reader of the table cannot
+    # try the million codes).
+    for role in ("authenticated", "service_role", "anon"):
+        privileges = fetch(
+            sql_conn,
+            """select has_table_privilege(%s, 'private.pairing_keys', 'select') as key,
+                      has_function_privilege(%s, 'private.pairing_code_hash(uuid, text)',
+                                             'execute') as hash""",
+            [role, role],
+        )
+        assert privileges == {"key": False, "hash": False}, role
 
 
 def test_pairing_is_rate_limited_per_client_address(api_database: str, sql_conn: SqlConn) -> None:
     limited = ServedApi(settings_for(api_database, pairing_rate_limit=3))
     try:
         family = new_family(sql_conn)
-        code = pairing_code(sql_conn, family)
-        statuses = [limited.client.post("/v1/devices/pair", json=pair_body("000000" if code != "000000" else "000001")).status_code
+        ticket = pairing_code(sql_conn, family)
+        wrong = ticket.guess("000000" if ticket.code != "000000" else "000001")
+        statuses = [limited.client.post("/v1/devices/pair", json=pair_body(wrong)).status_code
                     for _ in range(3)]  # fmt: skip
         assert statuses == [403, 403, 403]
-        refused = limited.client.post("/v1/devices/pair", json=pair_body(code))
+        refused = limited.client.post("/v1/devices/pair", json=pair_body(ticket))
         assert refused.status_code == 429
         assert int(refused.headers["Retry-After"]) > 0
         assert refused.json()["field"] == "code"
@@ -211,6 +303,8 @@ def test_pairing_a_new_device_revokes_the_earlier_one(api: ServedApi, sql_conn: 
         ({"label": "   "}, "label"),
         ({"app_version": "x" * 51}, "app_version"),
         ({"code": "12345"}, "code"),
+        ({"pairing_id": "not-a-uuid"}, "pairing_id"),
+        ({"pairing_id": None}, "pairing_id"),
     ],
 )
 def test_bad_pairing_input_is_refused_naming_the_field_and_keeps_the_code(

@@ -71,6 +71,9 @@ class ErrorBody(BaseModel):
 
 
 class PairRequest(BaseModel):
+    pairing_id: uuid.UUID = Field(
+        description="which pairing: the id in the dashboard's QR code or link, with the code"
+    )
     code: str = Field(pattern=r"^[0-9]{6}$", description="the 6 digits shown on the dashboard")
     platform: Literal["ios", "android"]
     fcm_token: str | None = Field(default=None, pattern=FCM_TOKEN_PATTERN)
@@ -392,13 +395,15 @@ def create_app(
         "/v1/devices/pair",
         status_code=201,
         response_model=PairResponse,
-        responses=_errors(403, 410, 413, 422, 423, 429, 503),
+        responses=_errors(403, 413, 422, 429, 503),
         tags=["device"],
     )
     def pair(body: PairRequest, request: Request) -> PairResponse:
-        """Claim a pairing code. The device secret is returned once. Pairing revokes the
-        relative's earlier device. Wrong codes count against every open code (each is locked
-        after 5) and requests are rate limited per client address (429 with Retry-After)."""
+        """Claim the code of one pairing (`pairing_id` and `code` from the QR code or link).
+        The device secret is returned once. Pairing revokes the relative's earlier device.
+        A wrong, expired or locked code, or an unknown pairing, gets one and the same 403;
+        a code is locked after 5 wrong attempts. 429 with Retry-After: too many requests
+        from this address, or the global guess budget is spent."""
         address = request.client.host if request.client else "unknown"
         wait = limiter.hit(address)
         if wait is not None:
@@ -415,12 +420,17 @@ def create_app(
             {**body.model_dump(), "secret_hash": hash_secret(secret)},
         )
         outcome = result["outcome"]
-        if outcome == "invalid":
-            raise ApiError(403, "code: not a valid pairing code", "code")
-        if outcome == "expired":
-            raise ApiError(410, "code: this pairing code has expired; ask for a new one", "code")
-        if outcome == "locked":
-            raise ApiError(423, "code: locked after 5 wrong attempts; ask for a new one", "code")
+        if outcome == "busy":
+            seconds = max(1, int(result["retry_after"]))
+            raise ApiError(
+                429,
+                f"code: too many pairing attempts right now; try again in {seconds} s",
+                "code",
+                {"Retry-After": str(seconds)},
+            )
+        if outcome != "paired":
+            # Wrong, expired, locked or unknown: one answer, so that it never confirms digits.
+            raise ApiError(403, "code: not a valid pairing code (wrong, expired or locked)", "code")
         return PairResponse(
             device_id=result["device_id"],
             device_secret=secret,

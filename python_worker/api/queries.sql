@@ -6,8 +6,8 @@
 select 1 as ok
 
 -- claim_pairing_code --
--- The app claims a pairing code; returns the outcome as JSON.
-select public.claim_pairing_code(%(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
+-- The app claims the code of one pairing; returns the outcome as JSON.
+select public.claim_pairing_code(%(pairing_id)s, %(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
                                  %(label)s, %(fcm_token)s, %(voip_token)s, %(apns_token)s) as result
 
 -- device_credentials --

@@ -293,6 +293,31 @@ class ApnsSender:
             attempt=attempt,
         )
 
+    async def send_background(
+        self,
+        device_token: str,
+        payload: bytes,
+        *,
+        apns_id: uuid.UUID | str,
+        expiration: dt.datetime | int | None = None,
+        attempt: int = 1,
+    ) -> SendResult:
+        """A background push (content-available, no alert) to the app's regular APNs token,
+        e.g. "stop ringing: the call was cancelled". Apple requires priority 5 for these."""
+        if len(payload) > APNS_ALERT_LIMIT:
+            raise PayloadTooLarge("APNs background payload", len(payload), APNS_ALERT_LIMIT)
+        return await self._send(
+            device_token,
+            payload,
+            topic=self.bundle_id,
+            push_type=b"background",
+            priority=b"5",
+            apns_id=apns_id,
+            expiration=expiration,
+            collapse_id=None,
+            attempt=attempt,
+        )
+
     async def _send(
         self,
         device_token: str,

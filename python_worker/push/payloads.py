@@ -12,6 +12,10 @@ Android gets it as an FCM data-only message (every value a string, `extra` as JS
 high priority, TTL = ring window. iOS gets it as a PushKit VoIP payload. Cancellations and
 "missed call" notices go as regular alert pushes (never VoIP: iOS kills apps that receive a
 VoIP push without reporting a call).
+
+A call the family cancelled while it rang: Android gets an FCM data message with `type`
+"cancel"; iOS a background push (`content-available`, no alert) to the app's regular APNs
+token. Both carry the call id (`id`, `sessionId`), so the app ends that call and no other.
 """
 
 from __future__ import annotations
@@ -130,3 +134,36 @@ def fcm_notice_message(
     data = {"kind": kind, "id": str(session_id), "title": title, "body": body}
     check_fcm_data(data)
     return {"token": token, "data": data, "android": {"priority": "high"}}
+
+
+CANCEL_TYPE = "cancel"
+
+
+def _cancel_fields(session_id: uuid.UUID) -> dict[str, str]:
+    return {
+        "type": CANCEL_TYPE,
+        "kind": "call_cancelled",
+        "id": str(session_id),
+        "sessionId": str(session_id),
+    }
+
+
+def fcm_cancel_message(session_id: uuid.UUID, token: str, ttl_s: int) -> dict[str, object]:
+    """Android: stop ringing for this call. A high-priority data message of type `cancel`,
+    living only as long as the ring window (afterwards the phone has stopped anyway)."""
+    data = _cancel_fields(session_id)
+    check_fcm_data(data)
+    return {
+        "token": token,
+        "data": data,
+        "android": {"priority": "high", "ttl": f"{max(ttl_s, 0)}s"},
+    }
+
+
+def apns_cancel_payload(session_id: uuid.UUID) -> bytes:
+    """iOS: stop ringing for this call. A background push body (no alert, no sound) for the
+    app's regular APNs token; never a VoIP push, which must always report a new call."""
+    encoded = _json_bytes({"aps": {"content-available": 1}, **_cancel_fields(session_id)})
+    if len(encoded) > APNS_ALERT_LIMIT:
+        raise PayloadTooLarge("APNs background payload", len(encoded), APNS_ALERT_LIMIT)
+    return encoded

@@ -150,6 +150,10 @@ class WorkerDatabase:
         [row] = await self._rows("next_work_at", {})
         return NextWork(row["send_at"], row["lease_expires_at"], row["db_now"])
 
+    async def rows(self, name: str, params: dict[str, Any]) -> list[Row]:
+        """Run a named query of queries.sql for a duty beside the call path (cancels.py)."""
+        return await self._rows(name, params)
+
     async def queue_depth(self) -> dict[str, int]:
         return {row["status"]: row["rows"] for row in await self._rows("queue_depth", {})}
 

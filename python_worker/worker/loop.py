@@ -32,6 +32,7 @@ from python_worker.push.apns import ApnsSender
 from python_worker.push.fcm import FcmSender
 from python_worker.push.retry import RetryPolicy
 from python_worker.push.settings import apns_settings, fcm_settings
+from python_worker.worker.cancels import CancelNotices
 from python_worker.worker.db import WorkerDatabase
 from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.worker.metrics import Metrics
@@ -93,6 +94,9 @@ class Worker:
             clock=clock,
         )
         self.dispatcher.batch_done = self._batch_done
+        self.cancels = CancelNotices(
+            self.db, senders, lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s
+        )
         self.source = source
         self.clock = clock
         self._wake = asyncio.Event()
@@ -116,10 +120,12 @@ class Worker:
     def _hint(self, _earliest: dt.datetime | None) -> None:
         self.metrics.wakeups.inc()
         self._wake.set()
+        self.cancels.wake()
 
     def _connected(self) -> None:
         self._source_connected = True
         self._wake.set()  # catch up: anything queued while the source was away
+        self.cancels.wake()
 
     def _batch_done(self) -> None:
         # A fallback is due at once, a retry soon: look again now.
@@ -144,6 +150,7 @@ class Worker:
             self.source.run(WakeHandlers(self._hint, self._connected)), name="wakeups"
         )
         renew_task = asyncio.create_task(self._renew_leases(), name="lease-renewal")
+        cancel_task = asyncio.create_task(self.cancels.run(), name="cancel-notices")
         log.info(
             "worker started",
             extra={
@@ -157,9 +164,9 @@ class Worker:
             await self._loop()
         finally:
             await self._shutdown()
-            for task in (source_task, renew_task):
+            for task in (source_task, renew_task, cancel_task):
                 task.cancel()
-            await asyncio.gather(source_task, renew_task, return_exceptions=True)
+            await asyncio.gather(source_task, renew_task, cancel_task, return_exceptions=True)
             server.close()
             await server.wait_closed()
             await self.dispatcher.senders.aclose()

@@ -27,3 +27,16 @@ select w.send_at, w.lease_expires_at, now() as db_now from public.next_work_at()
 -- queue_depth --
 -- Live queue rows by status, for /metrics.
 select * from public.queue_depth()
+
+-- claim_cancel_notices --
+-- Claim cancel notices ("stop ringing") that may go now, under a lease (cancels.py).
+select * from public.claim_cancel_notices(
+  p_worker => %(worker)s, p_limit => %(limit)s, p_lease => make_interval(secs => %(lease_s)s))
+
+-- record_cancel_results --
+-- Record what happened to claimed cancel notices (compare-and-set on the lease).
+select * from public.record_cancel_results(p_worker => %(worker)s, p_results => %(results)s)
+
+-- next_cancel_notice_at --
+-- When the next cancel notice may go (or a lease runs out), and the database's clock.
+select public.next_cancel_notice_at() as next_at, now() as db_now

@@ -1,0 +1,168 @@
+"""Cancel notices: tell a ringing phone to stop when the family cancelled its call.
+
+`cancel_call()` (SQL, dashboard RPC) leaves a notice in an outbox when the phone may be
+ringing. This duty drains it beside the call path, with the same pattern: claim under a
+lease, send concurrently, record the batch (compare-and-set on the lease), then sleep until
+the next notice may go, a wake-up hint, or the poll interval:
+
+- Android: an FCM data message of type `cancel`;
+- iOS: a background push to the app's regular APNs token (never VoIP: a VoIP push must report
+  a new call to CallKit, or iOS terminates the app).
+
+A notice not sent within the call's ring window expires in SQL: by then the phone has stopped
+ringing by itself. A worker that stops with notices claimed leaves them to their lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
+from python_worker.push.payloads import apns_cancel_payload, fcm_cancel_message
+from python_worker.push.retry import RetryPolicy
+from python_worker.worker.db import WorkerDatabase
+from python_worker.worker.dispatcher import Senders
+
+log = logging.getLogger("callpanion.worker.cancels")
+
+#: Notices per claim: cancellations are rare, one batch is plenty.
+BATCH_SIZE = 100
+#: Backoff while the database is away (as the call loop's).
+DB_RETRY = RetryPolicy(base_s=1.0, cap_s=10.0)
+
+
+def _not_configured(provider: str, variable: str) -> SendResult:
+    return SendResult(
+        provider,
+        Outcome.CONFIG_FAULT,
+        0,
+        "not_configured",
+        detail=f"{provider} is not configured on this worker (set {variable})",
+    )
+
+
+class CancelNotices:
+    """Sends the cancel-notice outbox; `wake()` on any queue hint, `run()` as a task."""
+
+    def __init__(
+        self,
+        db: WorkerDatabase,
+        senders: Senders,
+        *,
+        lease_s: float,
+        poll_interval_s: float,
+    ) -> None:
+        self.db = db
+        self.senders = senders
+        self.lease_s = lease_s
+        self.poll_interval_s = poll_interval_s
+        self.sent = 0
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look now (cheap; never raises)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled: send what is ready, then sleep until the next notice is due."""
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                await self.send_ready()
+                wait = await self._seconds_to_next()
+                failures = 0
+            except psycopg.OperationalError as error:
+                failures += 1
+                wait = DB_RETRY.delay(failures)
+                log.warning(
+                    "cancel notices: database unavailable; retrying",
+                    extra={"error": str(error).strip(), "retry_in_s": round(wait, 2)},
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def send_ready(self) -> int:
+        """Claim, send and record every notice ready now; returns how many were claimed."""
+        claimed = 0
+        while True:
+            rows = await self.db.rows(
+                "claim_cancel_notices",
+                {"worker": self.db.worker_id, "limit": BATCH_SIZE, "lease_s": self.lease_s},
+            )
+            if not rows:
+                return claimed
+            claimed += len(rows)
+            results = await asyncio.gather(*(self._send(row) for row in rows))
+            recorded = await self.db.rows(
+                "record_cancel_results",
+                {"worker": self.db.worker_id, "results": Jsonb(results)},
+            )
+            for row, outcome in zip(rows, recorded, strict=False):
+                self.sent += outcome["result"] == "sent"
+                log.info(
+                    "cancel notice %s",
+                    outcome["result"],
+                    extra={
+                        "notice_id": str(row["notice_id"]),
+                        "call_session_id": str(row["call_session_id"]),
+                        "household_id": str(row["household_id"]),
+                        "provider": row["provider"],
+                    },
+                )
+            if len(rows) < BATCH_SIZE:
+                return claimed
+
+    async def _send(self, row: dict[str, Any]) -> dict[str, object]:
+        session: uuid.UUID = row["call_session_id"]
+        deadline: dt.datetime = row["deadline_at"]
+        try:
+            result = await self._push(row, session, deadline)
+        except PayloadTooLarge as error:
+            result = SendResult(row["provider"], Outcome.OUR_BUG, 0, "payload", detail=str(error))
+        return {
+            "notice_id": str(row["notice_id"]),
+            "outcome": result.outcome.value,
+            "provider": result.provider,
+            "status": result.status,
+            "reason": result.reason,
+            "message_id": result.message_id,
+            "retry_after_s": result.retry_after_s,
+            "detail": result.detail,
+        }
+
+    async def _push(
+        self, row: dict[str, Any], session: uuid.UUID, deadline: dt.datetime
+    ) -> SendResult:
+        if row["provider"] == "fcm":
+            if self.senders.fcm is None:
+                return _not_configured("fcm", "FCM_SERVICE_ACCOUNT_FILE")
+            ttl = int((deadline - dt.datetime.now(dt.UTC)).total_seconds())
+            message = fcm_cancel_message(session, row["push_token"], max(ttl, 1))
+            return await self.senders.fcm.send(message, attempt=row["attempts"])
+        if row["provider"] == "apns":
+            if self.senders.apns is None:
+                return _not_configured("apns", "APNS_KEY_FILE")
+            return await self.senders.apns.send_background(
+                row["push_token"],
+                apns_cancel_payload(session),
+                apns_id=row["notice_id"],
+                expiration=deadline,
+                attempt=row["attempts"],
+            )
+        return SendResult(row["provider"], Outcome.OUR_BUG, 0, "unknown_provider")
+
+    async def _seconds_to_next(self) -> float:
+        [row] = await self.db.rows("next_cancel_notice_at", {})
+        if row["next_at"] is None:
+            return self.poll_interval_s
+        wait: float = (row["next_at"] - row["db_now"]).total_seconds()
+        return min(self.poll_interval_s, max(wait, 0.02))
