@@ -23,7 +23,9 @@ Scenarios: baseline; SIGKILL of one worker with its pushes in flight (every push
 after LATENCY) and while results are being recorded; a Postgres restart, short and long;
 a provider storm (503 with Retry-After) that clears and one that never does (every call then
 expires, with its alert); twin workers sharing one CALLPANION_WORKER_ID, both running and one
-stopped mid-burst (SIGTERM); calls already past their deadline.
+stopped mid-burst (SIGTERM); calls already past their deadline. Scenarios that leave both
+workers running hand them to the next one (a worker takes seconds to start); the others start
+fresh ones. The first scenario's workers are cold (connections, TLS, OAuth).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +97,7 @@ SHORT = ChaosConfig(
 
 #: Calls fall due this long after they are queued, plus a little per call (rounded up to a
 #: whole second), so the workers claim them (a second ahead) after the insert committed.
-QUEUE_LEAD_S = 2.0
+QUEUE_LEAD_S = 1.5
 QUEUE_LEAD_PER_CALL_S = 0.0004
 
 _QUEUE = """
@@ -215,7 +218,14 @@ class World:
         return {token: sorted(times) for token, times in out.items()}
 
     # -- workers -----------------------------------------------------------------------
-    def start_workers(self, ids: Sequence[str]) -> list[BenchWorker]:
+    def start_workers(self, ids: Sequence[str], *, fresh: bool = False) -> list[BenchWorker]:
+        """Workers with these ids: the running ones when they match and are all alive
+        (scenarios that leave them running hand them on; a worker costs seconds to start),
+        else (or when `fresh`: their metrics start from zero) new ones."""
+        running = [w.worker_id for w in self.workers if w.process.poll() is None]
+        if not fresh and running == list(ids) and len(self.workers) == len(ids):
+            return list(self.workers)
+        self.stop_workers()
         started: list[BenchWorker] = []
         for worker_id in ids:
             port = _free_port()
@@ -305,7 +315,9 @@ def until(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
-            raise CallPanionError("a chaos trigger never came; the run is not what it claims")
+            raise CallPanionError(
+                "a chaos trigger never came (the scenario did not happen as it claims)"
+            )
         time.sleep(0.005)
 
 
@@ -326,24 +338,63 @@ def baseline(world: World) -> str | None:
 
 
 def kill_in_flight(world: World) -> str | None:
-    """SIGKILL one worker while every push it sent is still waiting for its answer."""
+    """SIGKILL a worker while the pushes it sent wait for their answers (at least half of
+    what it holds has gone out)."""
     world.fault({"latency_ms": world.config.latency_ms}, {"latency_ms": world.config.latency_ms})
-    victim, _ = world.start_workers(["chaos-a", "chaos-b"])
-    send_at = world.queue()
-    wait_until(send_at + dt.timedelta(seconds=0.1))
-    victim.process.kill()
-    victim.process.wait()
-    return "chaos-a"
+    started = world.start_workers(["chaos-a", "chaos-b"], fresh=True)
+    world.queue()
+
+    def half_sent(worker: BenchWorker) -> bool:
+        sent = _metric(worker, "callpanion_push_lateness_seconds_count")
+        return sent >= 1 and sent >= _metric(worker, "callpanion_in_flight") / 2
+
+    # A moment for the requests to reach the providers (well within their latency), so they
+    # are there, unanswered, when the worker dies.
+    return _kill_first(started, half_sent, settle_s=world.config.latency_ms / 3000)
 
 
 def kill_recording(world: World) -> str | None:
-    """SIGKILL one worker once results are being recorded (a quarter of the burst is)."""
-    victim, _ = world.start_workers(["chaos-a", "chaos-b"])
+    """SIGKILL a worker once its results are being recorded and it still holds rows."""
+    started = world.start_workers(["chaos-a", "chaos-b"], fresh=True)
     world.queue()
-    until(lambda: world.count(_SENT) >= world.config.calls // 4)
-    victim.process.kill()
-    victim.process.wait()
-    return "chaos-a"
+
+    def recording(worker: BenchWorker) -> bool:
+        return (
+            _metric(worker, "callpanion_push_results_total") >= 1
+            and _metric(worker, "callpanion_in_flight") >= 1
+        )
+
+    return _kill_first(started, recording)
+
+
+def _kill_first(
+    workers: Sequence[BenchWorker], ready: Callable[[BenchWorker], bool], settle_s: float = 0.0
+) -> str:
+    """SIGKILL the first worker for which `ready` holds (`settle_s` later); its id (the
+    victims' marker)."""
+    victims: list[BenchWorker] = []
+
+    def found() -> bool:
+        victims.extend(w for w in workers if not victims and ready(w))
+        return bool(victims)
+
+    until(found)
+    time.sleep(settle_s)
+    victims[0].process.kill()
+    victims[0].process.wait()
+    return victims[0].worker_id
+
+
+def _metric(worker: BenchWorker, name: str) -> float:
+    """The sum of a metric's samples in a worker's /metrics (0 when absent)."""
+    url = f"http://127.0.0.1:{worker.http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + " ", name + "{"))
+    )
 
 
 def _restart(world: World, down_s: float) -> None:
@@ -412,17 +463,18 @@ def past_deadline(world: World) -> str | None:
     return None
 
 
+#: In running order: those that leave both workers running first, so they share them.
 SCENARIOS: dict[str, Scenario] = {
     "baseline": baseline,
-    "kill-in-flight": kill_in_flight,
-    "kill-recording": kill_recording,
-    "pg-restart-short": pg_restart_short,
-    "pg-restart-long": pg_restart_long,
     "storm-clearing": storm_clearing,
     "storm-forever": storm_forever,
+    "past-deadline": past_deadline,
+    "pg-restart-short": pg_restart_short,
+    "pg-restart-long": pg_restart_long,
+    "kill-in-flight": kill_in_flight,
+    "kill-recording": kill_recording,
     "twins": twins,
     "twins-one-stopped": twins_one_stopped,
-    "past-deadline": past_deadline,
 }
 
 
@@ -438,8 +490,10 @@ def run_scenario(world: World, name: str) -> Outcome:
     try:
         victim = SCENARIOS[name](world)
         world.settle()
-    finally:
+    except BaseException:
         world.stop_workers()
+        raise
+    finally:
         world.admin("DELETE", "/_emulator/faults")
     return measure(world, name, victim)
 
@@ -496,7 +550,7 @@ def chaos_world(
     )
     stack = LocalStack(settings)
     try:
-        stack.up()
+        stack.up(apply=False)  # the scratch database below is migrated on its own
         with (
             stack.scratch_database("chaos") as database_url,
             emulator_process(folder, fast=False) as providers,
