@@ -61,6 +61,7 @@ class Presence:
         self._queries = load_queries(QUERIES_FILE)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._checked = 0.0
+        self._registered = False  # the lock was held once (this process's first start)
 
     @property
     def held(self) -> bool:
@@ -74,6 +75,8 @@ class Presence:
         and `CallPanionError` when another live session holds this owner's lock.
         """
         now = self.clock()
+        if self._conn is None and self._registered and now - self._checked < CHECK_EVERY_S:
+            return  # lost and refused a moment ago: not on every claim
         if self._conn is not None and not self._conn.closed:
             if now - self._checked < CHECK_EVERY_S:
                 return
@@ -97,12 +100,19 @@ class Presence:
             raise
         if not (row and row[0]):
             await conn.close()
+            if self._registered:
+                # Most likely our own previous session, not yet reaped by the server after a
+                # network failure: carry on (claims fall back to the lease) and try again.
+                log.warning("presence lock still held by an older session; retrying")
+                self._checked = now
+                return
             raise CallPanionError(
                 f"lease owner {self.owner!r} is held by another live database session; "
                 "two processes must not share a lease owner"
             )
         self._conn = conn
         self._checked = now
+        self._registered = True
 
     async def close(self) -> None:
         """Drop the connection, and with it the lock."""
