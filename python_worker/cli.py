@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import os
 import sys
@@ -252,6 +253,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from python_worker.bench import chaos
+
+    config = chaos.SHORT if args.short else chaos.FULL
+    if args.calls is not None:
+        if args.calls < 2:
+            raise CallPanionError("--calls must be at least 2")
+        config = dataclasses.replace(config, calls=args.calls)
+    outcomes = chaos.run_chaos(config, args.scenario, args.worker_checkout)
+    print(chaos.report_chaos(outcomes, config))
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     # Imported here: the other commands need neither FastAPI nor uvicorn.
     from python_worker.api import app as api
@@ -383,6 +397,30 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     dispatch.add_argument("--rounds", type=int, default=1, help="bursts (default 1; median)")
     bench_parser.set_defaults(func=cmd_bench)
+
+    chaos_parser = sub.add_parser(
+        "chaos",
+        help="bursts of calls through real workers while things go wrong: a table of outcomes",
+    )
+    chaos_parser.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help="run only this scenario (repeatable): baseline, kill-in-flight, kill-recording,"
+        " pg-restart-short, pg-restart-long, storm-clearing, storm-forever, twins,"
+        " twins-one-stopped, past-deadline",
+    )
+    chaos_parser.add_argument("--calls", type=int, help="calls per burst (default 2000)")
+    chaos_parser.add_argument(
+        "--short", action="store_true", help="the short version the test suite runs"
+    )
+    chaos_parser.add_argument(
+        "--worker-checkout",
+        type=Path,
+        metavar="DIR",
+        help="run the workers and migrations of another checkout (compare before/after)",
+    )
+    chaos_parser.set_defaults(func=cmd_chaos)
 
     api_parser = sub.add_parser("api", help="serve the HTTP API (device routes, webhook)")
     api_parser.add_argument(

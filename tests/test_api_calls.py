@@ -48,7 +48,11 @@ REPEATS = {
     "connected": {"in_progress", "completed"},
     "ended": {"completed"},
 }
-GONE = {("accepted", s) for s in ("expired", "cancelled", "missed", "failed")}
+# The call is over (410, the app ends it): accepting a call that ended, and anything the phone
+# says about a call the family cancelled.
+GONE = {("accepted", s) for s in ("expired", "missed", "failed")} | {
+    (e, "cancelled") for e in EVENTS
+}
 CONVERSATION = "conv_"
 
 

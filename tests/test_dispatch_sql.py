@@ -12,8 +12,10 @@ import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import errors
+from psycopg.rows import dict_row
 
 from tests.conftest import Conn, acting_as, one
 from tests.test_scheduler import LEAD, Family, add_family, add_schedule, phase1, phase2
@@ -145,7 +147,8 @@ def test_delivered_marks_the_row_sent_and_the_session_ringing(db: Conn) -> None:
     )
     assert (stored["locked_by"], stored["locked_until"]) == (None, None)
     session = session_of(db, qid)
-    assert (session["status"], session["ringing_at"]) == ("ringing", at)
+    # Ringing from the start of the ring window the push carried (as the phone counts it).
+    assert (session["status"], session["ringing_at"]) == ("ringing", AT)
 
 
 def test_delivered_leaves_a_session_the_phone_already_answered(db: Conn) -> None:
@@ -343,25 +346,30 @@ def test_release_gives_rows_back_uncounted(db: Conn) -> None:
 
 def test_next_work_at_gives_the_earliest_send_and_lease_expiry(db: Conn) -> None:
     db.execute("delete from notification_queue")  # (rolled back with the test)
+    db.execute("delete from call_sessions where status = 'ringing'")
+    nothing = {"ring_ends_at": None, "peer_leases": False}
     assert one(db, "select * from next_work_at(%s)", [AT]) == {
         "send_at": None,
         "lease_expires_at": None,
+        **nothing,
     }
     _fam, _qid = queued_call(db)
     assert one(db, "select * from next_work_at(%s)", [AT]) == {
         "send_at": AT,
         "lease_expires_at": None,
+        **nothing,
     }
     claim(db, "w1", AT)
     assert one(db, "select * from next_work_at(%s)", [AT]) == {
         "send_at": None,
         "lease_expires_at": AT + LEASE,
+        **nothing,
     }
-    # A row past its deadline is not waited for (phase 2 expires it).
+    # A row past its deadline is work too: the next claim expires it.
     db.execute(
         "update notification_queue set status = 'due', locked_by = null, locked_until = null"
     )
-    assert one(db, "select * from next_work_at(%s)", [AT + timedelta(minutes=3)])["send_at"] is None
+    assert one(db, "select * from next_work_at(%s)", [AT + timedelta(minutes=3)])["send_at"] == AT
 
 
 @pytest.mark.parametrize(
@@ -461,3 +469,101 @@ def test_claim_ahead_takes_rows_due_within_the_horizon_and_says_when_to_send(db:
         [LEASE, AT + timedelta(seconds=1), timedelta(seconds=1)],
     ).fetchall()
     assert again["not_before"] == AT + timedelta(seconds=2)  # the retry's time, not send_at
+
+
+# -- issue 14: presence, overdue rows, the fixed ring window ---------------------------------
+
+
+def test_claim_expires_rows_past_their_deadline_as_phase_2_would(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    late = AT + timedelta(minutes=3)  # past the two-minute grace
+    assert claim(db, "w1", late) == []
+    stored = queue_row(db, qid)
+    assert (stored["status"], stored["last_error"]) == ("expired", "deadline passed before sending")
+    session = session_of(db, qid)
+    assert (session["status"], session["ended_at"]) == ("expired", late)
+    alert = one(db, "select kind from alerts where call_session_id = %s", [session["id"]])
+    assert alert == {"kind": "call_expired"}
+
+
+def test_a_dead_owners_rows_are_claimed_again_before_its_lease_ends(
+    db: Conn, database_url: str
+) -> None:
+    fam, qid = queued_call(db)
+    db.execute("commit")  # the presence lock lives in another session, which must see the row
+    try:
+        with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as presence:
+            assert one(presence, "select register_worker('w1') as held")["held"]
+            [first] = claim(db, "w1", AT)
+            assert queue_row(db, qid)["presence_claimed_at"] is not None
+            assert claim(db, "w2", AT + timedelta(seconds=1)) == []  # w1 is alive: hands off
+        # w1's session is gone (its lock with it): w2 takes the row long before the lease ends.
+        [again] = claim(db, "w2", AT + timedelta(seconds=1))
+        assert again["queue_id"] == qid
+        assert first["locked_until"] > AT + timedelta(seconds=1)
+        assert "worker w1 is gone" in queue_row(db, qid)["last_error"]
+        # The re-send carries the ring window the first claim fixed.
+        assert again["ring_expires_at"] == first["ring_expires_at"] == AT + timedelta(seconds=45)
+    finally:
+        db.execute("rollback")
+        db.execute("delete from households where id = %s", [fam.household])
+        db.execute("delete from auth.users where id = %s", [fam.member])
+        db.execute("commit")
+
+
+def test_rows_claimed_without_a_presence_lock_keep_their_lease(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    claim(db, "script", AT)  # no register_worker: nothing to watch, the lease is the backstop
+    assert queue_row(db, qid)["presence_claimed_at"] is None
+    assert claim(db, "w2", AT + timedelta(seconds=29)) == []
+    assert [r["queue_id"] for r in claim(db, "w2", AT + timedelta(seconds=31))] == [qid]
+
+
+def test_a_second_session_cannot_take_a_held_owner(db: Conn, database_url: str) -> None:
+    with (
+        psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as first,
+        psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as second,
+    ):
+        assert one(first, "select register_worker('twin') as held")["held"]
+        assert one(first, "select register_worker('twin') as held")["held"]  # idempotent
+        assert not one(second, "select register_worker('twin') as held")["held"]
+
+
+def test_a_provider_answer_clears_the_ring_window_a_lost_answer_keeps_it(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    [row] = claim(db, "w1", AT)
+    assert row["ring_expires_at"] == AT + timedelta(seconds=45)
+    # A 503: the phone cannot have rung; the next attempt gets a whole window.
+    record(db, "w1", AT, result(qid, "retry", status=503, retry_after_s=5))
+    assert queue_row(db, qid)["ring_expires_at"] is None
+    [row] = claim(db, "w1", AT + timedelta(seconds=5))
+    assert row["ring_expires_at"] == AT + timedelta(seconds=50)
+    # A dropped connection (no answer): the phone may be ringing; the window stays.
+    record(db, "w1", AT + timedelta(seconds=5), result(qid, "retry", status=0, retry_after_s=1))
+    assert queue_row(db, qid)["ring_expires_at"] == AT + timedelta(seconds=50)
+    [row] = claim(db, "w1", AT + timedelta(seconds=6))
+    assert row["ring_expires_at"] == AT + timedelta(seconds=50)
+    # Delivered: the session rings from the start of that window, as the phone does.
+    record(db, "w1", AT + timedelta(seconds=7), result(qid, "delivered", message_id="m"))
+    session = session_of(db, qid)
+    assert (session["status"], session["ringing_at"]) == ("ringing", AT + timedelta(seconds=5))
+
+
+def test_a_row_whose_fixed_ring_window_is_over_is_expired_not_sent(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    claim(db, "w1", AT)
+    record(db, "w1", AT, result(qid, "retry", status=0, retry_after_s=50))
+    assert claim(db, "w1", AT + timedelta(seconds=50)) == []
+    stored = queue_row(db, qid)
+    assert stored["status"] == "expired"
+    assert "ring window" in stored["last_error"]
+    assert session_of(db, qid)["status"] == "expired"
+
+
+def test_next_work_at_names_the_earliest_ring_end_and_live_peers(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    claim(db, "w1", AT)
+    record(db, "w1", AT, result(qid, "delivered", message_id="m"))
+    work = one(db, "select * from next_work_at(%s, 'w1')", [AT])
+    assert work["ring_ends_at"] == AT + timedelta(seconds=45)
+    assert work["peer_leases"] is False

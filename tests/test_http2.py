@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,7 +18,8 @@ import pytest
 from python_worker.emulators.faults import Fault
 from python_worker.emulators.suite import Endpoints, ThreadedSuite
 from python_worker.push.http2 import ConnectFailed, ConnectionLost, H2Client, client_ssl_context
-from tests.push_fixtures import apns_token, make_apns_sender, run
+from tests.push_fixtures import apns_token, incoming_call, make_apns_sender, run
+from tests.worker_support import wait_for
 
 
 def client_for(endpoints: Endpoints) -> H2Client:
@@ -153,3 +155,32 @@ def test_cli_emulators_serve_until_sigterm(tmp_path: Path) -> None:
         child.send_signal(signal.SIGTERM)
         code = child.wait(timeout=15)
     assert code == 0
+
+
+def test_emulator_delivers_a_fully_received_push_even_if_the_connection_drops(
+    emulators: ThreadedSuite, endpoints: Endpoints
+) -> None:
+    # Real APNs and FCM deliver a request they have fully received whatever happens to the
+    # client's connection afterwards; so duplicate counts after a crash tell the truth.
+    token = apns_token()
+    emulators.suite.apns.faults.add(token, Fault(latency_s=0.5, times=1))
+    apns = emulators.suite.apns
+    seen_before = emulators.suite.apns_server.requests_seen
+    sender = make_apns_sender(endpoints)
+
+    async def go() -> None:
+        send = asyncio.ensure_future(sender.send_call(incoming_call(), token, apns_id=uuid.uuid4()))
+        try:
+            while emulators.suite.apns_server.requests_seen == seen_before:
+                await asyncio.sleep(0.01)  # polling an observable condition
+            emulators.call(emulators.suite.apns_server.drop_all)
+            await send  # comes back as a retry: the answer was lost
+        finally:
+            await sender.aclose()
+
+    run(go())
+    wait_for(
+        "the dropped request to be delivered",
+        lambda: [d for d in apns.deliveries if d.token == token],
+        timeout=5,
+    )

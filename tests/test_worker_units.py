@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 import pytest
 
@@ -11,6 +13,7 @@ from python_worker.errors import CallPanionError
 from python_worker.push.outcomes import Outcome, SendResult
 from python_worker.worker.db import ClaimedRow, NextWork
 from python_worker.worker.dispatcher import CallText, incoming_call, result_json
+from python_worker.worker.recorder import ResultRecorder
 from python_worker.worker.settings import worker_settings
 from python_worker.worker.wakeups import parse_hint
 
@@ -61,6 +64,16 @@ def test_a_payload_without_title_or_ring_time_falls_back_to_household_and_45_s()
         claimed(payload={"household_name": "The Testers"}), CallText("CP", "x"), NOW
     )
     assert (call.handle, call.ring_seconds) == ("The Testers", 45)
+
+
+def test_a_resend_carries_the_fixed_window_and_rings_only_for_what_is_left() -> None:
+    row = claimed(ring_expires_at=NOW + dt.timedelta(seconds=30))
+    first = incoming_call(row, CallText("CP", "x"), NOW)
+    again = incoming_call(row, CallText("CP", "x"), NOW + dt.timedelta(seconds=12.5))
+    assert first.expires_at == again.expires_at == NOW + dt.timedelta(seconds=30)
+    assert (first.ring_seconds, again.ring_seconds) == (30, 18)
+    late = incoming_call(row, CallText("CP", "x"), NOW + dt.timedelta(seconds=40))
+    assert (late.expires_at, late.ring_seconds) == (NOW + dt.timedelta(seconds=30), 1)
 
 
 def test_result_json_names_the_token_the_push_went_to() -> None:
@@ -150,3 +163,42 @@ def test_bad_worker_settings_name_the_variable(env: dict[str, str], message: str
     with pytest.raises(CallPanionError) as caught:
         worker_settings({"CALLPANION_WORKER_DATABASE_URL": "postgresql://x/y", **env})
     assert str(caught.value) == message
+
+
+def test_the_recorder_records_in_small_batches_in_order_and_flushed_waits_for_them() -> None:
+    batches: list[list[int]] = []
+
+    async def record(items: Sequence[int]) -> None:
+        batches.append(list(items))
+
+    async def go() -> None:
+        recorder: ResultRecorder[int] = ResultRecorder(record, interval_s=0.01, max_rows=2)
+        for item in range(5):
+            recorder.add(item)
+        await recorder.flushed()
+        assert recorder.pending == 0
+        recorder.add(5)
+        await recorder.flushed()
+        await recorder.aclose()
+
+    asyncio.run(go())
+    assert batches == [[0, 1], [2, 3], [4], [5]]
+
+
+def test_a_failing_record_does_not_wedge_the_recorder() -> None:
+    calls: list[list[int]] = []
+
+    async def record(items: Sequence[int]) -> None:
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise RuntimeError("the database said no")
+
+    async def go() -> None:
+        recorder: ResultRecorder[int] = ResultRecorder(record, interval_s=0.01)
+        recorder.add(1)
+        await recorder.flushed()  # given up on (the lease brings the row back), not stuck
+        recorder.add(2)
+        await recorder.flushed()
+
+    asyncio.run(go())
+    assert calls == [[1], [2]]

@@ -21,16 +21,17 @@ from python_worker.errors import CallPanionError
 
 
 @contextlib.contextmanager
-def emulator_process(folder: Path) -> Iterator[dict[str, str]]:
-    """`callpanion emulators --fast --json` in a child process; yields its endpoints (the
-    environment variables that point a worker at it). Stopped on exit, whatever happened."""
+def emulator_process(folder: Path, *, fast: bool = True) -> Iterator[dict[str, str]]:
+    """`callpanion emulators [--fast] --json` in a child process; yields its endpoints (the
+    environment variables that point a worker at it). Stopped on exit, whatever happened.
+    Without `fast` they verify every request and honour injected faults (chaos runs)."""
     child = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "python_worker",
             "emulators",
-            "--fast",
+            *(["--fast"] if fast else []),
             "--json",
             "--dir",
             str(folder),
@@ -56,11 +57,22 @@ def emulator_process(folder: Path) -> Iterator[dict[str, str]]:
 
 
 def admin_request(
-    base_url: str, ca_file: str, method: str, path: str, timeout: float = 30.0
+    base_url: str,
+    ca_file: str,
+    method: str,
+    path: str,
+    timeout: float = 30.0,
+    body: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """One admin call (`GET /_emulator/deliveries`, `POST /_emulator/reset`, ...): its JSON."""
+    """One admin call (`GET /_emulator/deliveries`, `POST /_emulator/faults` with a JSON
+    `body`, ...): its JSON."""
     context = ssl.create_default_context(cafile=ca_file)
-    request = urllib.request.Request(f"{base_url}{path}", method=method)  # noqa: S310 (https to our emulator)
+    request = urllib.request.Request(  # noqa: S310 (https to our emulator)
+        f"{base_url}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={} if body is None else {"content-type": "application/json"},
+    )
     with urllib.request.urlopen(request, context=context, timeout=timeout) as response:  # noqa: S310
         result: dict[str, object] = json.loads(response.read())
         return result

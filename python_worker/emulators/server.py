@@ -116,9 +116,10 @@ class ServerConnection(asyncio.Protocol):
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Requests fully received are still handled (and delivered) as APNs and FCM do: the
+        # client's connection dropping before the answer is written does not undo the push.
+        # Their answers go nowhere (`_respond` sees the closed transport).
         self.server.connections.discard(self)
-        for task in self._tasks:
-            task.cancel()
 
     # -- input --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -235,6 +236,8 @@ class ServerConnection(asyncio.Protocol):
             task = asyncio.ensure_future(self._finish(request, outcome))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            self.server.tasks.add(task)  # outlives a dropped connection, not the server
+            task.add_done_callback(self.server.tasks.discard)
         else:
             self._respond(request, outcome)
 
@@ -367,6 +370,8 @@ class HttpServer:
         self.initial_max_streams = initial_max_streams
         self.connections: set[ServerConnection] = set()
         self.requests_seen = 0
+        #: Requests being answered (an injected latency), whatever became of their connection.
+        self.tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -387,6 +392,8 @@ class HttpServer:
         self._server.close()
         for connection in list(self.connections):
             connection.abort()
+        for task in list(self.tasks):
+            task.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await self._server.wait_closed()

@@ -48,6 +48,8 @@ class ClaimedRow:
     deadline_at: dt.datetime
     payload: dict[str, Any]
     locked_until: dt.datetime
+    #: The end of the ring window, fixed at the row's first claim: a re-send carries it.
+    ring_expires_at: dt.datetime | None = None
 
     @property
     def ids(self) -> dict[str, str]:
@@ -66,6 +68,8 @@ class NextWork:
     send_at: dt.datetime | None  # the earliest row that may be claimed
     lease_expires_at: dt.datetime | None  # the earliest lease to run out
     db_now: dt.datetime
+    ring_ends_at: dt.datetime | None = None  # the earliest ring window to end (phase 2 acts)
+    peer_leases: bool = False  # another live owner holds rows (look again soon: it may die)
 
     def seconds_until(self, claim_ahead_s: float) -> float | None:
         """How long until a claim could find something; None when nothing is pending."""
@@ -77,9 +81,19 @@ class NextWork:
             waits.append((self.lease_expires_at - self.db_now).total_seconds() + 0.001)
         return min(waits) if waits else None
 
+    def seconds_until_ring_end(self) -> float | None:
+        """How long until the earliest ring window has ended (phase 2 marks it missed then)."""
+        if self.ring_ends_at is None:
+            return None
+        # Phase 2 takes a window as over once it has passed: just after its last instant.
+        return (self.ring_ends_at - self.db_now).total_seconds() + 0.001
+
 
 class WorkerDatabase:
-    """A pool of connections acting as the worker's role (default `service_role`)."""
+    """A pool of connections acting as the worker's role (default `service_role`).
+
+    `worker_id` is the lease owner every call names: this process's own (presence.py).
+    """
 
     def __init__(self, url: str, role: str | None, worker_id: str, max_size: int = 4) -> None:
         self.worker_id = worker_id
@@ -147,8 +161,20 @@ class WorkerDatabase:
         return [row["release_leases"] for row in rows]
 
     async def next_work_at(self) -> NextWork:
-        [row] = await self._rows("next_work_at", {})
-        return NextWork(row["send_at"], row["lease_expires_at"], row["db_now"])
+        [row] = await self._rows("next_work_at", {"worker": self.worker_id})
+        return NextWork(
+            row["send_at"],
+            row["lease_expires_at"],
+            row["db_now"],
+            row["ring_ends_at"],
+            row["peer_leases"],
+        )
+
+    async def run_phase2(self) -> int | None:
+        """Run phase 2 now (rows made due), or None when another worker is running it."""
+        [row] = await self._rows("phase_two_now", {})
+        released: int | None = row["released"]
+        return released
 
     async def rows(self, name: str, params: dict[str, Any]) -> list[Row]:
         """Run a named query of queries.sql for a duty beside the call path (cancels.py)."""

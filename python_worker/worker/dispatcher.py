@@ -1,8 +1,9 @@
 """One claimed batch, top to bottom: claimed row -> payload -> provider -> result -> record.
 
 The dispatcher sends every row of a batch at its own send_at (rows are claimed up to a second
-ahead), all concurrently over the providers' multiplexed HTTP/2 connections, then records
-the batch's results in one statement. A row's lease is renewed while its send runs; a result
+ahead), all concurrently over the providers' multiplexed HTTP/2 connections, and records each
+result as it comes (recorder.py: small batches, every few tens of milliseconds), so a crash
+leaves few pushes sent but unrecorded. A row's lease is renewed while its send runs; a result
 the database refuses (the lease was lost) changes nothing and is counted.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,6 +29,7 @@ from python_worker.push.payloads import IncomingCall
 from python_worker.push.retry import RetryPolicy
 from python_worker.worker.db import ClaimedRow, WorkerDatabase
 from python_worker.worker.metrics import Metrics
+from python_worker.worker.recorder import ResultRecorder
 
 log = logging.getLogger("callpanion.dispatch")
 
@@ -87,17 +90,25 @@ class CallText:
 
 
 def incoming_call(row: ClaimedRow, text: CallText, now: dt.datetime) -> IncomingCall:
-    """The push for a claimed row. The ring window starts now (a retry rings as long)."""
+    """The push for a claimed row.
+
+    The ring window is the one the row's first claim fixed (`ring_expires_at`): a re-send
+    after a crash carries the same `expires_at` and rings only for what is left of it, so a
+    phone that already rang for this CallKit id does not ring longer. Without a fixed window
+    (a row claimed by an older claim function) it starts now.
+    """
     payload = row.payload
     ring_ms = payload.get("ring_timeout_ms")
     ring_s = max(1, round(ring_ms / 1000)) if isinstance(ring_ms, int) else DEFAULT_RING_SECONDS
+    expires_at = row.ring_expires_at or max(now, row.send_at) + dt.timedelta(seconds=ring_s)
+    left_s = math.ceil((expires_at - now).total_seconds())
     handle = payload.get("title") or payload.get("household_name") or text.caller_name
     return IncomingCall(
         session_id=row.call_session_id,
         caller_name=text.caller_name,
         handle=str(handle),
-        ring_seconds=ring_s,
-        expires_at=max(now, row.send_at) + dt.timedelta(seconds=ring_s),
+        ring_seconds=max(1, min(ring_s, left_s)),
+        expires_at=expires_at,
         api_base=text.api_base,
         extra={"household_id": str(row.household_id), "attempt": str(row.attempt)},
     )
@@ -144,6 +155,8 @@ class Dispatcher:
         self._sleepers: set[asyncio.Future[bool]] = set()
         #: Called after every batch is recorded (the worker looks again: a fallback is due now).
         self.batch_done: Callable[[], None] = lambda: None
+        #: Results on their way to the database, a few tens of milliseconds at most.
+        self.recorder: ResultRecorder[tuple[ClaimedRow, SendResult]] = ResultRecorder(self._record)
 
     def stop(self) -> None:
         """Shutdown: no row that is still waiting for its send_at starts (each is given back)."""
@@ -181,15 +194,20 @@ class Dispatcher:
         return rows
 
     async def run_batch(self, rows: Sequence[ClaimedRow]) -> None:
-        """Send every row at its send_at, then record the batch (retrying the record)."""
-        sent = await asyncio.gather(*(self._send_one(row) for row in rows))
-        done = [(row, result) for row, result in zip(rows, sent, strict=True) if result is not None]
+        """Send every row at its send_at, each result recorded as it comes; return once the
+        whole batch is recorded (rows not started because of shutdown are given back)."""
+        sent = await asyncio.gather(*(self._send_and_record(row) for row in rows))
         unsent = [row.queue_id for row, result in zip(rows, sent, strict=True) if result is None]
-        if done:
-            await self._record(done)
+        await self.recorder.flushed()
         if unsent:
             await self._release(unsent)
         self.batch_done()
+
+    async def _send_and_record(self, row: ClaimedRow) -> SendResult | None:
+        result = await self._send_one(row)
+        if result is not None:
+            self.recorder.add((row, result))
+        return result
 
     async def _send_one(self, row: ClaimedRow) -> SendResult | None:
         """The provider's classified answer, or None when shutdown came before send_at."""
@@ -238,6 +256,7 @@ class Dispatcher:
         )
 
     async def _record(self, done: Sequence[tuple[ClaimedRow, SendResult]]) -> None:
+        """Record results in one statement, retrying while their leases last."""
         payload = [result_json(row, result) for row, result in done]
         lease_end = min(
             self.in_flight.get(row.queue_id, row).locked_until.timestamp() for row, _ in done

@@ -9,9 +9,15 @@ batch to the dispatcher, and asks the database when the next row falls due; then
 until that moment (minus the claim-ahead), a hint, or the poll interval, whichever is first.
 Hints are only hints: the timer and the poll alone send every call on time.
 
+The process holds a presence lock under a lease owner of its own (presence.py), so a
+worker that dies is noticed by the others at once: while another live worker holds rows, the
+loop looks again every PEER_CHECK_S, and its next claim takes back a dead one's rows. When a
+ring window ends, the loop runs phase 2 (`run_phase2_now`) rather than waiting for pg_cron's
+minute, so an unanswered call is marked missed (and retried) within moments.
+
 SIGTERM / SIGINT: stop claiming, let running sends finish for up to the shutdown grace,
-give back every row not sent, exit. A lost database connection is retried with backoff;
-nothing is lost meanwhile (rows stay queued, leases run out and return).
+give back every row not sent (only this process's), exit. A lost database connection is
+retried with backoff; nothing is lost meanwhile (rows stay queued, leases run out and return).
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from python_worker.push.fcm import FcmSender
 from python_worker.push.retry import RetryPolicy
 from python_worker.push.settings import apns_settings, fcm_settings
 from python_worker.worker.cancels import CancelNotices
-from python_worker.worker.db import WorkerDatabase
+from python_worker.worker.db import NextWork, WorkerDatabase
 from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.worker.metrics import Metrics
+from python_worker.worker.presence import Presence, lease_owner
 from python_worker.worker.realtime import RealtimeWakeups
 from python_worker.worker.settings import WorkerSettings
 from python_worker.worker.wakeups import NotifyWakeups, PollOnly, WakeHandlers, WakeupSource
@@ -49,6 +56,13 @@ DB_RETRY = RetryPolicy(base_s=1.0, cap_s=10.0)
 MIN_IDLE_S = 0.02
 #: /healthz fails when the loop has not reached the database for this long.
 HEALTH_STALE_S = 30.0
+#: While another live worker holds rows, look again this often: if it has died meanwhile,
+#: the next claim takes its rows back (its lock is gone). Bounds a dead worker's calls'
+#: extra lateness; one cheap claim per look.
+PEER_CHECK_S = 0.25
+#: Phase 2 is run at most this often for ring windows that ended (if it cannot settle one,
+#: say the session changed meanwhile, the loop does not spin on it).
+PHASE2_MIN_GAP_S = 1.0
 
 
 def wakeup_source(settings: WorkerSettings) -> WakeupSource:
@@ -84,7 +98,10 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.db = WorkerDatabase(settings.database_url, settings.db_role, settings.worker_id)
+        #: This process's name in leases: the configured id plus a per-boot suffix.
+        self.owner = lease_owner(settings.worker_id)
+        self.db = WorkerDatabase(settings.database_url, settings.db_role, self.owner)
+        self.presence = Presence(settings.database_url, settings.db_role, self.owner)
         self.dispatcher = Dispatcher(
             self.db,
             senders,
@@ -103,6 +120,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._batches: set[asyncio.Task[None]] = set()
         self._last_db_ok = 0.0
+        self._phase2_at = -PHASE2_MIN_GAP_S
+        self._phase2_for: dt.datetime | None = None  # the ring end phase 2 last ran for
         self._source_connected = False
         self.http_port: int | None = None
 
@@ -155,6 +174,7 @@ class Worker:
             "worker started",
             extra={
                 "worker_id": self.settings.worker_id,
+                "lease_owner": self.owner,
                 "wakeup": self.source.name,
                 "http_port": self.http_port,
                 "batch_size": self.settings.batch_size,
@@ -170,6 +190,8 @@ class Worker:
             server.close()
             await server.wait_closed()
             await self.dispatcher.senders.aclose()
+            await self.dispatcher.recorder.aclose()
+            await self.presence.close()
             await self.db.close()
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,6 +221,7 @@ class Worker:
     async def _claim_ready(self) -> float:
         """Claim and dispatch everything ready; return how long to sleep before looking again."""
         settings = self.settings
+        await self.presence.ensure()
         while not self._stop.is_set():
             room = settings.max_in_flight - self.in_flight
             if room <= 0:
@@ -213,13 +236,42 @@ class Worker:
                 task.add_done_callback(_log_crash)
             if len(rows) < limit:
                 break
-        # Sleep until the next row comes within the claim-ahead horizon, or the next lease
-        # runs out (by the database's clock), but never past the poll interval.
-        wait = (await self.db.next_work_at()).seconds_until(settings.claim_ahead_s)
+        # Sleep until the next row comes within the claim-ahead horizon, the next lease runs
+        # out or the next ring window ends (by the database's clock), but never past the poll
+        # interval, nor past the next look at a live peer's rows.
+        work = await self.db.next_work_at()
         self._db_ok()
-        if wait is None:
-            return settings.poll_interval_s
-        return min(settings.poll_interval_s, max(wait, MIN_IDLE_S))
+        waits = [settings.poll_interval_s]
+        until_send = work.seconds_until(settings.claim_ahead_s)
+        if until_send is not None:
+            waits.append(max(until_send, MIN_IDLE_S))
+        until_ring = await self._ring_windows_ended(work)
+        if until_ring is not None:
+            waits.append(until_ring)
+        if work.peer_leases:
+            waits.append(PEER_CHECK_S)
+        return min(waits)
+
+    async def _ring_windows_ended(self, work: NextWork) -> float | None:
+        """Run phase 2 once the earliest ring window has ended; how long until it is next
+        worth looking (None: nothing to wait for)."""
+        until_ring = work.seconds_until_ring_end()
+        if until_ring is None or work.ring_ends_at == self._phase2_for:
+            return None  # phase 2 ran for this very window and left it: not ours to chase
+        since = self.clock() - self._phase2_at
+        if until_ring > 0 or since < PHASE2_MIN_GAP_S:
+            return max(until_ring, PHASE2_MIN_GAP_S - since, MIN_IDLE_S)
+        self._phase2_at = self.clock()
+        self._phase2_for = work.ring_ends_at
+        try:
+            released = await self.db.run_phase2()
+        except psycopg.OperationalError:
+            raise  # the loop backs off
+        except psycopg.Error as error:  # phase 2 is not the worker's: never stop the sends
+            log.warning("phase 2 failed", extra={"error": str(error).strip()})
+            return None
+        log.debug("ran phase 2 for an ended ring window", extra={"released": released})
+        return MIN_IDLE_S  # look again: retries may be due, the next window may have ended
 
     def _db_ok(self) -> None:
         self._last_db_ok = self.clock()
@@ -243,6 +295,10 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # Results of finished sends still on their way: record them before giving rows back,
+        # or a push that rang would be sent again.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.dispatcher.recorder.flushed(), 5.0)
         try:
             released = await asyncio.wait_for(self.db.release(), 5.0)
         except (psycopg.OperationalError, TimeoutError) as error:
@@ -262,6 +318,7 @@ class Worker:
         return ok, {
             "status": "ok" if ok else ("stopping" if self._stop.is_set() else "unhealthy"),
             "worker_id": self.settings.worker_id,
+            "lease_owner": self.owner,
             "wakeup": self.source.name,
             "claim_ahead_s": self.settings.claim_ahead_s,
             "wakeup_connected": self._source_connected,

@@ -21,8 +21,18 @@ select * from public.renew_leases(
 select * from public.release_leases(p_worker => %(worker)s, p_ids => %(ids)s)
 
 -- next_work_at --
--- The earliest time a row may be claimed, the earliest lease to run out, the database's clock.
-select w.send_at, w.lease_expires_at, now() as db_now from public.next_work_at() w
+-- The earliest time a row may be claimed, the earliest lease to run out, the earliest ring
+-- window to end, whether another live owner holds rows, and the database's clock.
+select w.send_at, w.lease_expires_at, w.ring_ends_at, w.peer_leases, now() as db_now
+from public.next_work_at(p_worker => %(worker)s) w
+
+-- register_worker --
+-- Take this session's presence lock for the lease owner (false: another session holds it).
+select public.register_worker(%(worker)s)
+
+-- phase_two_now --
+-- Phase 2 at the worker's pace (a ring window ended); null when another worker is running it.
+select public.run_phase2_now() as released
 
 -- queue_depth --
 -- Live queue rows by status, for /metrics.
