@@ -354,7 +354,7 @@ def cmd_emulators(args: argparse.Namespace) -> int:
             apns_port=args.apns_port,
             elevenlabs_port=args.elevenlabs_port,
             webhook_url=args.webhook_url or f"{worker_settings().public_api_url}{WEBHOOK_PATH}",
-            env_file=Path(args.env_file) if args.env_file else None,
+            env_file=Path(args.write_env_file) if args.write_env_file else None,
             as_json=args.json,
             announce=announce,
         )
@@ -465,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callpanion", description=__doc__)
     parser.add_argument(
         "--env-file",
+        dest="read_env_file",
         help="read settings from this dotenv file too (the environment wins over it, it wins "
         "over ./.env); default: $CALLPANION_ENV_FILE, e.g. the emulators' settings file",
     )
@@ -562,7 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: CALLPANION_PUBLIC_API_URL + /v1/webhooks/elevenlabs)",
     )
     emulators.add_argument(
-        "--env-file", help="where to write their settings (default: <dir>/emulators.env)"
+        "--env-file",
+        dest="write_env_file",
+        help="where to write their settings (default: <dir>/emulators.env)",
     )
     emulators.add_argument("--json", action="store_true", help="print the endpoints as JSON")
     emulators.set_defaults(func=cmd_emulators)
@@ -624,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `callpanion` console script."""
     args = build_parser().parse_args(argv)
     try:
-        load_settings_files(args.env_file or os.environ.get("CALLPANION_ENV_FILE"))
+        load_settings_files(args.read_env_file or os.environ.get("CALLPANION_ENV_FILE"))
         code: int = args.func(args)
     except CallPanionError as error:
         print(f"error: {error}", file=sys.stderr)

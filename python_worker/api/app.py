@@ -363,15 +363,23 @@ def create_app(
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: Exception) -> JSONResponse:
+    async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         if error.status_code == 400:
             # FastAPI's answer to a body it cannot decode: one shape for every invalid input.
             return JSONResponse(
                 {"error": "body: is not valid JSON in UTF-8", "field": "body"}, status_code=422
             )
+        # The framework's own refusals, in the README's shape too: name what was wrong.
+        field, reason = None, str(error.detail)
+        if error.status_code == 404:
+            field, reason = "path", f"no route {request.url.path}"
+        elif error.status_code == 405:
+            allowed = (error.headers or {}).get("Allow", "")
+            field = "method"
+            reason = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
         return JSONResponse(
-            {"error": str(error.detail), "field": None},
+            {"error": f"{field}: {reason}" if field else reason, "field": field},
             status_code=error.status_code,
             headers=error.headers,
         )
