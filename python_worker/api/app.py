@@ -44,6 +44,7 @@ from python_worker.api.elevenlabs import (
     without_audio,
 )
 from python_worker.api.rate_limit import SlidingWindowLimiter
+from python_worker.api.webhook_schema import WEBHOOK_BODY
 from python_worker.config import ApiSettings
 
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
@@ -519,19 +520,7 @@ def create_app(
             ],
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["type", "event_timestamp", "data"],
-                            "properties": {
-                                "type": {"type": "string"},
-                                "event_timestamp": {"type": "integer"},
-                                "data": {"type": "object"},
-                            },
-                        }
-                    }
-                },
+                "content": {"application/json": {"schema": WEBHOOK_BODY}},
             },
         },
     )
