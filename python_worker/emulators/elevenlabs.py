@@ -27,6 +27,7 @@ each other. Self-contained: only the standard library and httpx.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -34,7 +35,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,6 +77,16 @@ class Conversation:
     ended_at: float | None = None
     transcript: list[dict[str, Any]] = field(default_factory=list)
     webhook_status: int | None = None
+    #: Set once the webhook was answered 200 or every resend was spent.
+    webhook_done: threading.Event = field(default_factory=threading.Event)
+
+
+@contextlib.contextmanager
+def _setting(event: threading.Event) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        event.set()
 
 
 def scripted_transcript(variables: dict[str, Any], duration_s: float) -> list[dict[str, Any]]:
@@ -283,7 +294,7 @@ class ElevenLabsEmulator:
         assert self.webhook_secret
         body = json.dumps(payload).encode()  # the same bytes on every resend
         pauses = (*self.webhook_backoff_s, None)
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30) as client, _setting(conversation.webhook_done):
             for pause in pauses:
                 try:
                     status = post_signed_webhook(
