@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +363,8 @@ class Phone:
                 )
             data = json.dumps(body).encode()
             writer.write(
-                f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                "content-type: application/json\r\n"
                 f"content-length: {len(data)}\r\nconnection: close\r\n\r\n".encode()
                 + data
             )
