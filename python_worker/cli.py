@@ -19,20 +19,15 @@ from typing import Any
 import psycopg
 from dotenv import load_dotenv
 
+from python_worker.api.settings import api_settings
 from python_worker.bench import schedule as bench_schedule
-from python_worker.config import (
-    DEFAULT_DB_PORT,
-    DEFAULT_PUBLIC_API_URL,
-    api_settings,
-    apns_settings,
-    fcm_settings,
-    load_env,
-    stack_settings,
-    worker_settings,
-)
+from python_worker.config import load_env
 from python_worker.errors import CallPanionError
+from python_worker.push.settings import apns_settings, fcm_settings
 from python_worker.stack import migrations
 from python_worker.stack.cluster import LocalStack, StackStatus
+from python_worker.stack.settings import DEFAULT_DB_PORT, stack_settings
+from python_worker.worker.settings import DEFAULT_PUBLIC_API_URL, worker_settings
 
 #: The post-call webhook's route on the API (kept here: the CLI does not import the API's app
 #: for commands that do not serve it).

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 
 from python_worker.api.app import create_app
 from python_worker.api.db import ApiDatabase
-from python_worker.config import DEFAULT_CONCERN_FIELDS, ApiSettings
+from python_worker.api.settings import DEFAULT_CONCERN_FIELDS, ApiSettings
 from python_worker.emulators.elevenlabs import ElevenLabsEmulator
 from python_worker.stack.cluster import LocalStack
 from tests.world import apns_token, fcm_token
@@ -65,7 +65,7 @@ class ServedApi:
 def settings_for(database_url: str, **overrides: Any) -> ApiSettings:
     values: dict[str, Any] = {
         "host": "127.0.0.1",
-        "port": 0,
+        "port": 8000,  # not listened on: ServedApi binds its own socket on a free port
         "database_url": database_url,
         "db_role": "service_role",
         "elevenlabs_api_key": None,
@@ -78,7 +78,7 @@ def settings_for(database_url: str, **overrides: Any) -> ApiSettings:
         "pairing_rate_window_secs": 600,
     }
     values.update(overrides)
-    return ApiSettings(**values)
+    return ApiSettings.model_validate(values)  # exactly these values, not the environment
 
 
 @pytest.fixture(scope="session")

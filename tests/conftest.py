@@ -14,7 +14,6 @@ import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import LiteralString
 
 import psycopg
@@ -23,8 +22,9 @@ from psycopg import sql
 from psycopg.abc import Params
 from psycopg.rows import dict_row
 
-from python_worker.config import DEFAULT_PROJECT_DIR, default_stack_root, stack_settings
+from python_worker.config import DEFAULT_PROJECT_DIR
 from python_worker.stack.cluster import LocalStack
+from python_worker.stack.settings import default_stack_root, stack_settings
 
 PROJECT_DIR = DEFAULT_PROJECT_DIR
 
@@ -46,10 +46,11 @@ def free_port() -> int:
 def make_stack(name: str) -> LocalStack:
     """A LocalStack with its own folder and a free port, for tests."""
     base = stack_settings({})
-    settings = replace(
-        base,
-        stack_dir=default_stack_root(PROJECT_DIR) / "tests" / name,
-        port=free_port(),
+    settings = base.model_copy(
+        update={
+            "stack_dir": default_stack_root(PROJECT_DIR) / "tests" / name,
+            "port": free_port(),
+        }
     )
     return LocalStack(settings)
 

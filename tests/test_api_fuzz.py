@@ -32,7 +32,7 @@ from python_worker.api.elevenlabs import (
     signature_header,
     verify_signature,
 )
-from python_worker.config import api_settings
+from python_worker.api.settings import api_settings
 from tests.api_support import Paired, Row, ServedApi, fetch, new_family, pair
 from tests.conftest import PROJECT_DIR
 from tests.test_stack import run_cli

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from python_worker import cli
-from python_worker.config import DEFAULT_WORKER_HTTP_PORT
+from python_worker.worker.settings import DEFAULT_WORKER_HTTP_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

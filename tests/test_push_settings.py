@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from python_worker.config import apns_settings, fcm_settings
 from python_worker.emulators.suite import ThreadedSuite
 from python_worker.errors import CallPanionError
 from python_worker.push.apns import ApnsSender
 from python_worker.push.fcm import FcmSender
 from python_worker.push.outcomes import SendResult
+from python_worker.push.settings import apns_settings, fcm_settings
 from tests.push_fixtures import apns_token, fcm_token, incoming_call, run
 
 

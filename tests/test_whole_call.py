@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from dotenv import dotenv_values
 
-from python_worker.config import fcm_settings
 from python_worker.push.fcm import FcmSender
 from python_worker.push.payloads import IncomingCall
+from python_worker.push.settings import fcm_settings
 from tests.whole_call_support import WholeCallWorld, sessions_of, world
 from tests.worker_support import wait_for
 

@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
-from python_worker.config import worker_settings
 from python_worker.errors import CallPanionError
 from python_worker.push.outcomes import Outcome, SendResult
 from python_worker.worker.db import ClaimedRow, NextWork
 from python_worker.worker.dispatcher import CallText, incoming_call, result_json
+from python_worker.worker.settings import worker_settings
 from python_worker.worker.wakeups import parse_hint
 
 NOW = dt.datetime(2031, 1, 6, 9, 0, tzinfo=dt.UTC)

@@ -44,8 +44,8 @@ from python_worker.api.elevenlabs import (
     without_audio,
 )
 from python_worker.api.rate_limit import SlidingWindowLimiter
+from python_worker.api.settings import ApiSettings
 from python_worker.api.webhook_schema import WEBHOOK_BODY
-from python_worker.config import ApiSettings
 
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
 #: A health check answers quickly, even when the database is away.

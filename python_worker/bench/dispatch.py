@@ -47,7 +47,6 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from python_worker.config import worker_settings
 from python_worker.emulators.process import admin_request, emulator_process
 from python_worker.errors import CallPanionError
 from python_worker.stack.cluster import LocalStack
@@ -189,12 +188,27 @@ class BenchWorker:
     process: subprocess.Popen[bytes] = field(repr=False)
 
     def healthy(self) -> bool:
+        return self.health() is not None
+
+    def health(self) -> dict[str, object] | None:
+        """The worker's /healthz answer when it is healthy, else None."""
         url = f"http://127.0.0.1:{self.http_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
+                if response.status != 200:
+                    return None
+                details: dict[str, object] = json.loads(response.read())
+                return details
         except OSError:
-            return False
+            return None
+
+    def claim_ahead_s(self) -> float:
+        """The claim-ahead the worker runs with, as it reports it."""
+        details = self.health() or {}
+        value = details.get("claim_ahead_s")
+        if not isinstance(value, int | float):
+            raise CallPanionError(f"{self.worker_id}'s /healthz has no claim_ahead_s: {details}")
+        return float(value)
 
     def peak_rss_mb(self) -> float:
         """VmHWM (the resident set's high-water mark) from /proc, in MiB."""
@@ -380,7 +394,6 @@ def bench_dispatch(
     """Run `rounds` rounds of `calls` calls through `workers` workers on the running `stack`."""
     if calls < 2 or workers < 1 or rounds < 1:
         raise CallPanionError("needs at least 2 calls, 1 worker and 1 round")
-    claim_ahead_s = worker_settings(os.environ).claim_ahead_s  # what the workers will use
     with (
         stack.scratch_database("bench_dispatch") as database_url,
         tempfile.TemporaryDirectory(prefix="callpanion-bench-dispatch-") as tmp,
@@ -391,6 +404,7 @@ def bench_dispatch(
         conn.execute(_SETUP, {"n": calls})
         conn.execute(_VACUUM)
         with running_workers(workers, providers, database_url, Path(tmp)) as started:
+            claim_ahead_s = started[0].claim_ahead_s()  # the workers' own setting
             done = [run_round(conn, providers, calls, claim_ahead_s) for _ in range(rounds)]
             rss = [w.peak_rss_mb() for w in started]
             warnings = sum((w.warnings() for w in started), Counter[str]())

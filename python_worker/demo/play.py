@@ -29,7 +29,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from python_worker.config import StackSettings
 from python_worker.demo.services import (
     DemoDirs,
     Service,
@@ -42,6 +41,7 @@ from python_worker.demo.services import (
 from python_worker.errors import CallPanionError
 from python_worker.stack.cluster import LocalStack
 from python_worker.stack.member import acting_as_member, member_claims
+from python_worker.stack.settings import StackSettings
 
 #: The seed's people (supabase/seed.sql).
 ADMIN_EMAIL = "alice@example.com"

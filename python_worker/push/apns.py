@@ -24,7 +24,6 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from python_worker.config import ApnsSettings
 from python_worker.push.http2 import (
     H2Client,
     H2Error,
@@ -40,6 +39,7 @@ from python_worker.push.payloads import (
     apns_voip_payload,
 )
 from python_worker.push.retry import RetryPolicy, parse_retry_after
+from python_worker.push.settings import ApnsSettings
 
 PRODUCTION_HOST = "api.push.apple.com"
 SANDBOX_HOST = "api.sandbox.push.apple.com"

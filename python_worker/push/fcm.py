@@ -26,7 +26,6 @@ import google.auth.transport.requests
 import requests
 from google.oauth2 import service_account
 
-from python_worker.config import FcmSettings
 from python_worker.push.http2 import (
     H2Client,
     H2Error,
@@ -36,6 +35,7 @@ from python_worker.push.http2 import (
 from python_worker.push.outcomes import Outcome, SendResult, unreachable
 from python_worker.push.payloads import IncomingCall, check_fcm_data, fcm_call_message
 from python_worker.push.retry import RetryPolicy, parse_retry_after
+from python_worker.push.settings import FcmSettings
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"

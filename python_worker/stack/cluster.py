@@ -24,9 +24,9 @@ from pathlib import Path
 
 import psycopg
 
-from python_worker.config import SERVER_OS_USER, StackSettings, server_user_can
 from python_worker.errors import StackError
 from python_worker.stack import migrations
+from python_worker.stack.settings import SERVER_OS_USER, StackSettings, server_user_can
 
 #: Oldest supported server: the migrations use PG15 publication column lists.
 MIN_PG_MAJOR = 15

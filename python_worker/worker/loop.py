@@ -27,15 +27,16 @@ from collections.abc import Callable
 
 import psycopg
 
-from python_worker.config import WorkerSettings, apns_settings, fcm_settings
 from python_worker.errors import CallPanionError
 from python_worker.push.apns import ApnsSender
 from python_worker.push.fcm import FcmSender
 from python_worker.push.retry import RetryPolicy
+from python_worker.push.settings import apns_settings, fcm_settings
 from python_worker.worker.db import WorkerDatabase
 from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.worker.metrics import Metrics
 from python_worker.worker.realtime import RealtimeWakeups
+from python_worker.worker.settings import WorkerSettings
 from python_worker.worker.wakeups import NotifyWakeups, PollOnly, WakeHandlers, WakeupSource
 
 log = logging.getLogger("callpanion.worker")
@@ -255,6 +256,7 @@ class Worker:
             "status": "ok" if ok else ("stopping" if self._stop.is_set() else "unhealthy"),
             "worker_id": self.settings.worker_id,
             "wakeup": self.source.name,
+            "claim_ahead_s": self.settings.claim_ahead_s,
             "wakeup_connected": self._source_connected,
             "in_flight": self.in_flight,
             "last_db_ok_s_ago": round(age, 3) if self._last_db_ok else None,
