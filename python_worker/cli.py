@@ -204,6 +204,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # With --json, the readable timeline goes to stderr and stdout ends with one JSON line.
     out = functools.partial(print, file=sys.stderr if args.json else sys.stdout, flush=True)
     stack = _stack_up_with_seed(out)
+    if args.action == "stack":
+        out("")
+        out("What is live: a private Postgres 15 cluster with pg_cron, the CallPanion schema with")
+        out("Row Level Security on every table, and the supabase_realtime publication.")
+        out(f"Connect:   psql '{stack.settings.database_url}'")
+        out(f"Status:    {env}.venv/bin/callpanion stack status")
+        out(f"Stop it:   {env}make stop   (or {env}.venv/bin/callpanion stack down)")
+        return 0
     api, worker = api_settings(), worker_settings()
     ports = play.DemoPorts(api=api.port, worker_http=worker.http_port)
     out("")
@@ -491,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="play a whole call: stack, emulators, API, worker, simulated phones"
     )
     demo.add_argument(
-        "action", nargs="?", choices=("play", "stop"), default="play",
-        help="play (default), or stop the demo's background services",
+        "action", nargs="?", choices=("play", "stack", "stop"), default="play",
+        help="play the calls (default); stack: only bring up the stack and its demo data, "
+        "and report it; stop: stop the demo's background services",
     )  # fmt: skip
     demo.add_argument(
         "--json", action="store_true", help="end with one JSON line summarising both calls"
