@@ -37,3 +37,12 @@ def test_stop_ends_the_demos_processes_and_leaves_a_reused_pid_alone(tmp_path: P
             service.process.kill()
             service.process.wait()
     assert os.path.exists(dirs.logs / "emulators.log")
+
+
+def test_the_timeline_shows_states_a_look_skipped_on_the_answered_path() -> None:
+    from python_worker.demo.play import _passed_through
+
+    assert _passed_through("ringing", "in_progress") == ["accepted"]
+    assert _passed_through(None, "ringing") == ["queued"]
+    assert _passed_through("ringing", "missed") == []
+    assert _passed_through("in_progress", "completed") == []

@@ -262,6 +262,18 @@ def _sessions(conn: psycopg.Connection[Any], schedules: list[uuid.UUID]) -> list
     ).fetchall()
 
 
+#: The answered path, in order: states a look may have skipped between two others.
+ANSWERED_PATH = ("queued", "ringing", "accepted", "in_progress", "completed")
+
+
+def _passed_through(before: str | None, now: str) -> list[str]:
+    """The answered path's states strictly between `before` and `now` (none off the path)."""
+    if now not in ANSWERED_PATH:
+        return []
+    start = ANSWERED_PATH.index(before) + 1 if before in ANSWERED_PATH else 0
+    return list(ANSWERED_PATH[start : ANSWERED_PATH.index(now)])
+
+
 def watch_calls(
     conn: psycopg.Connection[Any],
     dirs: DemoDirs,
@@ -282,8 +294,12 @@ def watch_calls(
         sessions = _sessions(conn, schedules)
         for s in sessions:
             key, status = s["id"], s["status"]
-            if watch.statuses.get(key) != status:
+            previous = watch.statuses.get(key)
+            if previous != status:
                 watch.statuses[key] = status
+                # A state that lasted less than one look (accepted, say) is still shown.
+                for skipped in _passed_through(previous, status):
+                    out(f"{_clock()}  {s['who']}, attempt {s['attempt']}: {skipped}")
                 detail = ""
                 push = watch.pushes.get(str(key))
                 if status == "ringing" and push and s["send_epoch"] is not None:
