@@ -16,6 +16,7 @@ test: os-packages npm-tools $(STAMP)
 	$(BIN)/pytest
 
 stop: $(STAMP)
+	$(BIN)/callpanion demo stop
 	$(BIN)/callpanion stack down
 
 lint: os-packages $(STAMP)

@@ -6,23 +6,33 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from dotenv import load_dotenv
 
 from python_worker.api.settings import api_settings
 from python_worker.bench import schedule as bench_schedule
 from python_worker.config import load_env
 from python_worker.errors import CallPanionError
+from python_worker.push.settings import apns_settings, fcm_settings
 from python_worker.stack import migrations
 from python_worker.stack.cluster import LocalStack, StackStatus
 from python_worker.stack.settings import DEFAULT_DB_PORT, stack_settings
-from python_worker.worker.settings import worker_settings
+from python_worker.worker.settings import DEFAULT_PUBLIC_API_URL, worker_settings
+
+#: The post-call webhook's route on the API (kept here: the CLI does not import the API's app
+#: for commands that do not serve it).
+WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
 
 
 def _print_status(status: StackStatus) -> None:
@@ -145,32 +155,192 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(_: argparse.Namespace) -> int:
+def _stack_up_with_seed(out: Callable[[str], None]) -> LocalStack:
+    """`stack up`, plus the demo data when the database is empty; prints what is live."""
     settings = stack_settings()
     stack = LocalStack(settings)
-    print("== CallPanion local stack ==")
+    out("== CallPanion local stack ==")
     result = stack.up()
     state = "started" if result.started else "already running"
-    print(f"PostgreSQL {state} on 127.0.0.1:{settings.port}")
+    out(f"PostgreSQL {state} on 127.0.0.1:{settings.port}")
     platform = ", ".join(result.platform_files)
-    print(f"applied {len(result.applied)} new migration(s); platform SQL: {platform}")
-    print(f"database url: {settings.database_url}")
+    out(f"applied {len(result.applied)} new migration(s); platform SQL: {platform}")
+    out(f"database url: {settings.database_url}")
     with migrations.connect(settings.database_url) as conn:
         empty = conn.execute("select not exists (select 1 from public.households)").fetchone()
         if empty and empty[0] and migrations.apply_seed(conn, settings.seed_file):
-            print("loaded the demo data (supabase/seed.sql) into the empty database")
+            out("loaded the demo data (supabase/seed.sql) into the empty database")
     for line in _live_summary(settings.database_url):
-        print(line)
-    print("  next calls (pg_cron queues each 5 minutes ahead, then releases it on time):")
+        out(line)
+    out("  next calls (pg_cron queues each 5 minutes ahead, then releases it on time):")
     for line in _next_calls(settings.database_url):
-        print(f"    {line}")
-    print()
-    print("What is live: a private Postgres 15 cluster with pg_cron, the CallPanion schema with")
-    print("Row Level Security on every table, and the supabase_realtime publication.")
+        out(f"    {line}")
+    return stack
+
+
+def _phone_control(address: str, method: str = "GET", path: str = "/state") -> dict[str, Any]:
+    """One request to a running phone simulator's control server (loopback)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"http://{address}{path}", method=method)
+    try:
+        with opener.open(request, timeout=5) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            answer = json.loads(error.read() or b"{}")
+    return answer
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from python_worker.demo import play
+    from python_worker.demo.services import stop_services
+
+    settings = stack_settings()
+    dirs = play.settings_dirs(settings)
     env = "" if settings.port == DEFAULT_DB_PORT else f"CALLPANION_DB_PORT={settings.port} "
-    print(f"Connect:   psql '{settings.database_url}'")
-    print(f"Status:    {env}.venv/bin/callpanion stack status")
-    print(f"Stop it:   {env}make stop   (or {env}.venv/bin/callpanion stack down)")
+    if args.action == "stop":
+        stopped = stop_services(dirs)
+        print(f"stopped the demo's {', '.join(stopped)}" if stopped else "no demo services ran")
+        return 0
+    # With --json, the readable timeline goes to stderr and stdout ends with one JSON line.
+    out = functools.partial(print, file=sys.stderr if args.json else sys.stdout, flush=True)
+    stack = _stack_up_with_seed(out)
+    if args.action == "stack":
+        out("")
+        out("What is live: a private Postgres 15 cluster with pg_cron, the CallPanion schema with")
+        out("Row Level Security on every table, and the supabase_realtime publication.")
+        out(f"Connect:   psql '{stack.settings.database_url}'")
+        out(f"Status:    {env}.venv/bin/callpanion stack status")
+        out(f"Stop it:   {env}make stop   (or {env}.venv/bin/callpanion stack down)")
+        return 0
+    api, worker = api_settings(), worker_settings()
+    ports = play.DemoPorts(api=api.port, worker_http=worker.http_port)
+    out("")
+    out("== Two calls, as the family's dashboard shows them ==")
+    started = time.monotonic()
+    result = play.play(stack, dirs, ports, out, _phone_control)
+    out("")
+    out(f"Both calls played in {time.monotonic() - started:.0f} s. Still running: the stack,")
+    out("the emulators, the API, the worker and both phones (logs in " + f"{dirs.logs}).")
+    out("Ring Mum now and answer by hand:")
+    out(
+        f"  {env}.venv/bin/callpanion sql --as alice@example.com "
+        "\"select request_call_now('20000000-0000-4000-8000-000000000001')\""
+    )
+    out(f"  {env}.venv/bin/callpanion phone answer      (or: phone decline)")
+    out(f"Act as a household member: {env}.venv/bin/callpanion sql --as alice@example.com")
+    out(f"Status:    {env}.venv/bin/callpanion stack status")
+    out(f"Stop all:  {env}make stop   (the demo's services, then the stack)")
+    if args.json:
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+def cmd_phone(args: argparse.Namespace) -> int:
+    from python_worker.demo import play
+
+    dirs = play.settings_dirs(stack_settings())
+    state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else dirs.phones
+    if args.action == "run":
+        from python_worker.phone.script import parse_script
+        from python_worker.phone.simulator import Phone, PhoneEndpoints, run_phone
+
+        try:
+            script = parse_script(args.script)
+        except ValueError as error:
+            raise CallPanionError(f"--script: {error}") from None
+        env = os.environ
+        missing = [
+            name
+            for name in ("FCM_BASE_URL", "FCM_CA_FILE", "APNS_PORT", "ELEVENLABS_BASE_URL")
+            if not env.get(name)
+        ]
+        if missing:
+            raise CallPanionError(
+                f"{', '.join(missing)} not set: run `callpanion emulators` and pass its "
+                "settings file with `callpanion --env-file <dir>/emulators.env phone run ...`"
+            )
+        endpoints = PhoneEndpoints(
+            api_url=args.api.rstrip("/"),
+            fcm_url=env["FCM_BASE_URL"].rstrip("/"),
+            apns_url=f"https://{env.get('APNS_HOST') or 'localhost'}:{env['APNS_PORT']}",
+            ca_file=env["FCM_CA_FILE"],
+            elevenlabs_url=env["ELEVENLABS_BASE_URL"].rstrip("/"),
+        )
+        phone = Phone(
+            args.name,
+            args.platform,
+            endpoints,
+            script,
+            state_dir=state_dir,
+            control_port=args.control_port,
+        )
+        asyncio.run(run_phone(phone, args.pairing_id, args.code))
+        return 0
+    states = [json.loads(p.read_text()) for p in sorted(state_dir.glob("*.json"))]
+    if args.name:
+        states = [s for s in states if s.get("name") == args.name]
+    if not states:
+        raise CallPanionError(
+            f"no phone simulator is running (none in {state_dir}); `make demo` starts two"
+        )
+    if args.action == "state":
+        for state in states:
+            print(json.dumps(_phone_control(state["control"])))
+        return 0
+    for state in states:
+        answer = _phone_control(state["control"], "POST", f"/{args.action}")
+        if answer.get("call_id"):
+            print(f"{state['name']}: {args.action} {answer['call_id']}")
+            return 0
+    raise CallPanionError("no simulated phone is ringing for a person right now")
+
+
+def cmd_webhook(args: argparse.Namespace) -> int:
+    """Send a sample post-call webhook, signed with ELEVENLABS_WEBHOOK_SECRET, to the API."""
+    from python_worker.emulators.elevenlabs import post_signed_webhook, transcription_payload
+
+    secret = args.secret or os.environ.get("ELEVENLABS_WEBHOOK_SECRET")
+    if not secret:
+        raise CallPanionError(
+            "--secret or ELEVENLABS_WEBHOOK_SECRET: the API's webhook signing secret is needed"
+        )
+    url = args.url or f"{worker_settings().public_api_url}/v1/webhooks/elevenlabs"
+    if args.session_id:
+        try:
+            uuid.UUID(args.session_id)
+        except ValueError:
+            raise CallPanionError(f"--session-id must be a UUID, got {args.session_id!r}") from None
+    conversation = args.conversation_id or "conv_sample_" + uuid.uuid4().hex[:12]
+    payload = transcription_payload(conversation, call_session_id=args.session_id)
+    if args.print:
+        print(json.dumps(payload, indent=2))
+    response = post_signed_webhook(url, secret, payload)
+    print(f"POST {url}: HTTP {response.status_code} {response.text}")
+    return 0 if response.status_code == 200 else 1
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Run SQL (or open psql) on the local stack as a household member, under RLS."""
+    from python_worker.stack.member import acting_as_member, member_claims, psql_options
+
+    settings = stack_settings()
+    with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
+        claims = member_claims(conn, args.as_user)
+        if args.statement is None:
+            conn.close()
+            env = {**os.environ, "PGOPTIONS": psql_options(claims)}
+            print(f"psql as {claims['email']} (role authenticated, auth.uid() = {claims['sub']})")
+            os.execvpe("psql", ["psql", settings.database_url], env)  # noqa: S606
+        with acting_as_member(conn, claims):
+            cursor = conn.execute(args.statement)
+            if cursor.description is not None:
+                names = [column.name for column in cursor.description]
+                print("\t".join(names))
+                for row in cursor.fetchall():
+                    print("\t".join("" if v is None else str(v) for v in row))
+            else:
+                print(cursor.statusmessage or "ok")
     return 0
 
 
@@ -219,6 +389,9 @@ def cmd_emulators(args: argparse.Namespace) -> int:
             fast=args.fast,
             fcm_port=args.fcm_port,
             apns_port=args.apns_port,
+            elevenlabs_port=args.elevenlabs_port,
+            webhook_url=args.webhook_url or f"{worker_settings().public_api_url}{WEBHOOK_PATH}",
+            env_file=Path(args.write_env_file) if args.write_env_file else None,
             as_json=args.json,
             announce=announce,
         )
@@ -284,6 +457,14 @@ def cmd_worker(_: argparse.Namespace) -> int:
     from python_worker.worker import loop as worker
 
     settings = worker_settings()
+    if fcm_settings() is None and apns_settings() is None:
+        # Started like this it would claim every due call and fail it: refuse instead.
+        raise CallPanionError(
+            "no push provider is configured: set FCM_SERVICE_ACCOUNT_FILE (FCM) and/or "
+            "APNS_KEY_FILE with APNS_KEY_ID, APNS_TEAM_ID, APNS_BUNDLE_ID (APNs); locally, run "
+            "`callpanion emulators` and start the worker with "
+            "`callpanion --env-file .callpanion/emulators/emulators.env worker`"
+        )
     logs.configure(settings.log_level)
     asyncio.run(worker.run_worker(settings))
     return 0
@@ -332,6 +513,12 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callpanion", description=__doc__)
+    parser.add_argument(
+        "--env-file",
+        dest="read_env_file",
+        help="read settings from this dotenv file too (the environment wins over it, it wins "
+        "over ./.env); default: $CALLPANION_ENV_FILE, e.g. the emulators' settings file",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="the embedded local Postgres + pg_cron stack")
@@ -355,7 +542,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(func=cmd_migrate)
 
-    demo = sub.add_parser("demo", help="bring the local stack up and show what is live")
+    demo = sub.add_parser(
+        "demo", help="play a whole call: stack, emulators, API, worker, simulated phones"
+    )
+    demo.add_argument(
+        "action", nargs="?", choices=("play", "stack", "stop"), default="play",
+        help="play the calls (default); stack: only bring up the stack and its demo data, "
+        "and report it; stop: stop the demo's background services",
+    )  # fmt: skip
+    demo.add_argument(
+        "--json", action="store_true", help="end with one JSON line summarising both calls"
+    )
     demo.set_defaults(func=cmd_demo)
 
     lint_sql = sub.add_parser(
@@ -372,6 +569,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen_types.set_defaults(func=cmd_gen_types)
 
+    phone = sub.add_parser("phone", help="the phone simulator: run one, or answer it by hand")
+    phone_sub = phone.add_subparsers(dest="action", required=True)
+    phone_run = phone_sub.add_parser("run", help="pair with a code and ring until stopped")
+    phone_run.add_argument("--name", required=True, help="a short name (state file, output)")
+    phone_run.add_argument("--platform", required=True, choices=("ios", "android"))
+    phone_run.add_argument(
+        "--pairing-id", required=True, help="the pairing id (the dashboard's QR code or link)"
+    )
+    phone_run.add_argument("--code", required=True, help="the 6-digit pairing code")
+    phone_run.add_argument(
+        "--api", default=DEFAULT_PUBLIC_API_URL, help=f"the API (default {DEFAULT_PUBLIC_API_URL})"
+    )
+    phone_run.add_argument(
+        "--script",
+        default="manual",
+        help="per call, in order: answer:N, decline, ignore, manual, offline (default manual)",
+    )
+    phone_run.add_argument("--control-port", type=int, default=0, help="default: a free port")
+    for action, text in (
+        ("answer", "answer the call ringing for a person"),
+        ("decline", "decline the call ringing for a person"),
+        ("state", "print each running phone's state"),
+    ):
+        person = phone_sub.add_parser(action, help=text)
+        person.add_argument("--name", help="only this phone (default: any that rings)")
+        person.add_argument("--state-dir", help="default: <stack root>/demo/phones")
+    phone_run.add_argument("--state-dir", help="default: <stack root>/demo/phones")
+    phone.set_defaults(func=cmd_phone)
+
+    webhook = sub.add_parser(
+        "webhook", help="send a sample signed ElevenLabs post-call webhook to the API"
+    )
+    webhook.add_argument("--session-id", help="call_session_id in its dynamic variables")
+    webhook.add_argument("--conversation-id", help="default: a new conv_sample_… id")
+    webhook.add_argument("--url", help="default: CALLPANION_PUBLIC_API_URL + the webhook path")
+    webhook.add_argument("--secret", help="default: ELEVENLABS_WEBHOOK_SECRET")
+    webhook.add_argument("--print", action="store_true", help="also print the body sent")
+    webhook.set_defaults(func=cmd_webhook)
+
+    sql_parser = sub.add_parser(
+        "sql", help="run SQL (or open psql) on the local stack as a household member, under RLS"
+    )
+    sql_parser.add_argument(
+        "--as", dest="as_user", required=True, help="the member's email or user id"
+    )
+    sql_parser.add_argument("statement", nargs="?", help="SQL to run (default: open psql)")
+    sql_parser.set_defaults(func=cmd_sql)
+
     emulators = sub.add_parser(
         "emulators", help="run the FCM (+OAuth), APNs and ElevenLabs emulators until interrupted"
     )
@@ -379,6 +624,17 @@ def build_parser() -> argparse.ArgumentParser:
     emulators.add_argument("--dir", help="where to write the generated credentials")
     emulators.add_argument("--fcm-port", type=int, default=0, help="default: a free port")
     emulators.add_argument("--apns-port", type=int, default=0, help="default: a free port")
+    emulators.add_argument("--elevenlabs-port", type=int, default=0, help="default: a free port")
+    emulators.add_argument(
+        "--webhook-url",
+        help="where conversations' post-call webhooks go "
+        "(default: CALLPANION_PUBLIC_API_URL + /v1/webhooks/elevenlabs)",
+    )
+    emulators.add_argument(
+        "--env-file",
+        dest="write_env_file",
+        help="where to write their settings (default: <dir>/emulators.env)",
+    )
     emulators.add_argument("--json", action="store_true", help="print the endpoints as JSON")
     emulators.set_defaults(func=cmd_emulators)
 
@@ -446,11 +702,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_settings_files(env_file: str | None) -> None:
+    """The environment wins; then the explicit settings file (the emulators'); then ./.env."""
+    if env_file:
+        path = Path(env_file)
+        if not path.is_file():
+            raise CallPanionError(
+                f"--env-file: no such file: {path} (are the emulators running? "
+                "`callpanion emulators` writes it)"
+            )
+        load_dotenv(path, override=False)
+    load_env()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `callpanion` console script."""
-    load_env()
     args = build_parser().parse_args(argv)
     try:
+        load_settings_files(args.read_env_file or os.environ.get("CALLPANION_ENV_FILE"))
         code: int = args.func(args)
     except CallPanionError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -34,5 +34,10 @@ fi
 
 echo "installing OS packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -q
-"${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Another apt (unattended-upgrades on a fresh machine, say) may hold the locks: wait for it.
+# apt's own Lock::Timeout covers the moment between that wait and apt-get taking the lock.
+lock_timeout="${CALLPANION_APT_LOCK_TIMEOUT:-600}"
+"${sudo[@]}" env PYTHON="$PYTHON" CALLPANION_APT_LOCK_TIMEOUT="$lock_timeout" "$here/wait-for-apt-lock.sh"
+"${sudo[@]}" apt-get -o DPkg::Lock::Timeout="$lock_timeout" update -q
+"${sudo[@]}" apt-get -o DPkg::Lock::Timeout="$lock_timeout" install -y -q --no-install-recommends "${need[@]}"

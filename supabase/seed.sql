@@ -17,16 +17,9 @@ insert into public.relatives (id, household_id, display_name, timezone) values
   ('20000000-0000-4000-8000-000000000001', '10000000-0000-4000-8000-000000000001', 'Mum', 'Europe/London'),
   ('20000000-0000-4000-8000-000000000002', '10000000-0000-4000-8000-000000000001', 'Grandad Joe', 'America/New_York');
 
--- Mum has an iPhone (VoIP + regular APNs token, FCM as fallback); Joe an Android tablet.
-insert into public.device_pairs (id, household_id, relative_id, status, platform, label, app_version,
-                                 voip_token, apns_token, fcm_token, secret_hash, paired_at) values
-  ('30000000-0000-4000-8000-000000000001', '10000000-0000-4000-8000-000000000001',
-   '20000000-0000-4000-8000-000000000001', 'active', 'ios', 'Mum''s iPhone', '1.0.0',
-   repeat('a1', 32), repeat('b2', 32), 'seed-ios-fallback:' || repeat('F', 40),
-   'seed-not-a-real-secret', now()),
-  ('30000000-0000-4000-8000-000000000002', '10000000-0000-4000-8000-000000000001',
-   '20000000-0000-4000-8000-000000000002', 'active', 'android', 'Joe''s tablet', '1.0.0',
-   null, null, 'seed-android:' || repeat('A', 40), 'seed-not-a-real-secret', now());
+-- No devices: a device's secret is made when it pairs, and is never written here. `make demo`
+-- pairs a simulated phone for each relative with a real code (Mum: an iPhone, Joe: an Android
+-- tablet); until then phase 1 records their calls as failed with a `no_device` alert.
 
 insert into public.schedules (id, relative_id, title, kind, local_time, days_of_week) values
   ('40000000-0000-4000-8000-000000000001', '20000000-0000-4000-8000-000000000001',

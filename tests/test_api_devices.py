@@ -187,6 +187,10 @@ def test_without_a_database_healthz_and_routes_answer_503() -> None:
             "/v1/devices/me/heartbeat", json={}, headers=bearer(uuid.uuid4(), "x" * 43)
         )
         assert refused.status_code == 503
-        assert refused.json()["error"] == "the database is unavailable; try again shortly"
+        # The README's error format: the field (here the database) and the reason.
+        assert refused.json() == {
+            "error": "database: unavailable; try again shortly",
+            "field": "database",
+        }
     finally:
         served.stop()

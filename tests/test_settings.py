@@ -22,8 +22,15 @@ from python_worker.worker.settings import WorkerSettings, worker_settings
 README = Path(__file__).resolve().parent.parent / "README.md"
 SETTINGS = (StackSettings, FcmSettings, ApnsSettings, ApiSettings, WorkerSettings)
 #: Read by something other than a settings class: the Makefile, scripts and `callpanion
-#: migrate` (its --database-url fallback), and every program's database fallback.
-NOT_SETTINGS = {"DATABASE_URL", "PYTHON", "CALLPANION_PG_MAJOR"}
+#: migrate` (its --database-url fallback), every program's database fallback, and the
+#: CLI's settings file (read before any settings class).
+NOT_SETTINGS = {
+    "DATABASE_URL",
+    "PYTHON",
+    "CALLPANION_PG_MAJOR",
+    "CALLPANION_APT_LOCK_TIMEOUT",
+    "CALLPANION_ENV_FILE",
+}
 
 
 def readme_table() -> dict[str, str]:

@@ -164,14 +164,15 @@ def test_demo_reports_the_live_stack_and_loads_demo_data_once(lifecycle_stack: L
     lifecycle_stack.up()
     with psycopg.connect(lifecycle_stack.settings.database_url, autocommit=True) as conn:
         conn.execute("delete from households")
-    first = run_cli("demo", env=env)
+    # `demo stack` is the demo's first part (the whole play is tests/test_whole_call.py's).
+    first = run_cli("demo", "stack", env=env)
     assert first.returncode == 0, first.stderr
     assert "loaded the demo data" in first.stdout
     assert "callpanion-phase1-queue (* * * * *)" in first.stdout
     assert "Mum - Morning chat: " in first.stdout
     assert "Europe/London" in first.stdout
     assert f"CALLPANION_DB_PORT={lifecycle_stack.settings.port} make stop" in first.stdout
-    again = run_cli("demo", env=env)
+    again = run_cli("demo", "stack", env=env)
     assert again.returncode == 0, again.stderr
     assert "loaded the demo data" not in again.stdout  # never over data that is there
     with psycopg.connect(lifecycle_stack.settings.database_url) as conn:

@@ -45,6 +45,7 @@ from python_worker.api.elevenlabs import (
 )
 from python_worker.api.rate_limit import SlidingWindowLimiter
 from python_worker.api.settings import ApiSettings
+from python_worker.api.webhook_schema import WEBHOOK_BODY
 
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
 #: A health check answers quickly, even when the database is away.
@@ -369,15 +370,23 @@ def create_app(
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: Exception) -> JSONResponse:
+    async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         if error.status_code == 400:
             # FastAPI's answer to a body it cannot decode: one shape for every invalid input.
             return JSONResponse(
                 {"error": "body: is not valid JSON in UTF-8", "field": "body"}, status_code=422
             )
+        # The framework's own refusals, in the README's shape too: name what was wrong.
+        field, reason = None, str(error.detail)
+        if error.status_code == 404:
+            field, reason = "path", f"no route {request.url.path}"
+        elif error.status_code == 405:
+            allowed = (error.headers or {}).get("Allow", "")
+            field = "method"
+            reason = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
         return JSONResponse(
-            {"error": str(error.detail), "field": None},
+            {"error": f"{field}: {reason}" if field else reason, "field": field},
             status_code=error.status_code,
             headers=error.headers,
         )
@@ -524,19 +533,7 @@ def create_app(
             ],
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["type", "event_timestamp", "data"],
-                            "properties": {
-                                "type": {"type": "string"},
-                                "event_timestamp": {"type": "integer"},
-                                "data": {"type": "object"},
-                            },
-                        }
-                    }
-                },
+                "content": {"application/json": {"schema": WEBHOOK_BODY}},
             },
         },
     )

@@ -107,10 +107,8 @@ class ApiDatabase:
         try:
             with self._pool.connection(timeout=wait) as conn:
                 return conn.execute(query, params).fetchall()
-        except PoolTimeout:
-            raise ApiError(503, "the database is unavailable; try again shortly") from None
-        except psycopg.OperationalError:
-            raise ApiError(503, "the database is unavailable; try again shortly") from None
+        except (PoolTimeout, psycopg.OperationalError):
+            raise ApiError(503, "database: unavailable; try again shortly", "database") from None
         except UnicodeEncodeError:
             raise ApiError(422, "invalid text: contains an unpaired UTF-16 surrogate") from None
         except psycopg.Error as error:

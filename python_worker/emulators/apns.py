@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from python_worker.emulators.admin import AdminRoutes
 from python_worker.emulators.faults import Fault, Faults
+from python_worker.emulators.inbox import Inbox
 from python_worker.emulators.server import Action, Request, Response
 
 TOKEN_MAX_AGE_S = 3600
@@ -130,8 +131,14 @@ class ApnsEmulator:
         self.attempts: list[ApnsAttempt] = []
         self.delivered_count = 0
         self._lock = threading.Lock()
+        self.inbox = Inbox(case_insensitive=True)
         self._admin = AdminRoutes(
-            self.faults, self._deliveries, self._set_token_json, self.reset, token_key=str.lower
+            self.faults,
+            self._deliveries,
+            self._set_token_json,
+            self.reset,
+            token_key=str.lower,
+            inbox=self.inbox,
         )
 
     # -- registry (tests, demo, admin endpoint) -----------------------------------------
@@ -150,6 +157,7 @@ class ApnsEmulator:
     def reset(self) -> None:
         with self._lock:
             self.deliveries.clear()
+            self.inbox.clear()
             self.attempts.clear()
             self.delivered_count = 0
         self.faults.clear()
@@ -283,21 +291,22 @@ class ApnsEmulator:
             payload = None
         with self._lock:
             self.delivered_count += 1
-            self.deliveries.append(
-                ApnsDelivery(
-                    token=token.lower(),
-                    apns_id=apns_id.lower(),
-                    topic=topic,
-                    push_type=push_type,
-                    priority=priority,
-                    expiration=expiration,
-                    collapse_id=collapse_id,
-                    payload=payload if isinstance(payload, dict) else None,
-                    key_id=request.connection.state.get("kid"),  # type: ignore[arg-type]
-                    connection=id(request.connection),
-                    received_at=self.clock(),
-                )
+            delivery = ApnsDelivery(
+                token=token.lower(),
+                apns_id=apns_id.lower(),
+                topic=topic,
+                push_type=push_type,
+                priority=priority,
+                expiration=expiration,
+                collapse_id=collapse_id,
+                payload=payload if isinstance(payload, dict) else None,
+                key_id=request.connection.state.get("kid"),  # type: ignore[arg-type]
+                connection=id(request.connection),
+                received_at=self.clock(),
             )
+            self.deliveries.append(delivery)
+        # The device's PushKit connection: handed over as it is accepted.
+        self.inbox.put(token, {"provider": "apns", **delivery.__dict__})
         self._record_attempt(request, token, apns_id, 200, None)
         if not request.connection.state.get("raised"):
             request.connection.state["raised"] = True

@@ -1,9 +1,24 @@
-"""A local ElevenLabs: the conversation-token endpoint, and signed post-call webhooks.
+"""A local ElevenLabs: the conversation-token endpoint, a scripted conversation, and signed
+post-call webhooks.
 
 `ElevenLabsEmulator` is a real HTTP server on loopback answering
 `GET /v1/convai/conversation/token?agent_id=…` as ElevenLabs does: header `xi-api-key`
 required (401 otherwise), a known agent (404 otherwise), `{"token": …}` on success. It records
-every request. `post_signed_webhook` delivers a webhook exactly as ElevenLabs signs it
+every request.
+
+It also holds the conversation the relative's app starts with that token (the WebRTC session
+cannot run here, so it is two small routes the phone simulator calls):
+`POST /v1/convai/conversation/start {"conversation_token", "dynamic_variables"}` answers
+`{"conversation_id", "agent_id"}`, or 401 for a token it never minted or one older than
+`token_ttl_s` (ElevenLabs' tokens last about 10 minutes); the scripted conversation then runs
+for `conversation_s` seconds; `POST /v1/convai/conversation/{id}/wait` returns when it has
+ended (the agent's end_call), with its transcript. When it ends, the emulator posts the
+`post_call_transcription` webhook in ElevenLabs' shape (transcript turns, analysis with
+summary, data-collection and evaluation results, metadata with the real start time and
+duration, the dynamic variables echoed back) to `webhook_url`, signed with `webhook_secret`,
+and resends the same body after a non-200 answer, with growing pauses, as ElevenLabs does.
+
+`post_signed_webhook` delivers a webhook exactly as ElevenLabs signs it
 (`ElevenLabs-Signature: t=<unix seconds>,v0=<hex HMAC-SHA256(secret, "{t}.{body}")>`); the
 signing here is written independently of python_worker.api.elevenlabs on purpose, so the two check
 each other. Self-contained: only the standard library and httpx.
@@ -12,13 +27,15 @@ each other. Self-contained: only the standard library and httpx.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +54,64 @@ class RecordedRequest:
     headers: dict[str, str]
 
 
+#: ElevenLabs' conversation tokens are valid about 10 minutes.
+DEFAULT_TOKEN_TTL_S = 600.0
+#: The scripted conversation: long enough to watch, short enough for a demo.
+DEFAULT_CONVERSATION_S = 4.0
+#: ElevenLabs resends a webhook that failed; here after 1, 2, 4 and 8 seconds.
+DEFAULT_WEBHOOK_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
+#: The longest `/wait` holds a request open (the caller asks again).
+MAX_WAIT_S = 60.0
+_WAIT_PATH = re.compile(r"^/v1/convai/conversation/([A-Za-z0-9_]+)/wait$")
+
+
+@dataclass
+class Conversation:
+    """One conversation held by the emulator, from start to its webhook."""
+
+    conversation_id: str
+    agent_id: str
+    dynamic_variables: dict[str, Any]
+    started_at: float
+    ended: threading.Event = field(default_factory=threading.Event)
+    ended_at: float | None = None
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    webhook_status: int | None = None
+    #: Set once the webhook was answered 200 or every resend was spent.
+    webhook_done: threading.Event = field(default_factory=threading.Event)
+
+
+@contextlib.contextmanager
+def _setting(event: threading.Event) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        event.set()
+
+
+def scripted_transcript(variables: dict[str, Any], duration_s: float) -> list[dict[str, Any]]:
+    """The conversation the agent and the relative have (times spread over its duration)."""
+    name = str(variables.get("relative_name") or "there")
+    lines = [
+        ("agent", f"Hello {name}! It's your CallPanion companion. How are you today?"),
+        ("user", "Oh, hello dear. I'm well, I've been out in the garden this morning."),
+        ("agent", "That sounds lovely. What are you growing at the moment?"),
+        ("user", "Tomatoes, and the roses are out. My knee is much better too."),
+        ("agent", "I'm so glad. I'll let the family know you're doing well. Goodbye for now!"),
+    ]
+    step = max(duration_s, 1.0) / len(lines)
+    return [
+        {
+            "role": role,
+            "message": message,
+            "time_in_call_secs": int(i * step),
+            "tool_calls": [],
+            "feedback": None,
+        }
+        for i, (role, message) in enumerate(lines)
+    ]
+
+
 @dataclass
 class ElevenLabsEmulator:
     """ElevenLabs' conversation-token endpoint on 127.0.0.1 (a free port unless given)."""
@@ -47,8 +122,22 @@ class ElevenLabsEmulator:
     port: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    #: How long a minted conversation token may start a conversation.
+    token_ttl_s: float = DEFAULT_TOKEN_TTL_S
+    #: Where post-call webhooks go and the secret they are signed with (None: not sent).
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    #: How long the scripted conversation lasts.
+    conversation_s: float = DEFAULT_CONVERSATION_S
+    #: Pauses before each resend of a webhook that was not answered 200.
+    webhook_backoff_s: tuple[float, ...] = DEFAULT_WEBHOOK_BACKOFF_S
+    conversations: dict[str, Conversation] = field(default_factory=dict)
+    #: Every webhook delivery attempt: (conversation id, HTTP status or 0 when unreachable).
+    webhook_attempts: list[tuple[str, int]] = field(default_factory=list)
+    _issued: dict[str, tuple[str, float]] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def base_url(self) -> str:
@@ -73,6 +162,34 @@ class ElevenLabsEmulator:
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                url = urlsplit(self.path)
+                emulator.requests.append(
+                    RecordedRequest(
+                        "POST", url.path, {}, {k.lower(): v for k, v in self.headers.items()}
+                    )
+                )
+                length = int(self.headers.get("content-length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    body = None
+                if not isinstance(body, dict):
+                    self._answer(400, {"detail": "body must be a JSON object"})
+                    return
+                if url.path == "/v1/convai/conversation/start":
+                    status, answer = emulator.start_conversation(body)
+                    self._answer(status, answer)
+                    return
+                match = _WAIT_PATH.match(url.path)
+                if match is not None:
+                    status, answer = emulator.wait_conversation(
+                        match.group(1), float(body.get("timeout") or MAX_WAIT_S)
+                    )
+                    self._answer(status, answer)
+                    return
+                self._answer(404, {"detail": "Not Found"})
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
@@ -111,6 +228,7 @@ class ElevenLabsEmulator:
                     return
                 token = "emu_" + secrets.token_urlsafe(24)
                 emulator.tokens.append(token)
+                emulator._issued[token] = (agent, time.time())
                 self._answer(200, {"token": token})
 
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
@@ -121,8 +239,77 @@ class ElevenLabsEmulator:
         self._thread.start()
         return self.base_url
 
+    # -- the conversation ------------------------------------------------------------------
+    def start_conversation(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Start the scripted conversation for a minted, unexpired token (401 otherwise)."""
+        token = body.get("conversation_token")
+        issued = self._issued.get(token) if isinstance(token, str) else None
+        if issued is None:
+            return 401, {
+                "detail": {"status": "invalid_token", "message": "Invalid conversation token"}
+            }
+        agent, at = issued
+        if time.time() - at > self.token_ttl_s:
+            return 401, {
+                "detail": {"status": "token_expired", "message": "Conversation token expired"}
+            }
+        variables = body.get("dynamic_variables") or {}
+        if not isinstance(variables, dict):
+            return 422, {"detail": "dynamic_variables must be an object"}
+        conversation = Conversation("conv_" + secrets.token_hex(12), agent, variables, time.time())
+        self.conversations[conversation.conversation_id] = conversation
+        threading.Thread(
+            target=self._run_conversation,
+            args=(conversation,),
+            name=f"conversation-{conversation.conversation_id}",
+            daemon=True,
+        ).start()
+        return 200, {"conversation_id": conversation.conversation_id, "agent_id": agent}
+
+    def wait_conversation(self, conversation_id: str, timeout: float) -> tuple[int, dict[str, Any]]:
+        """Wait (at most `timeout` s) for a conversation to end; its transcript once it has."""
+        conversation = self.conversations.get(conversation_id)
+        if conversation is None:
+            return 404, {"detail": {"status": "conversation_not_found"}}
+        ended = conversation.ended.wait(min(max(timeout, 0.0), MAX_WAIT_S))
+        return 200, {
+            "conversation_id": conversation_id,
+            "status": "done" if ended else "in-progress",
+            "transcript": conversation.transcript if ended else [],
+        }
+
+    def _run_conversation(self, conversation: Conversation) -> None:
+        # The scripted talk takes real time: it is what a watcher of the demo sees happen.
+        if self._stopping.wait(self.conversation_s):
+            return
+        conversation.ended_at = time.time()
+        duration = conversation.ended_at - conversation.started_at
+        conversation.transcript = scripted_transcript(conversation.dynamic_variables, duration)
+        conversation.ended.set()
+        if self.webhook_url and self.webhook_secret:
+            self._deliver_webhook(conversation, webhook_payload(conversation))
+
+    def _deliver_webhook(self, conversation: Conversation, payload: dict[str, Any]) -> None:
+        assert self.webhook_url
+        assert self.webhook_secret
+        body = json.dumps(payload).encode()  # the same bytes on every resend
+        pauses = (*self.webhook_backoff_s, None)
+        with httpx.Client(timeout=30) as client, _setting(conversation.webhook_done):
+            for pause in pauses:
+                try:
+                    status = post_signed_webhook(
+                        self.webhook_url, self.webhook_secret, body, client=client
+                    ).status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.webhook_attempts.append((conversation.conversation_id, status))
+                conversation.webhook_status = status
+                if status == 200 or pause is None or self._stopping.wait(pause):
+                    return
+
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent)."""
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -252,3 +439,31 @@ def audio_payload(
             "full_audio": base64.b64encode(audio).decode(),
         },
     }
+
+
+def webhook_payload(conversation: Conversation) -> dict[str, Any]:
+    """The post_call_transcription event of a conversation the emulator held."""
+    assert conversation.ended_at is not None
+    duration = max(1, round(conversation.ended_at - conversation.started_at))
+    name = str(conversation.dynamic_variables.get("relative_name") or "The relative")
+    payload = transcription_payload(
+        conversation.conversation_id,
+        agent_id=conversation.agent_id,
+        summary=(
+            f"{name} was cheerful and chatty: a morning in the garden, the roses are out, "
+            "and the sore knee is better."
+        ),
+        title="Garden and a better knee",
+        duration_secs=duration,
+        start_time_unix_secs=int(conversation.started_at),
+        cost=duration * 12,
+        data_collection={"mood": "cheerful", "wellbeing_concern": "no"},
+        evaluation={"greeted_by_name": "success"},
+    )
+    data = payload["data"]
+    data["transcript"] = conversation.transcript
+    # ElevenLabs echoes exactly the variables the client started the conversation with.
+    data["conversation_initiation_client_data"]["dynamic_variables"] = dict(
+        conversation.dynamic_variables
+    )
+    return payload

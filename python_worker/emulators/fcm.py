@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from python_worker.emulators.admin import AdminRoutes
 from python_worker.emulators.faults import Fault, Faults
+from python_worker.emulators.inbox import Inbox
 from python_worker.emulators.server import Action, Request, Response
 
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
@@ -242,7 +243,10 @@ class FcmEmulator:
         self.send_requests = 0
         self.delivered_count = 0
         self._ids = itertools.count(1_500_000_000_000_000)
-        self._admin = AdminRoutes(self.faults, self._deliveries, self._set_token_json, self.reset)
+        self.inbox = Inbox()
+        self._admin = AdminRoutes(
+            self.faults, self._deliveries, self._set_token_json, self.reset, inbox=self.inbox
+        )
         self._lock = threading.Lock()
 
     def add_service_account(
@@ -264,6 +268,7 @@ class FcmEmulator:
     def reset(self) -> None:
         with self._lock:
             self.deliveries.clear()
+            self.inbox.clear()
             self.delivered_count = 0
             self.token_requests = 0
             self.send_requests = 0
@@ -383,11 +388,12 @@ class FcmEmulator:
         if not validate_only:
             with self._lock:
                 self.delivered_count += 1
-                self.deliveries.append(
-                    FcmDelivery(
-                        token, message_id, data, android, request.http_version, self.clock()
-                    )
+                delivery = FcmDelivery(
+                    token, message_id, data, android, request.http_version, self.clock()
                 )
+                self.deliveries.append(delivery)
+            # The device's connection to FCM: handed over as it is accepted.
+            self.inbox.put(token, {"provider": "fcm", **delivery.__dict__})
         return _json(200, {"name": f"projects/{project}/messages/{message_id}"})
 
     def _token(self, request: Request) -> Response:

@@ -189,20 +189,49 @@ def emulators_in_thread(folder: Path, **options: object) -> Iterator[ThreadedSui
         threaded.stop()
 
 
+#: The settings file `callpanion emulators` writes beside its credentials; the worker, the API
+#: and the phone simulator read it with `callpanion --env-file` (or CALLPANION_ENV_FILE).
+ENV_FILE_NAME = "emulators.env"
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> Path:
+    """Write `NAME=value` lines (dotenv syntax) atomically: a reader never sees half a file."""
+    lines = ["# written by `callpanion emulators`; valid while they run\n"]
+    lines += [f"{name}={json.dumps(value)}\n" for name, value in env.items()]
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(lines))
+    partial.chmod(0o600)  # it holds the webhook secret and the emulated API key
+    partial.replace(path)
+    return path
+
+
 async def serve(
     folder: Path,
     *,
     fast: bool = False,
     fcm_port: int = 0,
     apns_port: int = 0,
+    elevenlabs_port: int = 0,
+    webhook_url: str | None = None,
+    env_file: Path | None = None,
     as_json: bool = False,
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Run the FCM, APNs and ElevenLabs emulators until SIGINT/SIGTERM (`callpanion emulators`)."""
+    """Run the FCM, APNs and ElevenLabs emulators until SIGINT/SIGTERM (`callpanion emulators`).
+
+    Their settings go to `env_file` (default `<folder>/emulators.env`) as well as to the
+    output. With `webhook_url`, conversations end with a signed post-call webhook sent there.
+    """
     suite = EmulatorSuite(folder, fast=fast, fcm_port=fcm_port, apns_port=apns_port)
     await suite.start()
     agent_id = "agent_" + secrets.token_hex(8)
-    elevenlabs = ElevenLabsEmulator(api_key="xi-" + secrets.token_hex(16), agent_ids=[agent_id])
+    elevenlabs = ElevenLabsEmulator(
+        api_key="xi-" + secrets.token_hex(16),
+        agent_ids=[agent_id],
+        port=elevenlabs_port,
+        webhook_url=webhook_url,
+        webhook_secret="wsec_" + secrets.token_hex(16),
+    )
     elevenlabs_url = elevenlabs.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -213,7 +242,9 @@ async def serve(
         "ELEVENLABS_BASE_URL": elevenlabs_url,
         "ELEVENLABS_API_KEY": elevenlabs.api_key,
         "ELEVENLABS_AGENT_ID": agent_id,
+        "ELEVENLABS_WEBHOOK_SECRET": elevenlabs.webhook_secret or "",
     }
+    written = write_env_file(env_file or folder / ENV_FILE_NAME, env)
     if as_json:
         announce(json.dumps(env))
     else:
@@ -222,11 +253,12 @@ async def serve(
         announce(f"  FCM + OAuth: {env['FCM_BASE_URL']} (token endpoint /token)")
         announce(f"  APNs:        https://{env['APNS_HOST']}:{env['APNS_PORT']}")
         announce(f"  ElevenLabs:  {elevenlabs_url} (GET /v1/convai/conversation/token)")
-        announce("  admin: GET /_emulator/deliveries, POST|DELETE /_emulator/faults,")
-        announce("         POST /_emulator/tokens, POST /_emulator/reset (on either port)")
-        announce("point the worker at them with:")
-        for name, value in env.items():
-            announce(f"  export {name}={value}")
+        announce(f"  post-call webhooks go to: {webhook_url or '(nowhere: no --webhook-url)'}")
+        announce("  admin: GET /_emulator/deliveries, GET /_emulator/inbox, POST|DELETE")
+        announce("         /_emulator/faults, POST /_emulator/tokens, POST /_emulator/reset")
+        announce(f"settings written to {written}; point the worker and the API at them with:")
+        announce(f"  .venv/bin/callpanion --env-file {written} worker")
+        announce(f"  .venv/bin/callpanion --env-file {written} api")
     try:
         await stop.wait()
     finally:

@@ -89,7 +89,7 @@ $$;
 -- Rows whose owner's presence lock is gone (its database session ended) go back to the queue
 -- at once. Only rows claimed under a held lock since this server started. Returns the rows.
 -- Phase 2 (release_due_calls) may call this too, before it returns expired leases.
-create or replace function private.reclaim_orphaned_leases(p_now timestamptz default now())
+create or replace function private.reclaim_orphaned_leases()
 returns integer
 language plpgsql
 set search_path = ''
@@ -150,7 +150,7 @@ begin
     v_present := now();  -- the real clock: compared with the server's start time
   end if;
 
-  perform private.reclaim_orphaned_leases(p_now);
+  perform private.reclaim_orphaned_leases();
   -- Leases that ran out (a worker hung, or held no presence lock) return at once too.
   update public.notification_queue q
      set status = 'due', locked_by = null, locked_until = null, presence_claimed_at = null,

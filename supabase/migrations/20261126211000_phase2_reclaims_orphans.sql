@@ -19,7 +19,7 @@ begin
   select * into v_cfg from private.scheduler_settings;
   -- 0. Rows of a worker whose session is gone (its presence lock vanished): back at once,
   --    without waiting for their lease (20261126210000_crash_recovery.sql).
-  perform private.reclaim_orphaned_leases(p_now);
+  perform private.reclaim_orphaned_leases();
   -- 1. Leases that ran out: the worker died or hung. Back to the queue, to be claimed again.
   update public.notification_queue q
      set status = 'due', locked_by = null, locked_until = null,

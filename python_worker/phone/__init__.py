@@ -1,0 +1,1 @@
+"""The phone simulator: the relative's app (flutter_callkit_incoming plus its API calls)."""

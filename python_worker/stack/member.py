@@ -1,0 +1,55 @@
+"""Acting as a household member on a local database, as PostgREST does for a dashboard request.
+
+PostgREST runs each request as the `authenticated` role with the user's JWT claims in
+`request.jwt.claims`; `auth.uid()` reads `sub` from there. Row Level Security then applies
+exactly as it does for the dashboard. `callpanion sql --as <email>` and the demo use this.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from python_worker.errors import CallPanionError
+
+
+def member_claims(conn: psycopg.Connection[Any], who: str) -> dict[str, str]:
+    """The JWT claims of a user named by email or id (looked up in `auth.users`)."""
+    cursor = conn.cursor(row_factory=tuple_row)  # whatever rows the caller's connection makes
+    try:
+        user = cursor.execute(
+            "select id::text, email from auth.users where id = %s", [uuid.UUID(who)]
+        ).fetchone()
+    except ValueError:
+        user = cursor.execute(
+            "select id::text, email from auth.users where lower(email) = lower(%s)", [who]
+        ).fetchone()
+    if user is None:
+        raise CallPanionError(
+            f"--as: no user {who!r} in auth.users (the seed has alice@example.com)"
+        )
+    return {"sub": str(user[0]), "role": "authenticated", "email": str(user[1] or "")}
+
+
+@contextmanager
+def acting_as_member(
+    conn: psycopg.Connection[Any], claims: dict[str, str]
+) -> Iterator[psycopg.Connection[Any]]:
+    """One transaction as the `authenticated` role with these claims (committed on success)."""
+    with conn.transaction():
+        conn.execute("set local role authenticated")
+        conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+        yield conn
+
+
+def psql_options(claims: dict[str, str]) -> str:
+    """PGOPTIONS that start a psql session as that member (role and claims for the session)."""
+    text = json.dumps(claims, separators=(",", ":"))
+    # libpq's options: backslash-escape spaces; the claims JSON has none.
+    return f"-c role=authenticated -c request.jwt.claims={text}"
