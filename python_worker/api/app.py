@@ -98,6 +98,13 @@ class RelativeOut(BaseModel):
 class PairResponse(BaseModel):
     device_id: uuid.UUID
     device_secret: str = Field(description="shown once; send `Bearer <device_id>.<secret>`")
+    household_id: uuid.UUID = Field(
+        description="store it: every call push carries it as `householdId`, to compare"
+    )
+    relative_id: uuid.UUID = Field(
+        description="store it: every call push carries it as `relativeId`, to compare"
+    )
+    relative_name: str = Field(description="the relative's name, as the family wrote it")
     relative: RelativeOut
 
 
@@ -425,7 +432,7 @@ def create_app(
             )
         secret = secrets.token_urlsafe(32)
         result = db.result(
-            "claim_pairing_code",
+            "pair_device",
             {**body.model_dump(), "secret_hash": hash_secret(secret)},
         )
         outcome = result["outcome"]
@@ -440,10 +447,14 @@ def create_app(
         if outcome != "paired":
             # Wrong, expired, locked or unknown: one answer, so that it never confirms digits.
             raise ApiError(403, "code: not a valid pairing code (wrong, expired or locked)", "code")
+        relative = RelativeOut.model_validate(result["relative"])
         return PairResponse(
             device_id=result["device_id"],
             device_secret=secret,
-            relative=RelativeOut.model_validate(result["relative"]),
+            household_id=result["household_id"],
+            relative_id=relative.id,
+            relative_name=relative.display_name,
+            relative=relative,
         )
 
     @app.put(

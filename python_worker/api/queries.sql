@@ -5,10 +5,11 @@
 -- Is the database there?
 select 1 as ok
 
--- claim_pairing_code --
--- The app claims the code of one pairing; returns the outcome as JSON.
-select public.claim_pairing_code(%(pairing_id)s, %(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
-                                 %(label)s, %(fcm_token)s, %(voip_token)s, %(apns_token)s) as result
+-- pair_device --
+-- The app claims the code of one pairing; returns the outcome as JSON (claim_pairing_code's,
+-- with the relative's household_id when paired).
+select public.pair_device(%(pairing_id)s, %(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
+                          %(label)s, %(fcm_token)s, %(voip_token)s, %(apns_token)s) as result
 
 -- device_credentials --
 -- Status and secret hash of a device (no row: no such device).
