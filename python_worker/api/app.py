@@ -18,11 +18,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -50,6 +50,9 @@ from python_worker.api.webhook_schema import WEBHOOK_BODY
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
 #: A health check answers quickly, even when the database is away.
 HEALTH_WAIT_SECS = 2.0
+#: The device's upcoming calls: the default window, and the longest one (upcoming_calls').
+UPCOMING_DEFAULT_SPAN = timedelta(days=7)
+UPCOMING_MAX_SPAN = timedelta(days=62)
 #: Every other route takes a small JSON body.
 MAX_REQUEST_BYTES = 64 * 1024
 #: Compared against when the device does not exist, so that case costs the same work.
@@ -106,6 +109,27 @@ class PairResponse(BaseModel):
     )
     relative_name: str = Field(description="the relative's name, as the family wrote it")
     relative: RelativeOut
+
+
+class UpcomingCall(BaseModel):
+    """One occurrence of the relative's schedules (the dashboard's `upcoming_calls` row)."""
+
+    schedule_id: uuid.UUID
+    schedule_title: str | None
+    occurrence_at: datetime = Field(description="when it rings (UTC)")
+    local_time: datetime = Field(description="the wall-clock time in `timezone`")
+    timezone: str
+    call_session_id: uuid.UUID | None = Field(
+        description="the CallKit id of its latest attempt, once queued (else null)"
+    )
+    attempt: int | None
+    status: str | None = Field(description="the latest attempt's state, once queued (else null)")
+
+
+class UpcomingCallsResponse(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    calls: list[UpcomingCall]
 
 
 class TokensRequest(BaseModel):
@@ -467,6 +491,40 @@ def create_app(
         """Replace push tokens; the ones sent become valid again, the others are kept."""
         result = db.result("update_device_tokens", {**body.model_dump(), "device_id": device})
         return TokensResponse.model_validate(result)
+
+    @app.get(
+        "/v1/devices/me/calls",
+        response_model=UpcomingCallsResponse,
+        responses=_errors(401, 422, 503),
+        tags=["device"],
+    )
+    def upcoming_calls(
+        device: Device,
+        from_: Annotated[
+            AwareDatetime | None,
+            Query(alias="from", description="window start, with a UTC offset (default: now)"),
+        ] = None,
+        to: Annotated[
+            AwareDatetime | None,
+            Query(description="window end, with a UTC offset (default: `from` + 7 days)"),
+        ] = None,
+    ) -> UpcomingCallsResponse:
+        """The upcoming calls of this device's relative in [from, to], at most 62 days: the
+        occurrences the scheduler will ring, with the state of those already queued (the
+        dashboard's `upcoming_calls`, for this relative only)."""
+        start = from_ or datetime.fromtimestamp(clock(), UTC)
+        try:
+            end = to or start + UPCOMING_DEFAULT_SPAN
+        except OverflowError:
+            raise ApiError(422, "invalid from: too far in the future", "from") from None
+        if end < start:
+            raise ApiError(422, "invalid to: must not be before from", "to")
+        if end - start > UPCOMING_MAX_SPAN:
+            raise ApiError(422, "invalid to: must be at most 62 days after from", "to")
+        rows = db.rows("device_upcoming_calls", {"device_id": device, "from": start, "to": end})
+        return UpcomingCallsResponse.model_validate(
+            {"from": start, "to": end, "calls": [UpcomingCall.model_validate(r) for r in rows]}
+        )
 
     @app.post(
         "/v1/devices/me/heartbeat",
