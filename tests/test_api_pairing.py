@@ -91,9 +91,9 @@ def test_api_functions_are_for_the_service_role_only(db: Conn) -> None:
              'claim_pairing_code', 'device_credentials', 'update_device_tokens',
              'device_heartbeat', 'prepare_call_accept', 'record_call_event',
              'count_webhook_rejection', 'store_webhook_event', 'process_webhook_event',
-             'pair_device', 'device_upcoming_calls')"""
+             'pair_device', 'device_upcoming_calls', 'record_device_event')"""
     ).fetchall()
-    assert len(rows) == 11
+    assert len(rows) == 12
     for row in rows:
         assert (row["authenticated"], row["anon"], row["service"]) == (False, False, True), row
 

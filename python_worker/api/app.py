@@ -53,6 +53,11 @@ HEALTH_WAIT_SECS = 2.0
 #: The device's upcoming calls: the default window, and the longest one (upcoming_calls').
 UPCOMING_DEFAULT_SPAN = timedelta(days=7)
 UPCOMING_MAX_SPAN = timedelta(days=62)
+#: What a refused call event names: the contract of the updated app (docs/APP_MIGRATION.md).
+EVENT_CONTRACT = (
+    "the app reports {event, at} per call: delivered, accepted, connected (with"
+    " conversation_id), ended; or declined, or timeout (docs/APP_MIGRATION.md)"
+)
 #: Every other route takes a small JSON body.
 MAX_REQUEST_BYTES = 64 * 1024
 #: Compared against when the device does not exist, so that case costs the same work.
@@ -163,7 +168,11 @@ class CallEventRequest(BaseModel):
     conversation_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_:.\-]{1,200}$",
-        description="the ElevenLabs conversation id; required with `connected`",
+        description=(
+            "the ElevenLabs conversation id; required with `connected`, optional with `ended`"
+            " (an app that never sends `connected` reports it there: the call then counts as"
+            " connected and ended)"
+        ),
     )
 
 
@@ -319,6 +328,13 @@ def authenticated_device(
 Device = Annotated[uuid.UUID, Depends(authenticated_device)]
 
 
+def _with_contract(refused: ApiError) -> ApiError:
+    """A 409 (an event the state does not allow) names the event contract; others as they are."""
+    if refused.status != 409:
+        return refused
+    return ApiError(409, f"{refused.message}; {EVENT_CONTRACT}", refused.field, refused.headers)
+
+
 def create_app(
     settings: ApiSettings,
     *,
@@ -381,7 +397,7 @@ def create_app(
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: Exception) -> JSONResponse:
+    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
         problems = []
         for item in error.errors():
@@ -391,9 +407,12 @@ def create_app(
                 field = "body"
             problems.append({"field": field, "reason": str(item.get("msg", "is invalid"))})
         first = problems[0] if problems else {"field": "body", "reason": "is invalid"}
+        message = f"{first['field']}: {first['reason']}"
+        if request.url.path.startswith("/v1/calls/"):
+            message += f"; {EVENT_CONTRACT}"  # an old app's {status, action} lands here
         return JSONResponse(
             {
-                "error": f"{first['field']}: {first['reason']}",
+                "error": message,
                 "field": first["field"],
                 "errors": problems,
             },
@@ -553,7 +572,10 @@ def create_app(
         keys = {"device_id": device, "session_id": session_id}
         token = None
         if body.event == "accepted":
-            db.result("prepare_call_accept", keys)  # 404 / 409 / 410 before minting anything
+            try:  # 404 / 409 / 410 before minting anything
+                db.result("prepare_call_accept", keys)
+            except ApiError as refused:
+                raise _with_contract(refused) from None
             agent = settings.elevenlabs_agent_id
             if token_client is None or not agent:
                 raise ApiError(
@@ -566,10 +588,18 @@ def create_app(
                 token = token_client.mint(agent)
             except ElevenLabsUnavailable as error:
                 raise ApiError(503, f"conversation: {error}", "conversation") from None
-        result = db.result(
-            "record_call_event",
-            {**keys, "event": body.event, "at": body.at, "conversation_id": body.conversation_id},
-        )
+        try:
+            result = db.result(
+                "record_device_event",
+                {
+                    **keys,
+                    "event": body.event,
+                    "at": body.at,
+                    "conversation_id": body.conversation_id,
+                },
+            )
+        except ApiError as refused:
+            raise _with_contract(refused) from None
         conversation = None
         if token is not None and settings.elevenlabs_agent_id:
             conversation = ConversationStart(

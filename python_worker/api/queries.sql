@@ -35,10 +35,11 @@ select public.device_heartbeat(%(device_id)s, %(app_version)s, %(notification_pe
 -- May the device accept the call now? Writes nothing; returns the dynamic variables.
 select public.prepare_call_accept(%(device_id)s, %(session_id)s) as result
 
--- record_call_event --
--- Apply a call event to the session state machine.
-select public.record_call_event(%(device_id)s, %(session_id)s, %(event)s, %(at)s,
-                                %(conversation_id)s) as result
+-- record_device_event --
+-- Apply a call event to the session state machine (record_call_event; `ended` with a
+-- conversation id counts as `connected` then `ended` for an app that never sends `connected`).
+select public.record_device_event(%(device_id)s, %(session_id)s, %(event)s, %(at)s,
+                                  %(conversation_id)s) as result
 
 -- count_webhook_rejection --
 -- A webhook refused before anything was stored: count it, keep nothing.

@@ -1065,6 +1065,16 @@ export type Database = {
           result: string
         }[]
       }
+      record_device_event: {
+        Args: {
+          p_at: string
+          p_conversation_id?: string
+          p_device_id: string
+          p_event: string
+          p_session_id: string
+        }
+        Returns: Json
+      }
       record_push_results: {
         Args: { p_now?: string; p_results: Json; p_worker: string }
         Returns: {
