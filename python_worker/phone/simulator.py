@@ -286,7 +286,8 @@ class Phone:
                 json={"timeout": 60},
             )
             status = waited.json().get("status", "done") if waited.status_code == 200 else "done"
-        await self.report(ring, "ended")
+        # With the conversation id, as docs/APP_MIGRATION.md asks (a repeat of `connected`'s).
+        await self.report(ring, "ended", conversation_id=conversation_id)
 
     async def report(
         self, ring: Ring, event: str, *, conversation_id: str | None = None
