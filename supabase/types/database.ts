@@ -105,6 +105,7 @@ export type Database = {
           cost: number | null
           created_at: string
           data_collection: NonNullable<Json>
+          discrepancies: NonNullable<Json>
           duration_secs: number | null
           evaluation: NonNullable<Json>
           household_id: string
@@ -127,6 +128,7 @@ export type Database = {
           cost?: number | null
           created_at?: string
           data_collection?: NonNullable<Json>
+          discrepancies?: NonNullable<Json>
           duration_secs?: number | null
           evaluation?: NonNullable<Json>
           household_id: string
@@ -149,6 +151,7 @@ export type Database = {
           cost?: number | null
           created_at?: string
           data_collection?: NonNullable<Json>
+          discrepancies?: NonNullable<Json>
           duration_secs?: number | null
           evaluation?: NonNullable<Json>
           household_id?: string
@@ -201,6 +204,7 @@ export type Database = {
           schedule_id: string | null
           status: string
           updated_at: string
+          withdrawn_at: string | null
         }
         Insert: {
           answered_at?: string | null
@@ -222,6 +226,7 @@ export type Database = {
           schedule_id?: string | null
           status?: string
           updated_at?: string
+          withdrawn_at?: string | null
         }
         Update: {
           answered_at?: string | null
@@ -243,6 +248,7 @@ export type Database = {
           schedule_id?: string | null
           status?: string
           updated_at?: string
+          withdrawn_at?: string | null
         }
         Relationships: [
           {
@@ -453,10 +459,12 @@ export type Database = {
           occurrence_at: string
           payload: NonNullable<Json>
           platform: string
+          presence_claimed_at: string | null
           provider: string
           provider_attempts: number
           provider_message_id: string | null
           push_token: string
+          ring_expires_at: string | null
           schedule_id: string | null
           send_at: string
           sent_at: string | null
@@ -480,10 +488,12 @@ export type Database = {
           occurrence_at: string
           payload?: NonNullable<Json>
           platform: string
+          presence_claimed_at?: string | null
           provider: string
           provider_attempts?: number
           provider_message_id?: string | null
           push_token: string
+          ring_expires_at?: string | null
           schedule_id?: string | null
           send_at: string
           sent_at?: string | null
@@ -507,10 +517,12 @@ export type Database = {
           occurrence_at?: string
           payload?: NonNullable<Json>
           platform?: string
+          presence_claimed_at?: string | null
           provider?: string
           provider_attempts?: number
           provider_message_id?: string | null
           push_token?: string
+          ring_expires_at?: string | null
           schedule_id?: string | null
           send_at?: string
           sent_at?: string | null
@@ -852,6 +864,26 @@ export type Database = {
           title: string
         }[]
       }
+      cancel_call: { Args: { p_session_id: string }; Returns: Json }
+      claim_cancel_notices: {
+        Args: {
+          p_lease?: string
+          p_limit?: number
+          p_now?: string
+          p_worker: string
+        }
+        Returns: {
+          attempts: number
+          call_session_id: string
+          deadline_at: string
+          device_id: string
+          household_id: string
+          notice_id: string
+          platform: string
+          provider: string
+          push_token: string
+        }[]
+      }
       claim_due_calls: {
         Args: {
           p_horizon?: string
@@ -875,6 +907,7 @@ export type Database = {
           push_token: string
           queue_id: string
           relative_id: string
+          ring_expires_at: string
           send_at: string
         }[]
       }
@@ -885,6 +918,7 @@ export type Database = {
           p_code: string
           p_fcm_token?: string
           p_label: string
+          p_pairing_id: string
           p_platform: string
           p_secret_hash: string
           p_voip_token?: string
@@ -915,6 +949,7 @@ export type Database = {
           code: string
           device_id: string
           expires_at: string
+          pairing_id: string
         }[]
       }
       device_credentials: {
@@ -933,10 +968,13 @@ export type Database = {
         }
         Returns: string
       }
+      next_cancel_notice_at: { Args: { p_now?: string }; Returns: string }
       next_work_at: {
-        Args: { p_now?: string }
+        Args: { p_now?: string; p_worker?: string }
         Returns: {
           lease_expires_at: string
+          peer_leases: boolean
+          ring_ends_at: string
           send_at: string
         }[]
       }
@@ -991,6 +1029,13 @@ export type Database = {
         }
         Returns: Json
       }
+      record_cancel_results: {
+        Args: { p_now?: string; p_results: Json; p_worker: string }
+        Returns: {
+          notice_id: string
+          result: string
+        }[]
+      }
       record_push_results: {
         Args: { p_now?: string; p_results: Json; p_worker: string }
         Returns: {
@@ -999,6 +1044,7 @@ export type Database = {
           result: string
         }[]
       }
+      register_worker: { Args: { p_worker: string }; Returns: boolean }
       release_due_calls: { Args: { p_now?: string }; Returns: number }
       release_leases: {
         Args: { p_ids?: string[]; p_worker: string }
@@ -1022,6 +1068,7 @@ export type Database = {
         Args: { p_device_id: string; p_reason?: string }
         Returns: undefined
       }
+      run_phase2_now: { Args: { p_now?: string }; Returns: number }
       store_webhook_event: {
         Args: { p_payload: Json; p_payload_bytes: number }
         Returns: {
