@@ -1,0 +1,216 @@
+"""Hand-made SQL mutants for the invariants the database holds, and the tests that must kill them.
+
+Each mutant replaces one exact piece of text in one landed migration. `make mutate` applies
+it to a copy of the project, so the test session's fresh cluster (and every scratch database
+the tests make) is migrated with the mutant, and runs the matching tests: they must fail.
+tests/test_sql_mutants.py checks, fast, that every `original` is still found exactly once in
+its migration and that every mutant still migrates a scratch database, so the list cannot
+silently rot when a migration is added or a function is rewritten.
+
+Anchors are chosen on text that other work rarely touches (constraints, RLS policies, the
+claim's row locking); the ones inside functions that are being rewritten say so in `note`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SqlMutant:
+    """One change to one migration, and the tests that notice it."""
+
+    name: str
+    migration: str
+    original: str
+    mutated: str
+    tests: tuple[str, ...]
+    note: str = ""
+
+    def apply(self, migrations_dir: Path) -> None:
+        """Rewrite the migration in `migrations_dir` (a copy, never the repository's)."""
+        path = migrations_dir / self.migration
+        text = path.read_text()
+        if text.count(self.original) != 1:
+            raise ValueError(
+                f"{self.name}: the original text is found {text.count(self.original)} times in "
+                f"{self.migration} (expected once); re-anchor this mutant"
+            )
+        path.write_text(text.replace(self.original, self.mutated))
+
+
+DISPATCH = "20261124200100_dispatch.sql"
+CALLS = "20261123000500_calls.sql"
+SCHEDULER = "20261123000600_scheduler.sql"
+SCHEDULES = "20261123000400_schedules.sql"
+HOUSEHOLDS = "20261123000200_households.sql"
+CALL_EVENTS = "20261124100200_call_events.sql"
+
+SQL_MUTANTS: tuple[SqlMutant, ...] = (
+    SqlMutant(
+        name="claim_without_skip_locked",
+        migration=DISPATCH,
+        original="    limit p_limit\n    for update of q skip locked\n",
+        mutated="    limit p_limit\n    for update of q\n",
+        tests=(
+            "tests/test_dispatch_sql.py::test_a_claim_skips_rows_another_worker_holds_instead_of_waiting",
+        ),
+        note="claim_due_calls (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="session_occurrence_key_widened",
+        migration=CALLS,
+        original=(
+            "constraint call_sessions_occurrence_key unique (schedule_id, occurrence_at, attempt),"
+        ),
+        mutated=(
+            "constraint call_sessions_occurrence_key"
+            " unique (schedule_id, occurrence_at, attempt, created_at),"
+        ),
+        tests=("tests/test_constraints.py::test_one_session_per_schedule_occurrence_and_attempt",),
+    ),
+    SqlMutant(
+        name="queue_occurrence_key_widened",
+        migration=CALLS,
+        original=(
+            "constraint notification_queue_occurrence_key"
+            " unique (schedule_id, occurrence_at, attempt),"
+        ),
+        mutated=(
+            "constraint notification_queue_occurrence_key"
+            " unique (schedule_id, occurrence_at, attempt, call_session_id),"
+        ),
+        tests=(
+            "tests/test_constraints.py::test_one_queue_row_per_schedule_occurrence_and_attempt",
+        ),
+    ),
+    SqlMutant(
+        name="claim_at_the_deadline_refused",
+        migration=DISPATCH,
+        original="      and q.deadline_at >= p_now  -- past it",
+        mutated="      and q.deadline_at > p_now  -- past it",
+        tests=(
+            "tests/test_dispatch_sql.py::test_a_row_is_claimed_at_the_very_instant_of_its_deadline",
+        ),
+        note="claim_due_calls (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="record_without_lease_check",
+        migration=DISPATCH,
+        original="and q.locked_by = p_worker and q.locked_until >= p_now\n    for update of q) x;",
+        mutated="and q.locked_by = p_worker\n    for update of q) x;",
+        tests=(
+            "tests/test_dispatch_sql.py::test_a_lease_is_not_recorded_once_expired_even_if_nobody_took_it",
+        ),
+        note="record_push_results (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="record_at_the_lease_end_refused",
+        migration=DISPATCH,
+        original="and q.locked_by = p_worker and q.locked_until >= p_now\n    for update of q) x;",
+        mutated="and q.locked_by = p_worker and q.locked_until > p_now\n    for update of q) x;",
+        tests=(
+            "tests/test_dispatch_sql.py::test_a_result_is_recorded_at_the_last_instant_of_the_lease",
+        ),
+        note="record_push_results (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="retry_landing_on_the_deadline_expires",
+        migration=DISPATCH,
+        original="       and p_now + r.delay <= r.deadline_at\n",
+        mutated="       and p_now + r.delay < r.deadline_at\n",
+        tests=("tests/test_dispatch_sql.py::test_a_retry_landing_exactly_on_the_deadline_is_kept",),
+        note="record_push_results (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="claim_takes_back_a_live_lease",
+        migration=DISPATCH,
+        original="where e.status = 'claimed' and e.locked_until < p_now",
+        mutated="where e.status = 'claimed' and e.locked_until <= p_now",
+        tests=("tests/test_dispatch_sql.py::test_a_lease_is_not_taken_back_at_its_last_instant",),
+        note="claim_due_calls (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="phase2_expires_at_the_deadline",
+        migration=SCHEDULER,
+        original="where q.status in ('queued', 'due') and q.deadline_at < p_now",
+        mutated="where q.status in ('queued', 'due') and q.deadline_at <= p_now",
+        tests=("tests/test_dispatch_sql.py::test_phase2_leaves_a_row_whose_deadline_is_now",),
+        note="release_due_calls (state-machine work may rewrite it)",
+    ),
+    SqlMutant(
+        name="schedules_insert_with_check_open",
+        migration=SCHEDULES,
+        original=(
+            "for insert to authenticated\n"
+            "  with check (household_id in (select private.member_household_ids()));"
+        ),
+        mutated="for insert to authenticated\n  with check (true);",
+        tests=("tests/test_rls.py::test_rls_matrix",),
+    ),
+    SqlMutant(
+        name="schedules_update_with_check_dropped",
+        migration=SCHEDULES,
+        original=(
+            "  using (household_id in (select private.member_household_ids()))\n"
+            "  with check (household_id in (select private.member_household_ids()));"
+        ),
+        mutated=(
+            "  using (household_id in (select private.member_household_ids()))\n"
+            "  with check (true);"
+        ),
+        tests=("tests/test_rls.py::test_member_cannot_move_a_schedule_to_another_household",),
+    ),
+    SqlMutant(
+        name="relatives_select_using_open",
+        migration=HOUSEHOLDS,
+        original=(
+            "create policy relatives_select on public.relatives for select to authenticated\n"
+            "  using (household_id in (select private.member_household_ids()));"
+        ),
+        mutated=(
+            "create policy relatives_select on public.relatives for select to authenticated\n"
+            "  using (true);"
+        ),
+        tests=("tests/test_rls.py::test_rls_matrix",),
+    ),
+    SqlMutant(
+        name="households_update_using_members",
+        migration=HOUSEHOLDS,
+        original=(
+            "for update to authenticated\n"
+            "  using (id in (select private.admin_household_ids()))\n"
+            "  with check (id in (select private.admin_household_ids()));"
+        ),
+        mutated=(
+            "for update to authenticated\n"
+            "  using (id in (select private.member_household_ids()))\n"
+            "  with check (id in (select private.member_household_ids()));"
+        ),
+        tests=("tests/test_rls.py::test_rls_matrix",),
+    ),
+    SqlMutant(
+        name="accept_after_decline",
+        migration=CALL_EVENTS,
+        original="when 'accepted' then case when p_status in ('queued', 'ringing') then 'accepted'",
+        mutated=(
+            "when 'accepted' then case when p_status in ('queued', 'ringing', 'declined')"
+            " then 'accepted'"
+        ),
+        tests=("tests/test_api_calls.py",),
+        note="the call-event transitions (state-machine work may rewrite them)",
+    ),
+    SqlMutant(
+        name="delivered_overrides_an_answer",
+        migration=DISPATCH,
+        original=(
+            "     where c.id = r.session_id and r.outcome = 'delivered' and c.status = 'queued'\n"
+        ),
+        mutated="     where c.id = r.session_id and r.outcome = 'delivered'\n",
+        tests=(
+            "tests/test_dispatch_sql.py::test_delivered_leaves_a_session_the_phone_already_answered",
+        ),
+        note="record_push_results (dispatch work may rewrite it)",
+    ),
+)
