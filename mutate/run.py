@@ -17,6 +17,7 @@ import ast
 import dataclasses
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from mutate.sql_mutants import SQL_MUTANTS, SqlMutant
-from mutate.targets import EXCLUDED_OPERATORS, PLUGINS_OFF, PYTHON_TARGETS, PythonTarget
+from mutate.targets import (
+    EXCLUDED_OPERATORS,
+    PLUGINS_OFF,
+    PYTHON_TARGETS,
+    UNIT_OPTIONS,
+    PythonTarget,
+)
 from python_worker.config import default_stack_root, stack_settings
 from python_worker.stack.cluster import LocalStack
 
@@ -72,12 +79,28 @@ def make_copy(parent: Path) -> Path:
     return copy
 
 
-def pytest_command(copy: Path, tests: Sequence[str]) -> list[str]:
-    """pytest in the copy, stopping at the first failure, on the tests that exist there."""
-    present = [t for t in tests if (copy / t.split("::", 1)[0]).exists()]
-    if not present:
-        raise SystemExit(f"none of {list(tests)} exists: nothing could kill these mutants")
-    return [sys.executable, "-m", "pytest", "-x", "-q", *PLUGINS_OFF, *present]
+def present(copy: Path, tests: Sequence[str]) -> list[str]:
+    """The tests that exist in the copy (a target may name tests written later)."""
+    return [t for t in tests if (copy / t.split("::", 1)[0]).exists()]
+
+
+def pytest_command(tests: Sequence[str], *options: str) -> list[str]:
+    """pytest, stopping at the first failure."""
+    return [sys.executable, "-m", "pytest", "-x", "-q", *PLUGINS_OFF, *options, *tests]
+
+
+def target_command(copy: Path, target: PythonTarget) -> list[str]:
+    """The unit tier, then (only if it passes) the integration tier, as one command."""
+    tiers = []
+    if unit := present(copy, target.unit):
+        tiers.append(pytest_command(unit, *UNIT_OPTIONS))
+    if integration := present(copy, target.integration):
+        tiers.append(pytest_command(integration))
+    if not tiers:
+        raise SystemExit(f"{target.name}: none of its tests exists, nothing could kill a mutant")
+    if len(tiers) == 1:
+        return tiers[0]
+    return ["/bin/sh", "-c", " && ".join(shlex.join(t) for t in tiers)]
 
 
 def stop_clusters(copy: Path) -> None:
@@ -115,7 +138,7 @@ def _toml_string(value: str) -> str:
 
 def write_config(copy: Path, target: PythonTarget) -> Path:
     """The cosmic-ray configuration of one target, in the copy."""
-    command = " ".join(pytest_command(copy, target.tests))
+    command = shlex.join(target_command(copy, target))
     lines = [
         "[cosmic-ray]",
         f"module-path = {_toml_string(target.path)}",
@@ -151,7 +174,7 @@ def run_python_target(copy: Path, target: PythonTarget) -> Score:
     config = write_config(copy, target)
     session = copy / f"mutate-{target.name}.sqlite"
     session.unlink(missing_ok=True)
-    baseline = subprocess.run(pytest_command(copy, target.tests), cwd=copy, check=False)
+    baseline = subprocess.run(target_command(copy, target), cwd=copy, check=False)
     if baseline.returncode != 0:
         raise SystemExit(f"{target.name}: the tests fail without any mutant; fix them first")
     subprocess.run([_bin("cosmic-ray"), "init", str(config), str(session)], cwd=copy, check=True)
@@ -230,9 +253,10 @@ def run_sql_mutant(parent: Path, mutant: SqlMutant, *, whole_files: bool = False
         tests = tuple(dict.fromkeys(t.split("::", 1)[0] for t in tests))
     try:
         mutant.apply(copy / "supabase" / "migrations")
-        result = subprocess.run(
-            pytest_command(copy, tests), cwd=copy, check=False, capture_output=True
-        )
+        tests = tuple(present(copy, tests))
+        if not tests:
+            raise SystemExit(f"{mutant.name}: none of its tests exists")
+        result = subprocess.run(pytest_command(tests), cwd=copy, check=False, capture_output=True)
         return result.returncode != 0
     finally:
         stop_clusters(copy)
@@ -260,11 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown Python target(s): {', '.join(sorted(unknown))}")
         copy = make_copy(parent)
         try:
-            for target in PYTHON_TARGETS:
-                if target.name in names:
-                    score = run_python_target(copy, target)
-                    scores.append(score)
-                    print_score(score)
+            by_name = {t.name: t for t in PYTHON_TARGETS}
+            for name in names:
+                score = run_python_target(copy, by_name[name])
+                scores.append(score)
+                print_score(score)
         finally:
             if args.keep:
                 print(f"copy kept in {copy}")

@@ -1,9 +1,12 @@
 """What `make mutate` mutates, and which tests must kill each module's mutants.
 
-Each critical module is run against only the tests that cover it, fastest first (pytest stops
-at the first failure, so most mutants die in the unit tests and only survivors pay for the
-emulator or database tests). `functions` limits the mutants to the code the issue names (the
-provider classification, the dispatcher's result mapping); an empty tuple mutates the module.
+Each critical module is run against only the tests that cover it, in two tiers: its unit
+tests (pytest without conftest.py: no cluster, no emulators, about a second to start), then,
+only when those all pass, its integration tests (the emulators over HTTP/2 + TLS, or the API
+on a real cluster). pytest stops at the first failure, so most mutants die in a second or two
+and only the survivors of the unit tier pay for the rest. `functions` limits the mutants to
+the code the issue names (the provider classification, the dispatcher's result mapping); an
+empty tuple mutates the whole module.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 
 #: Plugins no target's tests need; loading them costs seconds per mutant.
 PLUGINS_OFF = ("-p", "no:schemathesis", "-p", "no:anyio", "-p", "no:cacheprovider")
+#: Unit tiers run without tests/conftest.py (its plugins start emulators and import the API).
+UNIT_OPTIONS = ("--noconftest",)
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,8 @@ class PythonTarget:
     name: str
     path: str
     functions: tuple[str, ...]
-    tests: tuple[str, ...]
+    unit: tuple[str, ...]
+    integration: tuple[str, ...] = ()
 
 
 PYTHON_TARGETS: tuple[PythonTarget, ...] = (
@@ -38,7 +44,7 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "parse_webhook",
             "without_audio",
         ),
-        tests=(
+        unit=(
             "tests/test_signature.py",
             "tests/test_api_fuzz.py::test_a_correct_signature_verifies_within_the_window",
             "tests/test_api_fuzz.py::test_any_change_to_the_body_breaks_the_signature",
@@ -47,32 +53,36 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "tests/test_api_fuzz.py::test_the_right_signature_among_several_v0_values_verifies",
             "tests/test_api_fuzz.py::test_the_parser_accepts_events_or_names_the_field",
             "tests/test_api_fuzz.py::test_well_formed_envelopes_parse_with_unknown_fields_kept",
-            "tests/test_api_webhook.py",
         ),
+        integration=("tests/test_api_webhook.py",),
     ),
     PythonTarget(
         name="payloads",
         path="python_worker/push/payloads.py",
         functions=(),
-        tests=("tests/test_payloads.py", "tests/test_worker_units.py"),
+        unit=("tests/test_payloads.py", "tests/test_worker_units.py"),
+        integration=("tests/test_push_fcm.py", "tests/test_push_apns.py"),
     ),
     PythonTarget(
         name="fcm",
         path="python_worker/push/fcm.py",
         functions=("classify",),
-        tests=("tests/test_fcm_classify.py", "tests/test_push_fcm.py"),
+        unit=("tests/test_fcm_classify.py",),
+        integration=("tests/test_push_fcm.py",),
     ),
     PythonTarget(
         name="apns",
         path="python_worker/push/apns.py",
         functions=("classify", "_unix_seconds", "ProviderToken.renew", "ApnsSender._send"),
-        tests=("tests/test_apns_classify.py", "tests/test_push_apns.py"),
+        unit=("tests/test_apns_classify.py",),
+        integration=("tests/test_push_apns.py",),
     ),
     PythonTarget(
         name="retry",
         path="python_worker/push/retry.py",
         functions=(),
-        tests=("tests/test_retry.py", "tests/test_push_fcm.py", "tests/test_push_apns.py"),
+        unit=("tests/test_retry.py", "tests/test_fcm_classify.py", "tests/test_apns_classify.py"),
+        integration=("tests/test_push_fcm.py", "tests/test_push_apns.py"),
     ),
     PythonTarget(
         name="dispatcher",
@@ -85,7 +95,8 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "result_json",
             "Dispatcher._send_one",
         ),
-        tests=("tests/test_worker_units.py", "tests/test_dispatcher_results.py"),
+        unit=("tests/test_worker_units.py", "tests/test_dispatcher_results.py"),
+        integration=("tests/test_dispatcher_senders.py",),
     ),
 )
 
