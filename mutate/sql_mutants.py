@@ -66,7 +66,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         ),
         mutated=(
             "constraint call_sessions_occurrence_key"
-            " unique (schedule_id, occurrence_at, attempt, created_at),"
+            " unique (schedule_id, occurrence_at, attempt, id),"
         ),
         tests=("tests/test_constraints.py::test_one_session_per_schedule_occurrence_and_attempt",),
     ),
@@ -79,7 +79,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         ),
         mutated=(
             "constraint notification_queue_occurrence_key"
-            " unique (schedule_id, occurrence_at, attempt, call_session_id),"
+            " unique (schedule_id, occurrence_at, attempt, id),"
         ),
         tests=(
             "tests/test_constraints.py::test_one_queue_row_per_schedule_occurrence_and_attempt",
