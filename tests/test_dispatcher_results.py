@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -247,3 +248,20 @@ def test_result_json_carries_every_field_of_the_result() -> None:
         "retry_after_s": 2.5,
         "detail": "later",
     }
+
+
+def test_each_push_is_logged_with_its_ids_and_lateness(caplog: pytest.LogCaptureFixture) -> None:
+    d = dispatcher(Senders(None, None), (NOW + dt.timedelta(seconds=0.25)).timestamp)
+    row = claimed(provider_attempts=3)
+    with caplog.at_level(logging.INFO, logger="callpanion.dispatch"):
+        asyncio.run(d._send_one(row))
+    [record] = caplog.records
+    assert record.getMessage() == "push config_fault"
+    fields = {k: getattr(record, k) for k in ("queue_id", "provider", "status", "reason")}
+    assert fields == {
+        "queue_id": str(row.queue_id),
+        "provider": "apns",
+        "status": 0,
+        "reason": "not_configured",
+    }
+    assert (record.lateness_ms, record.attempt) == (250.0, 3)  # type: ignore[attr-defined]

@@ -274,3 +274,10 @@ def test_an_fcm_notice_of_4096_bytes_is_sent_and_4097_refused() -> None:
     assert notice["android"] == {"priority": "high"}
     with pytest.raises(PayloadTooLarge, match="FCM data payload is 4097 bytes"):
         fcm_notice_message("k", "t", "b" * 4044, SESSION, "tok")
+
+
+def test_payloads_carry_utf8_text_not_escapes() -> None:
+    voip = apns_voip_payload(fixed_call(handle="Zoë's family"))
+    assert "Zoë's family".encode() in voip
+    alert = apns_alert_payload("missed_call", "Appel manqué", "Zoë", SESSION)
+    assert "Appel manqué".encode() in alert

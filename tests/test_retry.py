@@ -102,3 +102,8 @@ def test_an_http_date_without_now_is_measured_from_the_clock() -> None:
     far = parse_retry_after("Fri, 01 Jan 9999 00:00:00 GMT")
     assert far is not None
     assert far > 200_000_000_000
+
+
+def test_policies_are_equal_by_base_and_cap_whatever_their_generators() -> None:
+    assert RetryPolicy() == RetryPolicy(rng=random.Random(1))
+    assert RetryPolicy(base_s=2.0) != RetryPolicy()

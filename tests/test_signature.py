@@ -276,6 +276,7 @@ def test_bodies_that_are_not_events_name_the_field(body: bytes, expected: tuple[
         (envelope(note="\x00"), "contains a NUL character (\\u0000)"),
         (envelope(data={"a": [{"b": "x\x00"}]}), "contains a NUL character (\\u0000)"),
         (envelope(data={"k\x00": 1}), "contains a NUL character (\\u0000)"),
+        (envelope(type="call\x00ended"), "contains a NUL character (\\u0000)"),
         (b'{"type": "x", "event_timestamp": 1, "data": {"a": "\\ud800"}}',
          "contains an unpaired UTF-16 surrogate"),
         (b'{"type": "x", "event_timestamp": 1, "data": {"b": [["\\udfff x"]]}}',

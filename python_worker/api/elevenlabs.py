@@ -144,9 +144,8 @@ def parse_webhook(body: bytes) -> WebhookEvent:
     Unknown fields and event types are kept as they are (ElevenLabs adds fields over time).
     """
     try:
+        # _reject_constant's WebhookPayloadError is no ValueError: it passes through as it is.
         payload = json.loads(body, parse_constant=_reject_constant)
-    except WebhookPayloadError:
-        raise
     except (ValueError, RecursionError) as error:
         raise WebhookPayloadError("body", f"is not valid JSON ({type(error).__name__})") from None
     if not isinstance(payload, dict):

@@ -319,6 +319,7 @@ class ApnsSender:
         if collapse_id is not None:
             headers.append((b"apns-collapse-id", collapse_id.encode()))
         path = b"/3/device/" + device_token.encode()
+        # equivalent mutant: (0, 2) or (1, 3) behave alike; only "the second try" matters.
         for try_number in (1, 2):
             token = self.tokens.current()
             try:
@@ -335,6 +336,8 @@ class ApnsSender:
             result = classify(response, attempt, self._policy)
             if result.reason != "ExpiredProviderToken":
                 return result
+            # equivalent mutant: `try_number == 3` etc. A token issued for the second try is
+            # too young to renew, so renew() refuses anyway, unless the clock jumps 20 minutes.
             if try_number == 2 or not self.tokens.renew(token):
                 age = int(self.tokens.age_s)
                 return SendResult(
