@@ -43,8 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", ".callpanion", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis"
 )
-#: A mutant whose tests run longer than this is counted as killed (an endless loop, say).
-TIMEOUT_S = 300.0
+#: A mutant whose tests run longer than this many times the unmutated run is killed.
+TIMEOUT_FACTOR = 4.0
+MIN_TIMEOUT_S = 60.0
 #: A survivor is explained by a comment on its line or the line above that says why.
 EXPLAINED = re.compile(r"#.*equivalent mutant:\s*(?P<why>.*)")
 
@@ -136,13 +137,13 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def write_config(copy: Path, target: PythonTarget) -> Path:
+def write_config(copy: Path, target: PythonTarget, timeout: float) -> Path:
     """The cosmic-ray configuration of one target, in the copy."""
     command = shlex.join(target_command(copy, target))
     lines = [
         "[cosmic-ray]",
         f"module-path = {_toml_string(target.path)}",
-        f"timeout = {TIMEOUT_S}",
+        f"timeout = {timeout:.0f}",
         "excluded-modules = []",
         f"test-command = {_toml_string(command)}",
         "",
@@ -171,12 +172,15 @@ def _bin(name: str) -> str:
 def run_python_target(copy: Path, target: PythonTarget) -> Score:
     """Init, filter and execute one cosmic-ray session; returns the score."""
     started = time.monotonic()
-    config = write_config(copy, target)
     session = copy / f"mutate-{target.name}.sqlite"
     session.unlink(missing_ok=True)
     baseline = subprocess.run(target_command(copy, target), cwd=copy, check=False)
     if baseline.returncode != 0:
         raise SystemExit(f"{target.name}: the tests fail without any mutant; fix them first")
+    # A mutant that makes the tests hang (a sleep that never ends) is killed after a few
+    # times what the unmutated tests took: that is a failure, not a survivor.
+    timeout = max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * (time.monotonic() - started))
+    config = write_config(copy, target, timeout)
     subprocess.run([_bin("cosmic-ray"), "init", str(config), str(session)], cwd=copy, check=True)
     subprocess.run([_bin("cr-filter-operators"), str(session), str(config)], cwd=copy, check=True)
     subprocess.run([_bin("cr-filter-pragma"), str(session)], cwd=copy, check=True)
