@@ -19,6 +19,7 @@ import json
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -165,6 +166,39 @@ def write_config(copy: Path, target: PythonTarget, timeout: float) -> Path:
     return config
 
 
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the module's type annotations are, as ((line, col), (end line, end col))."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.arg | ast.AnnAssign):
+            annotations.append(node.annotation)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations.append(node.returns)
+        for a in annotations:
+            if a is not None and a.end_lineno is not None and a.end_col_offset is not None:
+                spans.append(((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)))
+    return spans
+
+
+def skip_annotations(session: Path, source: str) -> None:
+    """Skip mutants inside annotations: under `from __future__ import annotations` they are
+    never evaluated (`float | None` -> `float & None` is equivalent by construction)."""
+    spans = annotation_spans(source)
+    with sqlite3.connect(session) as db:
+        pending = db.execute(
+            "select m.job_id, m.start_pos_row, m.start_pos_col from mutation_specs m"
+            " where not exists (select 1 from work_results r where r.job_id = m.job_id)"
+        ).fetchall()
+        for job_id, row, col in pending:
+            if any(start <= (row, col) < end for start, end in spans):
+                db.execute(
+                    "insert into work_results (worker_outcome, output, job_id)"
+                    " values ('SKIPPED', 'Filtered annotation', ?)",
+                    [job_id],
+                )
+
+
 def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
@@ -188,6 +222,7 @@ def run_python_target(copy: Path, target: PythonTarget) -> Score:
         subprocess.run(
             [_bin("cr-filter-lines"), "--config", str(config), str(session)], cwd=copy, check=True
         )
+    skip_annotations(session, (copy / target.path).read_text())
     try:
         subprocess.run(
             [_bin("cosmic-ray"), "exec", str(config), str(session)], cwd=copy, check=True
