@@ -43,7 +43,6 @@ class SqlMutant:
 DISPATCH = "20261124200100_dispatch.sql"
 CALLS = "20261123000500_calls.sql"
 SCHEDULER = "20261123000600_scheduler.sql"
-SCHEDULES = "20261123000400_schedules.sql"
 HOUSEHOLDS = "20261123000200_households.sql"
 CALL_EVENTS = "20261124100200_call_events.sql"
 
@@ -139,28 +138,32 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         tests=("tests/test_dispatch_sql.py::test_phase2_leaves_a_row_whose_deadline_is_now",),
         note="release_due_calls (state-machine work may rewrite it)",
     ),
+    # Not schedules' own WITH CHECK clauses: they are defence in depth and mutating them
+    # changes nothing observable (household_id is not updatable by members, the defaults
+    # trigger looks the relative up under the caller's RLS, and the (relative_id,
+    # household_id) foreign key ties a schedule to its relative's household).
     SqlMutant(
-        name="schedules_insert_with_check_open",
-        migration=SCHEDULES,
+        name="relatives_insert_with_check_members",
+        migration=HOUSEHOLDS,
         original=(
-            "for insert to authenticated\n"
+            "create policy relatives_insert on public.relatives for insert to authenticated\n"
+            "  with check (household_id in (select private.admin_household_ids()));"
+        ),
+        mutated=(
+            "create policy relatives_insert on public.relatives for insert to authenticated\n"
             "  with check (household_id in (select private.member_household_ids()));"
         ),
-        mutated="for insert to authenticated\n  with check (true);",
         tests=("tests/test_rls.py::test_rls_matrix",),
     ),
     SqlMutant(
-        name="schedules_update_with_check_dropped",
-        migration=SCHEDULES,
+        name="household_members_insert_with_check_open",
+        migration=HOUSEHOLDS,
         original=(
-            "  using (household_id in (select private.member_household_ids()))\n"
-            "  with check (household_id in (select private.member_household_ids()));"
+            "on public.household_members for insert to authenticated\n"
+            "  with check (household_id in (select private.admin_household_ids()));"
         ),
-        mutated=(
-            "  using (household_id in (select private.member_household_ids()))\n"
-            "  with check (true);"
-        ),
-        tests=("tests/test_rls.py::test_member_cannot_move_a_schedule_to_another_household",),
+        mutated="on public.household_members for insert to authenticated\n  with check (true);",
+        tests=("tests/test_rls.py::test_rls_matrix",),
     ),
     SqlMutant(
         name="relatives_select_using_open",
