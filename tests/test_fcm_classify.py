@@ -124,11 +124,10 @@ def test_a_bad_request_detail_before_the_fcm_error_still_invalidates_the_token()
     )
 
 
-def test_a_bad_request_about_another_field_is_our_bug_whatever_the_order() -> None:
-    violation = {
-        "@type": BAD_REQUEST_TYPE,
-        "fieldViolations": ["odd", {"field": "message.android.ttl"}],
-    }
+@pytest.mark.parametrize("field", ["message.android.ttl", "message.topic", "message"])
+def test_a_bad_request_about_another_field_is_our_bug_whatever_the_order(field: str) -> None:
+    # Fields sorting before and after "message.token": only that exact field is the token.
+    violation = {"@type": BAD_REQUEST_TYPE, "fieldViolations": ["odd", {"field": field}]}
     result = classified(answer(400, fcm_error("INVALID_ARGUMENT", 400, violation)))
     assert (result.outcome, result.reason) == (Outcome.OUR_BUG, "INVALID_ARGUMENT")
 
