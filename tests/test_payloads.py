@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -281,3 +282,10 @@ def test_payloads_carry_utf8_text_not_escapes() -> None:
     assert "Zoë's family".encode() in voip
     alert = apns_alert_payload("missed_call", "Appel manqué", "Zoë", SESSION)
     assert "Appel manqué".encode() in alert
+
+
+def test_a_call_description_cannot_be_changed_once_made() -> None:
+    # Every push of a session (retries, fallback) is built from the same description.
+    call = fixed_call()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        call.ring_seconds = 5  # type: ignore[misc]

@@ -7,6 +7,7 @@ formula in retry.py's docstring with a generator seeded like the policy's.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import random
 
@@ -107,3 +108,8 @@ def test_an_http_date_without_now_is_measured_from_the_clock() -> None:
 def test_policies_are_equal_by_base_and_cap_whatever_their_generators() -> None:
     assert RetryPolicy() == RetryPolicy(rng=random.Random(1))
     assert RetryPolicy(base_s=2.0) != RetryPolicy()
+
+
+def test_a_policy_cannot_be_changed_once_made() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RetryPolicy().cap_s = 1.0  # type: ignore[misc]
