@@ -193,3 +193,37 @@ def test_success_keeps_the_message_name_when_there_is_one(
     assert classified(answer(200, body)) == SendResult(
         "fcm", Outcome.DELIVERED, 200, message_id=message_id
     )
+
+
+def test_only_the_fcm_error_detail_names_the_code() -> None:
+    # FCM puts an ApnsError detail (sorting before FcmError) beside FcmError for iOS targets.
+    apns_error = {
+        "@type": "type.googleapis.com/google.firebase.fcm.v1.ApnsError",
+        "statusCode": 410,
+        "reason": "Unregistered",
+    }
+    result = classified(answer(404, fcm_error("UNREGISTERED", 404, apns_error)))
+    assert (result.outcome, result.reason) == (Outcome.TOKEN_DEAD, "UNREGISTERED")
+
+
+def test_only_bad_request_field_violations_count() -> None:
+    # ErrorInfo sorts after BadRequest; a field list in it is not a BadRequest's.
+    error_info = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "fieldViolations": [{"field": "message.token"}],
+    }
+    result = classified(answer(400, fcm_error("INVALID_ARGUMENT", 400, error_info)))
+    assert (result.outcome, result.reason) == (Outcome.OUR_BUG, "INVALID_ARGUMENT")
+
+
+def test_a_redirect_from_a_proxy_is_our_bug_whatever_its_body() -> None:
+    body = {
+        "error": {
+            "details": [
+                {"@type": BAD_REQUEST_TYPE, "fieldViolations": [{"field": "message.token"}]}
+            ]
+        }
+    }
+    assert classified(answer(302, body)) == SendResult(
+        "fcm", Outcome.OUR_BUG, 302, "302", detail=json.dumps(body)
+    )
