@@ -231,6 +231,42 @@ def run_python_target(copy: Path, target: PythonTarget) -> Score:
         stop_clusters(copy)
     score = score_session(copy, target.name, session)
     score.seconds = time.monotonic() - started
+    kept = copy.parent / "sessions" / f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}.sqlite"
+    kept.parent.mkdir(exist_ok=True)
+    shutil.copy(session, kept)
+    print(f"session kept in {kept} (--recheck it after adding tests)", flush=True)
+    return score
+
+
+def recheck_python_target(copy: Path, saved: Path) -> Score:
+    """Run a kept session's survivors again, against the current tests and code.
+
+    Mutants are found again by operator and occurrence, so this holds as long as the module's
+    code (not its comments) is unchanged since the session was made.
+    """
+    started = time.monotonic()
+    name = saved.name.split("-", 1)[0]
+    by_name = {t.name: t for t in PYTHON_TARGETS}
+    if name not in by_name:
+        raise SystemExit(f"{saved}: not a session of a known target")
+    target = by_name[name]
+    session = copy / f"mutate-{name}.sqlite"
+    shutil.copy(saved, session)
+    with sqlite3.connect(session) as db:
+        db.execute("delete from work_results where test_outcome = 'SURVIVED'")
+    baseline = subprocess.run(target_command(copy, target), cwd=copy, check=False)
+    if baseline.returncode != 0:
+        raise SystemExit(f"{name}: the tests fail without any mutant; fix them first")
+    timeout = max(MIN_TIMEOUT_S, TIMEOUT_FACTOR * (time.monotonic() - started))
+    config = write_config(copy, target, timeout)
+    try:
+        subprocess.run(
+            [_bin("cosmic-ray"), "exec", str(config), str(session)], cwd=copy, check=True
+        )
+    finally:
+        stop_clusters(copy)
+    score = score_session(copy, name, session)
+    score.seconds = time.monotonic() - started
     return score
 
 
@@ -307,14 +343,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mutate", description=__doc__)
     parser.add_argument("--python", nargs="*", metavar="TARGET", help="Python targets only")
     parser.add_argument("--sql", nargs="*", metavar="MUTANT", help="SQL mutants only")
+    parser.add_argument(
+        "--recheck",
+        nargs="+",
+        type=Path,
+        metavar="SESSION",
+        help="run the survivors of kept sessions (.callpanion/mutate/sessions/) again",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the copy (for cr-report)")
     parser.add_argument(
         "--whole-files", action="store_true", help="SQL mutants: run whole test files"
     )
     args = parser.parse_args(argv)
-    everything = args.python is None and args.sql is None
+    everything = args.python is None and args.sql is None and args.recheck is None
     parent = ROOT / ".callpanion" / "mutate"
     scores: list[Score] = []
+
+    if args.recheck:
+        copy = make_copy(parent)
+        try:
+            for saved in args.recheck:
+                score = recheck_python_target(copy, saved.resolve())
+                scores.append(score)
+                print_score(score)
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
 
     if everything or args.python is not None:
         names = args.python or [t.name for t in PYTHON_TARGETS]
