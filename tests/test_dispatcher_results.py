@@ -93,10 +93,12 @@ def test_an_unconfigured_provider_is_a_configuration_fault_naming_the_variable()
     assert sample(d, "callpanion_pushes_total", provider="fcm", outcome="config_fault") == 1.0
 
 
-def test_an_unknown_provider_is_our_bug() -> None:
+@pytest.mark.parametrize("provider", ["pigeon", "", "aaa", "apnsx", "ffff", "zzz"])
+def test_an_unknown_provider_is_our_bug(provider: str) -> None:
+    # Names sorting before, between and after "apns" and "fcm": only those two are providers.
     d = dispatcher(Senders(None, None), lambda: NOW.timestamp())
-    result = asyncio.run(d._send_one(claimed(provider="pigeon")))
-    assert result == SendResult("pigeon", Outcome.OUR_BUG, 0, "unknown_provider")
+    result = asyncio.run(d._send_one(claimed(provider=provider)))
+    assert result == SendResult(provider, Outcome.OUR_BUG, 0, "unknown_provider")
 
 
 def test_a_payload_too_large_is_our_bug_and_nothing_is_sent() -> None:
