@@ -206,10 +206,11 @@ def test_only_the_fcm_error_detail_names_the_code() -> None:
     assert (result.outcome, result.reason) == (Outcome.TOKEN_DEAD, "UNREGISTERED")
 
 
-def test_only_bad_request_field_violations_count() -> None:
-    # ErrorInfo sorts after BadRequest; a field list in it is not a BadRequest's.
+@pytest.mark.parametrize("kind", ["google.rpc.ErrorInfo", "google.firebase.fcm.v1.ApnsError"])
+def test_only_bad_request_field_violations_count(kind: str) -> None:
+    # Detail types sorting after and before BadRequest: a field list in them is not its.
     error_info = {
-        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "@type": f"type.googleapis.com/{kind}",
         "fieldViolations": [{"field": "message.token"}],
     }
     result = classified(answer(400, fcm_error("INVALID_ARGUMENT", 400, error_info)))

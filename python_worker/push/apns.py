@@ -118,6 +118,7 @@ def classify(response: Response, attempt: int, policy: RetryPolicy) -> SendResul
     """Turn an APNs answer into a SendResult (ExpiredProviderToken is handled by the sender)."""
     status = response.status
     apns_id = response.header("apns-id")
+    # equivalent mutant: `status <= 200`: HTTP/2 has no final status below 200.
     if status == 200:
         return SendResult("apns", Outcome.DELIVERED, status, message_id=apns_id)
     reason: str | None = None

@@ -68,6 +68,7 @@ class _RefreshAndRetry(Exception):
 def classify(response: Response, attempt: int, policy: RetryPolicy) -> SendResult:
     """Turn an FCM v1 answer into a SendResult (raises _RefreshAndRetry on a bare 401)."""
     status = response.status
+    # equivalent mutant: `status <= 200`: HTTP/2 has no final status below 200.
     if status == 200:
         name = None
         with contextlib.suppress(ValueError, AttributeError):
