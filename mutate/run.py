@@ -295,21 +295,27 @@ def score_session(copy: Path, name: str, session: Path) -> Score:
 
 
 def describe(copy: Path, item: dict[str, Any], diff: str) -> str:
-    """`path:line operator` and the changed lines, plus the explanation if the code has one."""
+    """`path:line operator` and the changed lines, plus the explanation if the code has one.
+
+    The explanation is an `# equivalent mutant: …` comment on the mutated line or just above
+    it, found by the mutated line's text (a kept session's positions may be stale).
+    """
     mutation: dict[str, Any] = item["mutations"][0]
     path = Path(mutation["module_path"])
-    line = int(mutation["start_pos"][0])
+    removed = [d[1:] for d in diff.splitlines() if d.startswith("-") and not d.startswith("---")]
     source = (copy / path).read_text().splitlines()
     why = ""
-    for candidate in source[max(line - 2, 0) : line]:
-        found = EXPLAINED.search(candidate)
-        if found:
-            why = f"\n      explained: {found['why'].strip()}"
+    for index, text in enumerate(source):
+        if removed and text == removed[0]:
+            for candidate in source[max(index - 2, 0) : index + 1]:
+                if found := EXPLAINED.search(candidate):
+                    why = f"\n      explained: {found['why'].strip()}"
     changed = [
         f"      {d}"
         for d in diff.splitlines()
         if d[:1] in "+-" and not d.startswith(("+++", "---"))
     ]
+    line = int(mutation["start_pos"][0])
     return f"{path}:{line} {mutation['operator_name']}\n" + "\n".join(changed) + why
 
 
