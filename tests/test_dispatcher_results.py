@@ -158,8 +158,13 @@ def test_a_row_sent_a_moment_early_counts_no_negative_lateness() -> None:
     assert sample(d, "callpanion_push_lateness_seconds_sum") == 0.0
 
 
-def test_shutdown_gives_back_a_row_still_waiting_but_sends_one_already_due() -> None:
-    waiting = dispatcher(Raising(RuntimeError("x")), (NOW - dt.timedelta(seconds=5)).timestamp)
+@pytest.mark.parametrize("ahead_s", [5.0, 0.5])
+def test_shutdown_gives_back_a_row_still_waiting_but_sends_one_already_due(
+    ahead_s: float,
+) -> None:
+    waiting = dispatcher(
+        Raising(RuntimeError("x")), (NOW - dt.timedelta(seconds=ahead_s)).timestamp
+    )
     waiting.stop()
     assert asyncio.run(waiting._send_one(claimed())) is None
     due_now = dispatcher(Raising(RuntimeError("x")), NOW.timestamp)  # not_before == now
