@@ -167,9 +167,10 @@ def test_shutdown_gives_back_a_row_still_waiting_but_sends_one_already_due(
     )
     waiting.stop()
     assert asyncio.run(waiting._send_one(claimed())) is None
-    due_now = dispatcher(Raising(RuntimeError("x")), NOW.timestamp)  # not_before == now
-    due_now.stop()
-    assert asyncio.run(due_now._send_one(claimed())) is not None
+    for late_s in (0.0, 5.0):  # due this instant, or overdue: it goes out
+        due = dispatcher(Raising(RuntimeError("x")), (NOW + dt.timedelta(seconds=late_s)).timestamp)
+        due.stop()
+        assert asyncio.run(due._send_one(claimed())) is not None
 
 
 def test_a_dead_token_is_counted_per_provider() -> None:
