@@ -64,6 +64,7 @@ def test_the_signature_is_the_hex_hmac_of_timestamp_dot_body() -> None:
         f"garbage,t={NOW},v0={v0()}",  # a part without "=" before the real ones is skipped
         f"t={NOW},nonsense,v0={v0()}",
         f"v1=abc,t={NOW},v0={v0()}",  # an unknown scheme is ignored
+        f"a=zzz,s=-1,t={NOW},v0={v0()}",  # ... whether it sorts before "t" and "v0" or after
         f"t={NOW},v0={'0' * 64},v0={v0()}",  # rotation: one of several matches
     ],
 )
@@ -114,6 +115,8 @@ def test_a_twelve_digit_timestamp_is_read_and_refused_as_future() -> None:
         f"t={NOW}",  # t without v0
         f"t{NOW},v0{v0()}",  # no "=" anywhere
         f"x={NOW},y={v0()}",
+        f"t={NOW},a={v0()}",  # the signature under another name is no v0
+        f"t={NOW},v={v0()}",
     ],
 )
 def test_a_header_without_both_parts_is_a_bad_signature(header: str) -> None:

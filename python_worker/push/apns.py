@@ -298,6 +298,7 @@ class ApnsSender:
         self,
         device_token: str,
         payload: bytes,
+        # equivalent mutant: `*` -> `/`: every caller passes the rest by keyword.
         *,
         topic: str,
         push_type: bytes,
