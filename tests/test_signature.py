@@ -117,6 +117,7 @@ def test_a_twelve_digit_timestamp_is_read_and_refused_as_future() -> None:
         f"x={NOW},y={v0()}",
         f"t={NOW},a={v0()}",  # the signature under another name is no v0
         f"t={NOW},v={v0()}",
+        f"t={NOW},v1={v0()}",
     ],
 )
 def test_a_header_without_both_parts_is_a_bad_signature(header: str) -> None:
