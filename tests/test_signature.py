@@ -314,8 +314,10 @@ def test_post_call_audio_is_stored_without_its_audio_and_nothing_else_is_touched
     assert event.payload["data"]["full_audio"] == "QUJD"  # the parsed event is not changed
 
 
-def test_only_post_call_audio_loses_full_audio() -> None:
-    transcription = parse_webhook(envelope(data={"full_audio": "QUJD"}))
-    assert without_audio(transcription) is transcription.payload
+@pytest.mark.parametrize("kind", ["post_call_transcription", "call_initiation_failure"])
+def test_only_post_call_audio_loses_full_audio(kind: str) -> None:
+    # Types sorting after and before "post_call_audio" keep whatever they carry.
+    other = parse_webhook(envelope(type=kind, data={"full_audio": "QUJD"}))
+    assert without_audio(other) is other.payload
     audio_without_audio = parse_webhook(envelope(type="post_call_audio", data={}))
     assert without_audio(audio_without_audio) is audio_without_audio.payload
