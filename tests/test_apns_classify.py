@@ -205,6 +205,8 @@ def test_renew_waits_exactly_twenty_minutes_and_ignores_a_token_already_replaced
     second = tokens.current()
     assert second != first
     assert tokens.renew(first) is True  # someone already replaced it: use the current one
+    # Any token but the current one, whatever it sorts like, was already replaced.
+    assert tokens.renew("") is tokens.renew("~") is True
     assert (tokens.current(), tokens.generated) == (second, 2)
 
 

@@ -303,13 +303,16 @@ def test_a_paired_surrogate_is_an_ordinary_character() -> None:
 
 def test_post_call_audio_is_stored_without_its_audio_and_nothing_else_is_touched() -> None:
     event = parse_webhook(
-        envelope(type="post_call_audio", data={"conversation_id": "c", "full_audio": "QUJD"})
+        envelope(
+            type="post_call_audio",
+            data={"conversation_id": "c", "full_audio": "QUJD", "status": "done"},
+        )
     )
     stored = without_audio(event)
     assert stored == {
         "type": "post_call_audio",
         "event_timestamp": NOW,
-        "data": {"conversation_id": "c"},
+        "data": {"conversation_id": "c", "status": "done"},
     }
     assert event.payload["data"]["full_audio"] == "QUJD"  # the parsed event is not changed
 

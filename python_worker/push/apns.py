@@ -321,7 +321,8 @@ class ApnsSender:
         if collapse_id is not None:
             headers.append((b"apns-collapse-id", collapse_id.encode()))
         path = b"/3/device/" + device_token.encode()
-        # equivalent mutant: (0, 2) or (1, 3) behave alike; only "the second try" matters.
+        # equivalent mutant: (0, 2), (1, 3) or (1, 1) behave alike: on the second try the
+        # token is too young to renew (see below), so there is never a third.
         for try_number in (1, 2):
             token = self.tokens.current()
             try:
