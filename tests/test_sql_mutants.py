@@ -9,6 +9,7 @@ migrations still migrates a scratch database.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,41 @@ def test_each_mutants_original_text_is_in_its_migration_once(mutant: SqlMutant) 
         if "::" in test:
             name = test.split("::", 1)[1]
             assert f"def {name}(" in (PROJECT_DIR / test.split("::", 1)[0]).read_text(), test
+
+
+#: What a mutated piece of text belongs to, found before it in its migration.
+SUBJECTS = (
+    (re.compile(r"create (?:or replace )?function ([\w.]+)\s*\("), r"function {}\s*\("),
+    (re.compile(r"create policy (\w+)"), r"policy {}\b"),
+    (re.compile(r"constraint (\w+)"), r"drop constraint (?:if exists )?{}\b"),
+)
+
+
+def subject(text: str, original: str) -> tuple[str, str]:
+    """The function, policy or constraint that `original` belongs to (the last one starting
+    before its end), and the pattern a later migration would use to replace it."""
+    end = text.index(original) + len(original)
+    found = [
+        (m.start(), m.group(1), later.format(re.escape(m.group(1))))
+        for pattern, later in SUBJECTS
+        for m in pattern.finditer(text, 0, end)
+    ]
+    _, name, later = max(found)
+    return name, later
+
+
+@pytest.mark.parametrize("mutant", SQL_MUTANTS, ids=lambda m: m.name)
+def test_no_later_migration_replaces_what_a_mutant_changes(mutant: SqlMutant) -> None:
+    # A function re-created (or a policy or constraint replaced) by a later migration makes
+    # the mutant change dead text: it would "survive" for the wrong reason.
+    text = (MIGRATIONS / mutant.migration).read_text()
+    name, later = subject(text, mutant.original)
+    replaced_in = [
+        path.name
+        for path in sorted(MIGRATIONS.glob("*.sql"))
+        if path.name > mutant.migration and re.search(later, path.read_text())
+    ]
+    assert replaced_in == [], f"re-anchor {mutant.name}: {name} is replaced in {replaced_in}"
 
 
 def test_every_mutant_still_migrates_a_scratch_database(
