@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop lint os-packages npm-tools types
+.PHONY: demo test stop lint mutate os-packages npm-tools types
 
 demo: os-packages $(STAMP)
 	$(BIN)/callpanion demo
 
 test: os-packages npm-tools $(STAMP)
-	$(BIN)/ruff check python_worker tests
+	$(BIN)/ruff check python_worker tests mutate
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -20,11 +20,16 @@ stop: $(STAMP)
 	$(BIN)/callpanion stack down
 
 lint: os-packages $(STAMP)
-	$(BIN)/ruff check python_worker tests
-	$(BIN)/ruff format --check python_worker tests
+	$(BIN)/ruff check python_worker tests mutate
+	$(BIN)/ruff format --check python_worker tests mutate
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/callpanion lint-sql
+
+# Mutation testing (README, "Mutation testing"): too slow for `make test` (tens of minutes).
+# Each critical module against its own tests, then the SQL mutants; prints the score of each.
+mutate: os-packages $(STAMP)
+	$(BIN)/python -m mutate
 
 os-packages:
 	@PYTHON=$(PYTHON) ./scripts/ensure-os-packages.sh

@@ -302,6 +302,15 @@ def test_several_signatures_are_allowed_while_a_secret_is_rotated(
     assert response.status_code == 200, response.text
 
 
+def test_a_header_part_without_equals_before_the_real_ones_is_skipped(
+    api: ServedApi, webhook_secret: str
+) -> None:
+    body = json.dumps(transcription_payload(f"conv_{uuid.uuid4().hex}")).encode()
+    header = "garbage, " + sign(webhook_secret, body, int(time.time()))
+    response = api.client.post(WEBHOOK_PATH, content=body, headers={"ElevenLabs-Signature": header})
+    assert response.status_code == 200, response.text
+
+
 def signed_refusal_cases(secret: str, body: bytes) -> list[tuple[str, bytes, dict[str, str], str]]:
     now = int(time.time())
     tampered = body.replace(b"garden", b"gardem")
@@ -313,6 +322,9 @@ def signed_refusal_cases(secret: str, body: bytes) -> list[tuple[str, bytes, dic
         ("missing header", body, {}, "missing_signature"),
         ("garbled header", body, {"ElevenLabs-Signature": "sha256=abc"}, "bad_signature"),
         ("timestamp swapped", body, {"ElevenLabs-Signature": sign(secret, body, now).replace(f"t={now}", f"t={now - 1}")}, "bad_signature"),
+        ("non-numeric t", body, {"ElevenLabs-Signature": sign(secret, body, now).replace(f"t={now}", "t=17x")}, "bad_signature"),
+        ("v0 without t", body, {"ElevenLabs-Signature": sign(secret, body, now).split(",")[1]}, "bad_signature"),
+        ("13-digit t", body, {"ElevenLabs-Signature": sign(secret, body, now).replace(f"t={now}", f"t={now:013d}")}, "bad_signature"),
     ]  # fmt: skip
 
 

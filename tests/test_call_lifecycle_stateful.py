@@ -393,6 +393,10 @@ class CallLife(RuleBasedStateMachine):
                 self.db.execute("set local role authenticated")
                 self.db.execute("select set_config('request.jwt.claims', %s, true)", [claims])
                 self.db.execute(sql.SQL("select public.cancel_call(%s)"), [session["id"]])
+                # SET LOCAL outlives a released savepoint (it lasts to the end of the outer
+                # transaction): act as ourselves again before the savepoint is released.
+                self.db.execute("reset role")
+                self.db.execute("select set_config('request.jwt.claims', '', true)")
         except psycopg.Error as error:
             assert not isinstance(error, errors.InternalError_), error
 

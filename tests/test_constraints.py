@@ -226,3 +226,37 @@ def test_every_foreign_key_is_backed_by_a_selective_index(db: Conn) -> None:
         """
     ).fetchall()
     assert rows == []
+
+
+# The scheduler's idempotency keys, tested on the constraint itself from direct inserts: the
+# phases' `not exists` checks and row locks would hide the loss of either (issue 17, item 4).
+
+
+def test_one_session_per_schedule_occurrence_and_attempt(db: Conn, world: World) -> None:
+    copy = """insert into call_sessions (household_id, relative_id, schedule_id, device_id,
+                  occurrence_at, attempt)
+              select household_id, relative_id, schedule_id, device_id, occurrence_at, %s
+              from call_sessions where id = %s returning id"""
+    with (
+        pytest.raises(errors.UniqueViolation, match="call_sessions_occurrence_key"),
+        db.transaction(),
+    ):
+        db.execute(copy, [1, world.a.session])
+    # Another attempt of the same occurrence is a session of its own.
+    assert one(db, copy, [2, world.a.session])["id"] != world.a.session
+
+
+def test_one_queue_row_per_schedule_occurrence_and_attempt(db: Conn, world: World) -> None:
+    # The spare session (no queue row yet) takes a copy of the queued row's occurrence.
+    copy = """insert into notification_queue (call_session_id, household_id, schedule_id,
+                  device_id, occurrence_at, attempt, send_at, deadline_at, platform, provider,
+                  push_token)
+              select %s, household_id, schedule_id, device_id, occurrence_at, %s, send_at,
+                     deadline_at, platform, provider, push_token
+              from notification_queue where id = %s returning id"""
+    with (
+        pytest.raises(errors.UniqueViolation, match="notification_queue_occurrence_key"),
+        db.transaction(),
+    ):
+        db.execute(copy, [world.a.spare_session, 1, world.a.queue_row])
+    assert one(db, copy, [world.a.spare_session, 2, world.a.queue_row])["id"] != world.a.queue_row

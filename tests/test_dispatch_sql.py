@@ -567,3 +567,74 @@ def test_next_work_at_names_the_earliest_ring_end_and_live_peers(db: Conn) -> No
     work = one(db, "select * from next_work_at(%s, 'w1')", [AT])
     assert work["ring_ends_at"] == AT + timedelta(seconds=45)
     assert work["peer_leases"] is False
+
+
+# -- exact boundaries and row locking (issue 17, items 3 and 8) ------------------------------
+
+
+def test_a_row_is_claimed_at_the_very_instant_of_its_deadline(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    deadline = queue_row(db, qid)["deadline_at"]
+    assert deadline == AT + timedelta(minutes=2)
+    [row] = claim(db, "w1", deadline)
+    assert row["queue_id"] == qid
+
+
+def test_phase2_leaves_a_row_whose_deadline_is_now(db: Conn) -> None:
+    fam, qid = queued_call(db)
+    phase2(db, AT + timedelta(minutes=2))
+    assert queue_row(db, qid)["status"] == "due"
+    assert session_of(db, qid)["status"] == "queued"
+    assert alerts(db, fam.household) == []
+
+
+def test_a_result_is_recorded_at_the_last_instant_of_the_lease(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    [row] = claim(db, "w1", AT)
+    assert row["locked_until"] == AT + LEASE
+    assert record(db, "w1", AT + LEASE, result(qid, "delivered")) == {qid: "sent"}
+
+
+def test_a_lease_is_not_taken_back_at_its_last_instant(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    claim(db, "w1", AT)
+    assert claim(db, "w2", AT + LEASE) == []
+    stored = queue_row(db, qid)
+    assert (stored["status"], stored["locked_by"], stored["last_error"]) == ("claimed", "w1", None)
+
+
+def test_a_retry_landing_exactly_on_the_deadline_is_kept(db: Conn) -> None:
+    _fam, qid = queued_call(db)
+    claim(db, "w1", AT + timedelta(seconds=10))
+    got = record(
+        db, "w1", AT + timedelta(seconds=10), result(qid, "retry", status=503, retry_after_s=110)
+    )
+    assert got == {qid: "retry"}
+    stored = queue_row(db, qid)
+    assert (stored["status"], stored["next_attempt_at"]) == ("due", stored["deadline_at"])
+    assert session_of(db, qid)["status"] == "queued"
+
+
+def test_a_claim_skips_rows_another_worker_holds_instead_of_waiting(
+    worker_database: str, wdb: Conn
+) -> None:
+    # Committed rows and two sessions: worker A claims one row and keeps its transaction
+    # open; worker B, in the same moment, must take the other row at once, not wait for A.
+    # Without SKIP LOCKED, B blocks on A's row and the lock_timeout turns that into an error.
+    first, _ = queued_call(wdb)
+    second, _ = queued_call(wdb)
+    with (
+        psycopg.connect(worker_database, row_factory=dict_row) as a,
+        psycopg.connect(worker_database, row_factory=dict_row) as b,
+    ):
+        [taken_by_a] = claim(a, "worker-a", AT, limit=1)  # a's transaction stays open
+        b.execute("set lock_timeout = '2s'")
+        taken_by_b = claim(b, "worker-b", AT)
+        assert [r["queue_id"] for r in taken_by_b] != [taken_by_a["queue_id"]]
+        assert len(taken_by_b) == 1
+        assert {taken_by_a["household_id"], taken_by_b[0]["household_id"]} == {
+            first.household,
+            second.household,
+        }
+        a.commit()
+        b.commit()

@@ -102,12 +102,17 @@ def test_a_scheduled_call_is_queued_by_pg_cron_rung_on_time_answered_and_logged(
             tick += dt.timedelta(minutes=1)
         run_at = tick + dt.timedelta(seconds=4)
         schedule = whole.one_off(conn, family, run_at, ring_s=30)
-        conn.execute("update cron.job set active = true where jobname like 'callpanion-phase%%'")
+        # As the project's owner may (hosted-shaped postgres: no direct writes to cron.job).
+        conn.execute(
+            "select cron.alter_job(jobid, active := true) from cron.job"
+            " where jobname like 'callpanion-phase%%'"
+        )
         try:
             ringing = phone.wait_event(_is("ringing"), 150, "ring")
         finally:
             conn.execute(
-                "update cron.job set active = false where jobname like 'callpanion-phase%%'"
+                "select cron.alter_job(jobid, active := false) from cron.job"
+                " where jobname like 'callpanion-phase%%'"
             )
         call_id = ringing["call_id"]
         phone.wait_event(_is("call_over", call_id=call_id), 60, "the end of the call")

@@ -8,6 +8,7 @@ names the field and the reason.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from python_worker.named_queries import load_queries
 
 QUERIES_FILE = Path(__file__).with_name("queries.sql")
+#: Runs of one named query when the database aborts it for a deadlock or a serialization
+#: failure (a conflict with a concurrent transaction, not a refusal).
+TRANSIENT_ATTEMPTS = 3
+log = logging.getLogger("callpanion.api")
 
 #: SQLSTATEs the API's SQL functions raise on purpose, and what the client gets.
 STATUS_BY_SQLSTATE = {
@@ -104,10 +109,27 @@ class ApiDatabase:
         """Run a named query; database refusals become ApiError, an absent database 503
         (after waiting up to `wait` seconds, default the pool's, for a connection)."""
         query = self._queries[name]
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                return self._once(query, params, wait)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as error:
+                # Each named query is one statement in autocommit: the aborted transaction
+                # changed nothing, so running it again is safe. A device event racing the
+                # worker's record of the same call can meet it in a lock cycle.
+                log.warning(
+                    "transient database conflict",
+                    extra={"query": name, "sqlstate": error.sqlstate, "attempt": attempt},
+                )
+        raise ApiError(503, "database: busy; try again shortly", "database")
+
+    def _once(self, query: str, params: dict[str, Any], wait: float | None) -> list[dict[str, Any]]:
         try:
             with self._pool.connection(timeout=wait) as conn:
                 return conn.execute(query, params).fetchall()
-        except (PoolTimeout, psycopg.OperationalError):
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            raise
+        except (PoolTimeout, psycopg.OperationalError) as error:
+            log.warning("database unavailable", extra={"error": str(error)[:300]})
             raise ApiError(503, "database: unavailable; try again shortly", "database") from None
         except UnicodeEncodeError:
             raise ApiError(422, "invalid text: contains an unpaired UTF-16 surrogate") from None

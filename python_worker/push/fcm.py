@@ -68,6 +68,7 @@ class _RefreshAndRetry(Exception):
 def classify(response: Response, attempt: int, policy: RetryPolicy) -> SendResult:
     """Turn an FCM v1 answer into a SendResult (raises _RefreshAndRetry on a bare 401)."""
     status = response.status
+    # equivalent mutant: `status <= 200`: HTTP/2 has no final status below 200.
     if status == 200:
         name = None
         with contextlib.suppress(ValueError, AttributeError):
@@ -95,11 +96,13 @@ def classify(response: Response, attempt: int, policy: RetryPolicy) -> SendResul
                     token_violation = True
     message = str(error.get("message") or response.body[:200].decode(errors="replace"))
     retry_after = parse_retry_after(response.header("retry-after"))
+    # An answer without FCM detail (Google's front end, a bare 400) is named by its status.
+    reason = code or str(error.get("status") or status)
     if code is None and status == 401:
         raise _RefreshAndRetry(message)
     if code == "INVALID_ARGUMENT" or (code is None and status == 400):
         outcome = Outcome.TOKEN_DEAD if token_violation else Outcome.OUR_BUG
-        return SendResult("fcm", outcome, status, code or str(error.get("status")), detail=message)
+        return SendResult("fcm", outcome, status, reason, detail=message)
     outcome_for = _OUTCOMES.get(code or "")
     if outcome_for is None:
         # No FCM detail: a Google front-end answer. Wrong project / permissions are ours to
@@ -110,7 +113,6 @@ def classify(response: Response, attempt: int, policy: RetryPolicy) -> SendResul
             outcome_for = Outcome.CONFIG_FAULT
         else:
             outcome_for = Outcome.OUR_BUG
-    reason = code or str(error.get("status") or status)
     delay = policy.delay(attempt, retry_after) if outcome_for is Outcome.RETRY else None
     return SendResult("fcm", outcome_for, status, reason, retry_after_s=delay, detail=message)
 

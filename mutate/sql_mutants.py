@@ -1,0 +1,224 @@
+"""Hand-made SQL mutants for the invariants the database holds, and the tests that must kill them.
+
+Each mutant replaces one exact piece of text in one landed migration. `make mutate` applies
+it to a copy of the project, so the test session's fresh cluster (and every scratch database
+the tests make) is migrated with the mutant, and runs the matching tests: they must fail.
+tests/test_sql_mutants.py checks, fast, that every `original` is still found exactly once in
+its migration and that every mutant still migrates a scratch database, so the list cannot
+silently rot when a migration is added or a function is rewritten.
+
+Anchors are chosen on text that other work rarely touches (constraints, RLS policies, the
+claim's row locking); the ones inside functions that are being rewritten say so in `note`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SqlMutant:
+    """One change to one migration, and the tests that notice it."""
+
+    name: str
+    migration: str
+    original: str
+    mutated: str
+    tests: tuple[str, ...]
+    note: str = ""
+
+    def apply(self, migrations_dir: Path) -> None:
+        """Rewrite the migration in `migrations_dir` (a copy, never the repository's)."""
+        path = migrations_dir / self.migration
+        text = path.read_text()
+        if text.count(self.original) != 1:
+            raise ValueError(
+                f"{self.name}: the original text is found {text.count(self.original)} times in "
+                f"{self.migration} (expected once); re-anchor this mutant"
+            )
+        path.write_text(text.replace(self.original, self.mutated))
+
+
+DISPATCH = "20261124200100_dispatch.sql"
+CALLS = "20261123000500_calls.sql"
+SCHEDULER = "20261123000600_scheduler.sql"
+HOUSEHOLDS = "20261123000200_households.sql"
+CALL_EVENTS = "20261124100200_call_events.sql"
+LIFECYCLE = "20261126100100_call_lifecycle_scheduler.sql"
+CANCELLED_IS_OVER = "20261126180000_cancelled_call_is_over.sql"
+CRASH = "20261126210000_crash_recovery.sql"
+PHASE2 = "20261126211000_phase2_reclaims_orphans.sql"
+
+SQL_MUTANTS: tuple[SqlMutant, ...] = (
+    SqlMutant(
+        name="claim_without_skip_locked",
+        migration=CRASH,
+        original="    limit p_limit\n    for update of q skip locked\n",
+        mutated="    limit p_limit\n    for update of q\n",
+        tests=(
+            "tests/test_dispatch_sql.py::test_a_claim_skips_rows_another_worker_holds_instead_of_waiting",
+        ),
+        note="claim_due_calls (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="session_occurrence_key_widened",
+        migration=LIFECYCLE,
+        original=(
+            "create unique index call_sessions_occurrence_key on public.call_sessions\n"
+            "  (schedule_id, occurrence_at, attempt) where withdrawn_at is null;"
+        ),
+        mutated=(
+            "create unique index call_sessions_occurrence_key on public.call_sessions\n"
+            "  (schedule_id, occurrence_at, attempt, id) where withdrawn_at is null;"
+        ),
+        tests=("tests/test_constraints.py::test_one_session_per_schedule_occurrence_and_attempt",),
+    ),
+    SqlMutant(
+        name="queue_occurrence_key_widened",
+        migration=LIFECYCLE,
+        original=(
+            "create unique index notification_queue_occurrence_key on public.notification_queue\n"
+            "  (schedule_id, occurrence_at, attempt) where status <> 'cancelled';"
+        ),
+        mutated=(
+            "create unique index notification_queue_occurrence_key on public.notification_queue\n"
+            "  (schedule_id, occurrence_at, attempt, id) where status <> 'cancelled';"
+        ),
+        tests=(
+            "tests/test_constraints.py::test_one_queue_row_per_schedule_occurrence_and_attempt",
+        ),
+    ),
+    SqlMutant(
+        name="claim_at_the_deadline_refused",
+        migration=CRASH,
+        original="case when q.deadline_at < p_now then 'deadline'",
+        mutated="case when q.deadline_at <= p_now then 'deadline'",
+        tests=(
+            "tests/test_dispatch_sql.py::test_a_row_is_claimed_at_the_very_instant_of_its_deadline",
+        ),
+        note="claim_due_calls (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="record_without_lease_check",
+        migration=CRASH,
+        original="and q.locked_by = p_worker and q.locked_until >= p_now\n    for update of q) x;",
+        mutated="and q.locked_by = p_worker\n    for update of q) x;",
+        tests=(
+            "tests/test_dispatch_sql.py::test_a_lease_is_not_recorded_once_expired_even_if_nobody_took_it",
+        ),
+        note="record_push_results (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="record_at_the_lease_end_refused",
+        migration=CRASH,
+        original="and q.locked_by = p_worker and q.locked_until >= p_now\n    for update of q) x;",
+        mutated="and q.locked_by = p_worker and q.locked_until > p_now\n    for update of q) x;",
+        tests=(
+            "tests/test_dispatch_sql.py::test_a_result_is_recorded_at_the_last_instant_of_the_lease",
+        ),
+        note="record_push_results (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="retry_landing_on_the_deadline_expires",
+        migration=CRASH,
+        original="       and p_now + r.delay <= r.deadline_at\n",
+        mutated="       and p_now + r.delay < r.deadline_at\n",
+        tests=("tests/test_dispatch_sql.py::test_a_retry_landing_exactly_on_the_deadline_is_kept",),
+        note="record_push_results (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="claim_takes_back_a_live_lease",
+        migration=CRASH,
+        original="where e.status = 'claimed' and e.locked_until < p_now",
+        mutated="where e.status = 'claimed' and e.locked_until <= p_now",
+        tests=("tests/test_dispatch_sql.py::test_a_lease_is_not_taken_back_at_its_last_instant",),
+        note="claim_due_calls (dispatch work may rewrite it)",
+    ),
+    SqlMutant(
+        name="phase2_expires_at_the_deadline",
+        migration=PHASE2,
+        original="where q.status in ('queued', 'due') and q.deadline_at < p_now",
+        mutated="where q.status in ('queued', 'due') and q.deadline_at <= p_now",
+        tests=("tests/test_dispatch_sql.py::test_phase2_leaves_a_row_whose_deadline_is_now",),
+        note="release_due_calls (state-machine work may rewrite it)",
+    ),
+    # Not schedules' own WITH CHECK clauses: they are defence in depth and mutating them
+    # changes nothing observable (household_id is not updatable by members, the defaults
+    # trigger looks the relative up under the caller's RLS, and the (relative_id,
+    # household_id) foreign key ties a schedule to its relative's household).
+    SqlMutant(
+        name="relatives_insert_with_check_members",
+        migration=HOUSEHOLDS,
+        original=(
+            "create policy relatives_insert on public.relatives for insert to authenticated\n"
+            "  with check (household_id in (select private.admin_household_ids()));"
+        ),
+        mutated=(
+            "create policy relatives_insert on public.relatives for insert to authenticated\n"
+            "  with check (household_id in (select private.member_household_ids()));"
+        ),
+        tests=("tests/test_rls.py::test_rls_matrix",),
+    ),
+    SqlMutant(
+        name="household_members_insert_with_check_open",
+        migration=HOUSEHOLDS,
+        original=(
+            "on public.household_members for insert to authenticated\n"
+            "  with check (household_id in (select private.admin_household_ids()));"
+        ),
+        mutated="on public.household_members for insert to authenticated\n  with check (true);",
+        tests=("tests/test_rls.py::test_rls_matrix",),
+    ),
+    SqlMutant(
+        name="relatives_select_using_open",
+        migration=HOUSEHOLDS,
+        original=(
+            "create policy relatives_select on public.relatives for select to authenticated\n"
+            "  using (household_id in (select private.member_household_ids()));"
+        ),
+        mutated=(
+            "create policy relatives_select on public.relatives for select to authenticated\n"
+            "  using (true);"
+        ),
+        tests=("tests/test_rls.py::test_rls_matrix",),
+    ),
+    SqlMutant(
+        name="households_update_using_members",
+        migration=HOUSEHOLDS,
+        original=(
+            "for update to authenticated\n"
+            "  using (id in (select private.admin_household_ids()))\n"
+            "  with check (id in (select private.admin_household_ids()));"
+        ),
+        mutated=(
+            "for update to authenticated\n"
+            "  using (id in (select private.member_household_ids()))\n"
+            "  with check (id in (select private.member_household_ids()));"
+        ),
+        tests=("tests/test_rls.py::test_rls_matrix",),
+    ),
+    SqlMutant(
+        name="accept_after_decline",
+        migration=CANCELLED_IS_OVER,
+        original="when 'accepted' then case when p_status in ('queued', 'ringing') then 'accepted'",
+        mutated=(
+            "when 'accepted' then case when p_status in ('queued', 'ringing', 'declined')"
+            " then 'accepted'"
+        ),
+        tests=("tests/test_api_calls.py",),
+        note="the call-event transitions (state-machine work may rewrite them)",
+    ),
+    SqlMutant(
+        name="delivered_overrides_an_answer",
+        migration=CRASH,
+        original=(
+            "     where c.id = r.session_id and r.outcome = 'delivered' and c.status = 'queued'\n"
+        ),
+        mutated="     where c.id = r.session_id and r.outcome = 'delivered'\n",
+        tests=(
+            "tests/test_dispatch_sql.py::test_delivered_leaves_a_session_the_phone_already_answered",
+        ),
+        note="record_push_results (dispatch work may rewrite it)",
+    ),
+)

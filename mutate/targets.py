@@ -1,0 +1,116 @@
+"""What `make mutate` mutates, and which tests must kill each module's mutants.
+
+Each critical module is run against only the tests that cover it, in two tiers: its unit
+tests (pytest without conftest.py: no cluster, no emulators, about a second to start), then,
+only when those all pass, its integration tests (the emulators over HTTP/2 + TLS, or the API
+on a real cluster). pytest stops at the first failure, so most mutants die in a second or two
+and only the survivors of the unit tier pay for the rest. `functions` limits the mutants to
+the code the issue names (the provider classification, the dispatcher's result mapping); an
+empty tuple mutates the whole module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Plugins no target's tests need; loading them costs seconds per mutant.
+PLUGINS_OFF = ("-p", "no:schemathesis", "-p", "no:anyio", "-p", "no:cacheprovider")
+#: Unit tiers run without tests/conftest.py (its plugins start emulators and import the API).
+UNIT_OPTIONS = ("--noconftest",)
+
+
+@dataclass(frozen=True)
+class PythonTarget:
+    """One critical module, the functions of it that are mutated, and its tests."""
+
+    name: str
+    path: str
+    functions: tuple[str, ...]
+    unit: tuple[str, ...]
+    integration: tuple[str, ...] = ()
+
+
+PYTHON_TARGETS: tuple[PythonTarget, ...] = (
+    PythonTarget(
+        name="signature",
+        path="python_worker/api/elevenlabs.py",
+        # Signature verification and the webhook parser; the token client is plain HTTP glue.
+        functions=(
+            "signature",
+            "signature_header",
+            "verify_signature",
+            "_reject_constant",
+            "_storable",
+            "parse_webhook",
+            "without_audio",
+        ),
+        unit=(
+            "tests/test_signature.py",
+            "tests/test_api_fuzz.py::test_a_correct_signature_verifies_within_the_window",
+            "tests/test_api_fuzz.py::test_any_change_to_the_body_breaks_the_signature",
+            "tests/test_api_fuzz.py::test_timestamps_outside_the_window_are_refused",
+            "tests/test_api_fuzz.py::test_arbitrary_headers_never_verify_and_never_crash",
+            "tests/test_api_fuzz.py::test_the_right_signature_among_several_v0_values_verifies",
+            "tests/test_api_fuzz.py::test_the_parser_accepts_events_or_names_the_field",
+            "tests/test_api_fuzz.py::test_well_formed_envelopes_parse_with_unknown_fields_kept",
+        ),
+        integration=("tests/test_api_webhook.py",),
+    ),
+    PythonTarget(
+        name="payloads",
+        path="python_worker/push/payloads.py",
+        functions=(),
+        unit=("tests/test_payloads.py", "tests/test_worker_units.py"),
+        integration=("tests/test_push_fcm.py", "tests/test_push_apns.py"),
+    ),
+    PythonTarget(
+        name="fcm",
+        path="python_worker/push/fcm.py",
+        functions=("classify",),
+        unit=("tests/test_fcm_classify.py",),
+        integration=("tests/test_push_fcm.py",),
+    ),
+    PythonTarget(
+        name="apns",
+        path="python_worker/push/apns.py",
+        functions=("classify", "_unix_seconds", "ProviderToken.renew", "ApnsSender._send"),
+        unit=("tests/test_apns_classify.py",),
+        integration=("tests/test_push_apns.py",),
+    ),
+    PythonTarget(
+        name="retry",
+        path="python_worker/push/retry.py",
+        functions=(),
+        unit=("tests/test_retry.py", "tests/test_fcm_classify.py", "tests/test_apns_classify.py"),
+        integration=("tests/test_push_fcm.py", "tests/test_push_apns.py"),
+    ),
+    PythonTarget(
+        name="dispatcher",
+        path="python_worker/worker/dispatcher.py",
+        # The result mapping: claimed row -> push, provider answer -> recorded result.
+        functions=(
+            "Senders.send",
+            "_not_configured",
+            "incoming_call",
+            "result_json",
+            "Dispatcher._send_one",
+        ),
+        unit=("tests/test_worker_units.py", "tests/test_dispatcher_results.py"),
+        integration=("tests/test_dispatcher_senders.py",),
+    ),
+)
+
+#: cosmic-ray operators left out, as regular expressions on the operator name. Binary
+#: operators: one replacement per operator is kept (the other nine per site say nothing
+#: more about the tests). `x == 200` -> `x is 200` and `x is None` -> `x == None` are
+#: equivalent for small ints and singletons; `is` -> `<` only raises a TypeError.
+#: VariableReplacer/VariableInserter put random names and values in: noise, not gaps.
+EXCLUDED_OPERATORS: tuple[str, ...] = (
+    r"core/ReplaceBinaryOperator_(?!(Add_Sub|Sub_Add|Mul_Div|Div_Mul|FloorDiv_Mul|Mod_Mul"
+    r"|Pow_Mul|BitOr_BitAnd|BitAnd_BitOr|BitXor_BitOr|LShift_RShift|RShift_LShift)$)",
+    r"core/ReplaceComparisonOperator_(Eq|NotEq|Lt|LtE|Gt|GtE)_(Is|IsNot)$",
+    r"core/ReplaceComparisonOperator_(Is|IsNot)_(Lt|LtE|Gt|GtE)$",
+    r"core/ReplaceComparisonOperator_Is_Eq$",
+    r"core/ReplaceComparisonOperator_IsNot_NotEq$",
+    r"core/Variable(Replacer|Inserter)$",
+)
