@@ -67,6 +67,9 @@ def incoming_call(**overrides: Any) -> IncomingCall:
         "ring_seconds": 45,
         "expires_at": dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2),
         "api_base": "https://api.callpanion.test",
+        "household_id": uuid.uuid4(),
+        "relative_id": uuid.uuid4(),
+        "relative_name": "Mum",
         "extra": {"queue_id": str(uuid.uuid4())},
     }
     values.update(overrides)

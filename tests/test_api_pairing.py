@@ -90,9 +90,10 @@ def test_api_functions_are_for_the_service_role_only(db: Conn) -> None:
            where n.nspname = 'public' and p.proname in (
              'claim_pairing_code', 'device_credentials', 'update_device_tokens',
              'device_heartbeat', 'prepare_call_accept', 'record_call_event',
-             'count_webhook_rejection', 'store_webhook_event', 'process_webhook_event')"""
+             'count_webhook_rejection', 'store_webhook_event', 'process_webhook_event',
+             'pair_device', 'device_upcoming_calls', 'record_device_event')"""
     ).fetchall()
-    assert len(rows) == 9
+    assert len(rows) == 12
     for row in rows:
         assert (row["authenticated"], row["anon"], row["service"]) == (False, False, True), row
 
@@ -109,6 +110,12 @@ def test_pairing_activates_the_device_and_shows_the_secret_once(
     assert result["relative"]["id"] == str(family.relative)
     assert result["relative"]["display_name"] == "Grandad"
     assert result["relative"]["timezone"] == "Europe/London"
+    # What the app stores at pairing and compares every call push with (fcm_service.dart).
+    assert (result["household_id"], result["relative_id"], result["relative_name"]) == (
+        str(family.household),
+        str(family.relative),
+        "Grandad",
+    )
     secret = result["device_secret"]
     assert len(secret) >= 43
     row = device_row(sql_conn, result["device_id"])

@@ -237,6 +237,9 @@ def test_the_push_is_the_whole_call_description() -> None:
         ring_seconds=30,
         expires_at=NOW + dt.timedelta(seconds=30),
         api_base="https://api.callpanion.test",
+        household_id=row.household_id,
+        relative_id=row.relative_id,
+        relative_name="Nan",  # the queue snapshot's
         extra={"household_id": str(row.household_id), "attempt": "2"},
     )
 

@@ -32,12 +32,34 @@ def test_callkit_params_use_the_session_id_and_milliseconds() -> None:
         session_id=session, ring_seconds=45, expires_at=expires, extra={"queue_id": "q1"}
     )
     params = call.callkit_params()
-    assert params["id"] == str(session)
-    assert params["type"] == 0
-    assert params["duration"] == 45_000
-    assert params["expires_at"] == "2031-01-06T08:31:15Z"  # always UTC
-    assert params["extra"] == {"call_session_id": str(session), "queue_id": "q1"}
-    assert params["api_base"] == "https://api.callpanion.test"
+    app_keys = {
+        "sessionId": str(session),
+        "householdId": str(call.household_id),
+        "relativeId": str(call.relative_id),
+        "relativeName": "Mum",
+        "callType": "in_app_call",
+    }
+    assert params == {
+        "type": "incoming_call",
+        "id": str(session),
+        "nameCaller": "CallPanion",
+        "handle": "Mum",
+        "callkitType": 0,  # flutter_callkit_incoming's call type, off the app's `type`
+        "duration": 45_000,
+        "expires_at": "2031-01-06T08:31:15Z",  # always UTC
+        "api_base": "https://api.callpanion.test",
+        **app_keys,
+        "extra": {"call_session_id": str(session), "queue_id": "q1", **app_keys},
+    }
+
+
+def test_an_avatar_is_sent_only_when_there_is_one() -> None:
+    assert "avatar" not in incoming_call().callkit_params()
+    with_avatar = incoming_call(avatar="https://cdn.example/mum.jpg")
+    assert fcm_data(with_avatar)["avatar"] == "https://cdn.example/mum.jpg"
+    assert json.loads(apns_voip_payload(with_avatar))["extra"]["avatar"] == (
+        "https://cdn.example/mum.jpg"
+    )
 
 
 def test_every_push_of_a_session_carries_the_same_call_id() -> None:
@@ -51,7 +73,7 @@ def test_every_push_of_a_session_carries_the_same_call_id() -> None:
 def test_fcm_data_values_are_all_strings() -> None:
     data = fcm_data(incoming_call())
     assert all(isinstance(v, str) for v in data.values())
-    assert data["type"] == "0"
+    assert (data["type"], data["callkitType"], data["duration"]) == ("incoming_call", "0", "45000")
     assert json.loads(data["extra"])["call_session_id"] == data["id"]
 
 
@@ -77,8 +99,8 @@ def test_oversized_voip_payload_names_the_limit() -> None:
 
 
 def test_voip_payload_fits_between_the_two_limits() -> None:
-    # 4,500 bytes is too much for FCM data and fine for a VoIP push.
-    call = incoming_call(handle="h" * 4500)
+    # 4,200 bytes of handle is too much for FCM data and fine for a VoIP push.
+    call = incoming_call(handle="h" * 4200)
     assert FCM_DATA_LIMIT < len(apns_voip_payload(call)) <= APNS_VOIP_LIMIT
     with pytest.raises(PayloadTooLarge):
         fcm_data(call)
@@ -118,14 +140,48 @@ def test_incoming_call_rejects_bad_fields(field: str, value: object, message: st
 
 
 def test_payload_is_compact_json() -> None:
-    call = IncomingCall(uuid.uuid4(), "CallPanion", "Mum", 45, dt.datetime.now(dt.UTC), "https://x")
+    call = IncomingCall(
+        uuid.uuid4(),
+        "CallPanion",
+        "Mum",
+        45,
+        dt.datetime.now(dt.UTC),
+        "https://x",
+        uuid.uuid4(),
+        uuid.uuid4(),
+        "Mum",
+    )
     assert b" " not in apns_voip_payload(call).replace(b"CallPanion", b"")
+
+
+def test_the_longest_names_we_store_fit_both_limits_with_the_apps_keys() -> None:
+    # Names as long as the tables allow (relative 100, schedule title 200 characters), in
+    # 4-byte UTF-8, plus an avatar URL: the app's keys (sent twice: flat and in `extra`) fit.
+    call = incoming_call(
+        handle="\U0001f600" * 200,
+        relative_name="\U0001f600" * 100,
+        caller_name="C" * 100,
+        avatar="https://cdn.example/" + "a" * 500,
+        extra={"household_id": str(uuid.uuid4()), "attempt": "5"},
+    )
+    assert len(apns_voip_payload(call)) <= APNS_VOIP_LIMIT
+    data = fcm_data(call)
+    assert sum(len(k.encode()) + len(v.encode()) for k, v in data.items()) <= FCM_DATA_LIMIT
 
 
 # -- whole payloads, exactly, and the limits at their last byte (issue 17, items 7 and 8) -----
 
 SESSION = uuid.UUID("8d5a3a4e-5f0b-4c39-9a53-0c8f3f0d2b11")
 EXPIRES = dt.datetime(2031, 1, 6, 9, 31, 15, tzinfo=dt.UTC)
+HOUSEHOLD = uuid.UUID("0b9f4c1e-2a51-4a8e-b7a4-6b1f0e2d3c41")
+RELATIVE = uuid.UUID("5e2d7a90-8c3b-4f61-a0d2-9e4b3c1f7a58")
+APP_KEYS = {
+    "sessionId": str(SESSION),
+    "householdId": str(HOUSEHOLD),
+    "relativeId": str(RELATIVE),
+    "relativeName": "Nan",
+    "callType": "in_app_call",
+}
 
 
 def fixed_call(**overrides: object) -> IncomingCall:
@@ -136,6 +192,9 @@ def fixed_call(**overrides: object) -> IncomingCall:
         "ring_seconds": 45,
         "expires_at": EXPIRES,
         "api_base": "https://api.callpanion.test",
+        "household_id": HOUSEHOLD,
+        "relative_id": RELATIVE,
+        "relative_name": "Nan",
         "extra": {"household_id": "h1", "attempt": "2"},
     }
     values.update(overrides)
@@ -145,14 +204,21 @@ def fixed_call(**overrides: object) -> IncomingCall:
 def test_the_voip_payload_is_exactly_the_call_description() -> None:
     assert json.loads(apns_voip_payload(fixed_call())) == {
         "aps": {},
+        "type": "incoming_call",
         "id": str(SESSION),
         "nameCaller": "CallPanion",
         "handle": "The Testers",
-        "type": 0,
+        "callkitType": 0,
         "duration": 45000,
         "expires_at": "2031-01-06T09:31:15Z",
         "api_base": "https://api.callpanion.test",
-        "extra": {"call_session_id": str(SESSION), "household_id": "h1", "attempt": "2"},
+        **APP_KEYS,
+        "extra": {
+            "call_session_id": str(SESSION),
+            "household_id": "h1",
+            "attempt": "2",
+            **APP_KEYS,
+        },
     }
 
 
@@ -161,14 +227,20 @@ def test_the_fcm_call_message_is_exactly_the_call_description_as_strings() -> No
         "token": "tok-1",
         "data": {
             "kind": "incoming_call",
+            "type": "incoming_call",
             "id": str(SESSION),
             "nameCaller": "CallPanion",
             "handle": "The Testers",
-            "type": "0",
+            "callkitType": "0",
             "duration": "45000",
             "expires_at": "2031-01-06T09:31:15Z",
             "api_base": "https://api.callpanion.test",
-            "extra": f'{{"call_session_id":"{SESSION}","household_id":"h1","attempt":"2"}}',
+            **APP_KEYS,
+            "extra": (
+                f'{{"call_session_id":"{SESSION}","household_id":"h1","attempt":"2",'
+                f'"sessionId":"{SESSION}","householdId":"{HOUSEHOLD}",'
+                f'"relativeId":"{RELATIVE}","relativeName":"Nan","callType":"in_app_call"}}'
+            ),
         },
         "android": {"priority": "high", "ttl": "45s"},
     }
@@ -228,7 +300,12 @@ def fcm_size(call: IncomingCall) -> int:
 def fcm_data_unchecked(call: IncomingCall) -> dict[str, str]:
     data = {"kind": "incoming_call"}
     for key, value in call.callkit_params().items():
-        data[key] = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        # As fcm_data encodes them: compact JSON in UTF-8 (no \u escapes).
+        data[key] = (
+            value
+            if isinstance(value, str)
+            else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        )
     return data
 
 

@@ -11,13 +11,25 @@ from typing import Any
 import pytest
 
 from python_worker.emulators.inbox import Inbox, inbox_query
-from python_worker.phone.checks import PUSH_CHECKS, PushRefused, check_push
+from python_worker.phone.checks import PUSH_CHECKS, Paired, PushRefused, check_push
 from python_worker.phone.script import Behaviour, parse_script
 from python_worker.push.payloads import IncomingCall, apns_voip_payload, fcm_data
 
 SESSION = uuid.uuid4()
 EXPIRES = dt.datetime(2031, 1, 6, 9, 2, tzinfo=dt.UTC)
-CALL = IncomingCall(SESSION, "CallPanion", "Morning chat", 30, EXPIRES, "https://api.example")
+HOUSEHOLD, RELATIVE = uuid.uuid4(), uuid.uuid4()
+PAIRED = Paired(str(HOUSEHOLD), str(RELATIVE))
+CALL = IncomingCall(
+    SESSION,
+    "CallPanion",
+    "Morning chat",
+    30,
+    EXPIRES,
+    "https://api.example",
+    HOUSEHOLD,
+    RELATIVE,
+    "Nan",
+)
 
 
 def pushes() -> dict[str, dict[str, Any]]:
@@ -27,7 +39,7 @@ def pushes() -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("provider", ["fcm", "apns"])
 def test_our_pushes_pass_every_check(provider: str) -> None:
-    ring = check_push(provider, pushes()[provider])
+    ring = check_push(provider, pushes()[provider], PAIRED)
     assert ring.call_id == str(SESSION)
     assert (ring.duration_ms, ring.expires_at, ring.api_base) == (30_000, EXPIRES, CALL.api_base)
 
@@ -45,6 +57,11 @@ def _broken(provider: str, key: str, value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("key", "value", "requirement"),
     [
+        ("type", "0", 'must be "incoming_call"'),
+        ("type", None, 'must be "incoming_call"'),
+        ("sessionId", "", "must be non-empty"),
+        ("householdId", None, "must be non-empty"),
+        ("relativeId", str(uuid.uuid4()), "must be the relative id the app stored at pairing"),
         ("id", "not-a-uuid", "the CallKit id must be a UUID"),
         ("id", str(uuid.uuid4()), "the CallKit id must be the call session id"),
         ("expires_at", None, "must be an ISO 8601 time with an offset"),
@@ -59,13 +76,31 @@ def test_a_push_the_app_would_drop_is_refused_naming_the_key(
     if provider == "fcm" and value is not None and not isinstance(value, str):
         value = str(value)  # FCM data values are strings
     with pytest.raises(PushRefused) as refused:
-        check_push(provider, _broken(provider, key, value))
+        check_push(provider, _broken(provider, key, value), PAIRED)
     assert refused.value.field == key
     assert refused.value.reason.startswith(requirement)
 
 
 def test_the_checks_are_one_table_in_the_apps_order() -> None:
-    assert [c.key for c in PUSH_CHECKS] == ["id", "id", "expires_at", "duration", "api_base"]
+    assert [c.key for c in PUSH_CHECKS] == [
+        "type",
+        "sessionId",
+        "householdId",
+        "relativeId",
+        "householdId",
+        "relativeId",
+        "extra.sessionId",
+        "extra.callType",
+        "extra.householdId",
+        "extra.relativeId",
+        "id",
+        "id",
+        "expires_at",
+        "duration",
+        "api_base",
+    ]
+    # The app's own conditions say where its code makes them.
+    assert all("CallPanionAPK@217646d:" in c.source for c in PUSH_CHECKS[:10])
 
 
 def test_scripts_parse_and_name_a_bad_step() -> None:

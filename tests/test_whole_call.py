@@ -241,7 +241,8 @@ def test_a_duplicate_push_rings_once_and_is_counted(whole: WholeCallWorld) -> No
         family = whole.family(conn)
         phone = whole.phone(conn, family, "android", "decline")
         device = conn.execute(
-            "select fcm_token from device_pairs where relative_id = %s and status = 'active'",
+            "select fcm_token, household_id, relative_id from device_pairs"
+            " where relative_id = %s and status = 'active'",
             [family.relative],
         ).fetchone()
     assert device is not None
@@ -255,6 +256,9 @@ def test_a_duplicate_push_rings_once_and_is_counted(whole: WholeCallWorld) -> No
         ring_seconds=15,
         expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2),
         api_base=whole.api_url,
+        household_id=device["household_id"],
+        relative_id=device["relative_id"],
+        relative_name="Nan",
     )
 
     async def send_twice() -> list[str]:

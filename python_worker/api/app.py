@@ -18,11 +18,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -50,6 +50,14 @@ from python_worker.api.webhook_schema import WEBHOOK_BODY
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
 #: A health check answers quickly, even when the database is away.
 HEALTH_WAIT_SECS = 2.0
+#: The device's upcoming calls: the default window, and the longest one (upcoming_calls').
+UPCOMING_DEFAULT_SPAN = timedelta(days=7)
+UPCOMING_MAX_SPAN = timedelta(days=62)
+#: What a refused call event names: the contract of the updated app (docs/APP_MIGRATION.md).
+EVENT_CONTRACT = (
+    "the app reports {event, at} per call: delivered, accepted, connected (with"
+    " conversation_id), ended; or declined, or timeout (docs/APP_MIGRATION.md)"
+)
 #: Every other route takes a small JSON body.
 MAX_REQUEST_BYTES = 64 * 1024
 #: Compared against when the device does not exist, so that case costs the same work.
@@ -98,7 +106,35 @@ class RelativeOut(BaseModel):
 class PairResponse(BaseModel):
     device_id: uuid.UUID
     device_secret: str = Field(description="shown once; send `Bearer <device_id>.<secret>`")
+    household_id: uuid.UUID = Field(
+        description="store it: every call push carries it as `householdId`, to compare"
+    )
+    relative_id: uuid.UUID = Field(
+        description="store it: every call push carries it as `relativeId`, to compare"
+    )
+    relative_name: str = Field(description="the relative's name, as the family wrote it")
     relative: RelativeOut
+
+
+class UpcomingCall(BaseModel):
+    """One occurrence of the relative's schedules (the dashboard's `upcoming_calls` row)."""
+
+    schedule_id: uuid.UUID
+    schedule_title: str | None
+    occurrence_at: datetime = Field(description="when it rings (UTC)")
+    local_time: datetime = Field(description="the wall-clock time in `timezone`")
+    timezone: str
+    call_session_id: uuid.UUID | None = Field(
+        description="the CallKit id of its latest attempt, once queued (else null)"
+    )
+    attempt: int | None
+    status: str | None = Field(description="the latest attempt's state, once queued (else null)")
+
+
+class UpcomingCallsResponse(BaseModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    calls: list[UpcomingCall]
 
 
 class TokensRequest(BaseModel):
@@ -132,7 +168,11 @@ class CallEventRequest(BaseModel):
     conversation_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_:.\-]{1,200}$",
-        description="the ElevenLabs conversation id; required with `connected`",
+        description=(
+            "the ElevenLabs conversation id; required with `connected`, optional with `ended`"
+            " (an app that never sends `connected` reports it there: the call then counts as"
+            " connected and ended)"
+        ),
     )
 
 
@@ -288,6 +328,13 @@ def authenticated_device(
 Device = Annotated[uuid.UUID, Depends(authenticated_device)]
 
 
+def _with_contract(refused: ApiError) -> ApiError:
+    """A 409 (an event the state does not allow) names the event contract; others as they are."""
+    if refused.status != 409:
+        return refused
+    return ApiError(409, f"{refused.message}; {EVENT_CONTRACT}", refused.field, refused.headers)
+
+
 def create_app(
     settings: ApiSettings,
     *,
@@ -350,7 +397,7 @@ def create_app(
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: Exception) -> JSONResponse:
+    async def invalid_request(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
         problems = []
         for item in error.errors():
@@ -360,9 +407,12 @@ def create_app(
                 field = "body"
             problems.append({"field": field, "reason": str(item.get("msg", "is invalid"))})
         first = problems[0] if problems else {"field": "body", "reason": "is invalid"}
+        message = f"{first['field']}: {first['reason']}"
+        if request.url.path.startswith("/v1/calls/"):
+            message += f"; {EVENT_CONTRACT}"  # an old app's {status, action} lands here
         return JSONResponse(
             {
-                "error": f"{first['field']}: {first['reason']}",
+                "error": message,
                 "field": first["field"],
                 "errors": problems,
             },
@@ -425,7 +475,7 @@ def create_app(
             )
         secret = secrets.token_urlsafe(32)
         result = db.result(
-            "claim_pairing_code",
+            "pair_device",
             {**body.model_dump(), "secret_hash": hash_secret(secret)},
         )
         outcome = result["outcome"]
@@ -440,10 +490,14 @@ def create_app(
         if outcome != "paired":
             # Wrong, expired, locked or unknown: one answer, so that it never confirms digits.
             raise ApiError(403, "code: not a valid pairing code (wrong, expired or locked)", "code")
+        relative = RelativeOut.model_validate(result["relative"])
         return PairResponse(
             device_id=result["device_id"],
             device_secret=secret,
-            relative=RelativeOut.model_validate(result["relative"]),
+            household_id=result["household_id"],
+            relative_id=relative.id,
+            relative_name=relative.display_name,
+            relative=relative,
         )
 
     @app.put(
@@ -456,6 +510,40 @@ def create_app(
         """Replace push tokens; the ones sent become valid again, the others are kept."""
         result = db.result("update_device_tokens", {**body.model_dump(), "device_id": device})
         return TokensResponse.model_validate(result)
+
+    @app.get(
+        "/v1/devices/me/calls",
+        response_model=UpcomingCallsResponse,
+        responses=_errors(401, 422, 503),
+        tags=["device"],
+    )
+    def upcoming_calls(
+        device: Device,
+        from_: Annotated[
+            AwareDatetime | None,
+            Query(alias="from", description="window start, with a UTC offset (default: now)"),
+        ] = None,
+        to: Annotated[
+            AwareDatetime | None,
+            Query(description="window end, with a UTC offset (default: `from` + 7 days)"),
+        ] = None,
+    ) -> UpcomingCallsResponse:
+        """The upcoming calls of this device's relative in [from, to], at most 62 days: the
+        occurrences the scheduler will ring, with the state of those already queued (the
+        dashboard's `upcoming_calls`, for this relative only)."""
+        start = from_ or datetime.fromtimestamp(clock(), UTC)
+        try:
+            end = to or start + UPCOMING_DEFAULT_SPAN
+        except OverflowError:
+            raise ApiError(422, "invalid from: too far in the future", "from") from None
+        if end < start:
+            raise ApiError(422, "invalid to: must not be before from", "to")
+        if end - start > UPCOMING_MAX_SPAN:
+            raise ApiError(422, "invalid to: must be at most 62 days after from", "to")
+        rows = db.rows("device_upcoming_calls", {"device_id": device, "from": start, "to": end})
+        return UpcomingCallsResponse.model_validate(
+            {"from": start, "to": end, "calls": [UpcomingCall.model_validate(r) for r in rows]}
+        )
 
     @app.post(
         "/v1/devices/me/heartbeat",
@@ -484,7 +572,10 @@ def create_app(
         keys = {"device_id": device, "session_id": session_id}
         token = None
         if body.event == "accepted":
-            db.result("prepare_call_accept", keys)  # 404 / 409 / 410 before minting anything
+            try:  # 404 / 409 / 410 before minting anything
+                db.result("prepare_call_accept", keys)
+            except ApiError as refused:
+                raise _with_contract(refused) from None
             agent = settings.elevenlabs_agent_id
             if token_client is None or not agent:
                 raise ApiError(
@@ -497,10 +588,18 @@ def create_app(
                 token = token_client.mint(agent)
             except ElevenLabsUnavailable as error:
                 raise ApiError(503, f"conversation: {error}", "conversation") from None
-        result = db.result(
-            "record_call_event",
-            {**keys, "event": body.event, "at": body.at, "conversation_id": body.conversation_id},
-        )
+        try:
+            result = db.result(
+                "record_device_event",
+                {
+                    **keys,
+                    "event": body.event,
+                    "at": body.at,
+                    "conversation_id": body.conversation_id,
+                },
+            )
+        except ApiError as refused:
+            raise _with_contract(refused) from None
         conversation = None
         if token is not None and settings.elevenlabs_agent_id:
             conversation = ConversationStart(

@@ -5,10 +5,17 @@
 -- Is the database there?
 select 1 as ok
 
--- claim_pairing_code --
--- The app claims the code of one pairing; returns the outcome as JSON.
-select public.claim_pairing_code(%(pairing_id)s, %(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
-                                 %(label)s, %(fcm_token)s, %(voip_token)s, %(apns_token)s) as result
+-- pair_device --
+-- The app claims the code of one pairing; returns the outcome as JSON (claim_pairing_code's,
+-- with the relative's household_id when paired).
+select public.pair_device(%(pairing_id)s, %(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
+                          %(label)s, %(fcm_token)s, %(voip_token)s, %(apns_token)s) as result
+
+-- device_upcoming_calls --
+-- The upcoming calls of the device's relative in [from, to] (the dashboard's upcoming_calls).
+select schedule_id, schedule_title, occurrence_at, local_time, timezone, call_session_id,
+       attempt, status
+from public.device_upcoming_calls(%(device_id)s, %(from)s, %(to)s)
 
 -- device_credentials --
 -- Status and secret hash of a device (no row: no such device).
@@ -28,10 +35,11 @@ select public.device_heartbeat(%(device_id)s, %(app_version)s, %(notification_pe
 -- May the device accept the call now? Writes nothing; returns the dynamic variables.
 select public.prepare_call_accept(%(device_id)s, %(session_id)s) as result
 
--- record_call_event --
--- Apply a call event to the session state machine.
-select public.record_call_event(%(device_id)s, %(session_id)s, %(event)s, %(at)s,
-                                %(conversation_id)s) as result
+-- record_device_event --
+-- Apply a call event to the session state machine (record_call_event; `ended` with a
+-- conversation id counts as `connected` then `ended` for an app that never sends `connected`).
+select public.record_device_event(%(device_id)s, %(session_id)s, %(event)s, %(at)s,
+                                  %(conversation_id)s) as result
 
 -- count_webhook_rejection --
 -- A webhook refused before anything was stored: count it, keep nothing.

@@ -1,10 +1,14 @@
 """The checks the app makes on a push before it rings, as one table.
 
-Today's pushes (python_worker.push.payloads) carry flutter_callkit_incoming's keys: the CallKit
-`id` (our call session id, a UUID, also in `extra.call_session_id`), `duration` (ring time in
-ms), `expires_at` and `api_base`. The existing Flutter app also requires `type ==
-"incoming_call"`, a non-empty `sessionId` and its stored `householdId`/`relativeId`; when the
-pushes carry those keys, their rows go into `PUSH_CHECKS` and nothing else changes.
+Two sets of conditions, in the order the app meets them:
+
+- the existing CallPanion app's (Denifirdaus1/CallPanionAPK at 217646d; each row names its
+  file:line): `type == "incoming_call"`, non-empty `sessionId`, `householdId` and
+  `relativeId`, the last two equal to what the app stored at pairing, and `sessionId`,
+  `householdId`, `relativeId`, `callType` again in CallKit's `extra`, which is all the app's
+  accept/decline/end/timeout handlers read;
+- ours, for the updated app: the CallKit `id` is a UUID and the session id, `expires_at`,
+  `duration` (ring time in ms) and `api_base`.
 
 An FCM data message has only string values (`extra` as JSON text, numbers as digits); a
 VoIP payload has typed JSON. `read_push` brings both to one typed dictionary first.
@@ -42,12 +46,22 @@ class Ring:
 
 
 @dataclass(frozen=True)
+class Paired:
+    """What the app stored at pairing and compares every call push with."""
+
+    household_id: str
+    relative_id: str
+
+
+@dataclass(frozen=True)
 class PushCheck:
-    """One condition of the app: the key it reads and what it requires of the value."""
+    """One condition of the app: the key it reads, what it requires of the value, and where
+    the app's code says so (empty for our own conditions)."""
 
     key: str
     requirement: str
-    holds: Callable[[Mapping[str, Any]], bool]
+    holds: Callable[[Mapping[str, Any], Paired | None], bool]
+    source: str = ""
 
 
 def _uuid(value: object) -> bool:
@@ -64,29 +78,100 @@ def _time(value: object) -> bool:
         return False
 
 
-#: The app's conditions, in the order it checks them. Add the Flutter app's own keys here
-#: (`type == "incoming_call"`, `sessionId`, `householdId`, `relativeId`) once pushes carry them.
+def _filled(value: object) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _extra(push: Mapping[str, Any]) -> Mapping[str, Any]:
+    extra = push.get("extra")
+    return extra if isinstance(extra, Mapping) else {}
+
+
+_APP = "Denifirdaus1/CallPanionAPK@217646d:"
+
+#: The app's conditions, in the order it checks them: the existing app's first (with their
+#: source lines), then ours. The simulator rings only for a push that passes them all.
 PUSH_CHECKS: tuple[PushCheck, ...] = (
-    PushCheck("id", "the CallKit id must be a UUID", lambda p: _uuid(p.get("id"))),
+    PushCheck(
+        "type",
+        'must be "incoming_call"',
+        lambda p, _: p.get("type") == "incoming_call",
+        _APP + "lib/services/fcm_service.dart:21,237; ios/Runner/AppDelegate.swift:74-76",
+    ),
+    PushCheck(
+        "sessionId",
+        "must be non-empty",
+        lambda p, _: _filled(p.get("sessionId")),
+        _APP + "lib/services/fcm_service.dart:256,270",
+    ),
+    PushCheck(
+        "householdId",
+        "must be non-empty",
+        lambda p, _: _filled(p.get("householdId")),
+        _APP + "lib/services/fcm_service.dart:257,270",
+    ),
+    PushCheck(
+        "relativeId",
+        "must be non-empty",
+        lambda p, _: _filled(p.get("relativeId")),
+        _APP + "lib/services/fcm_service.dart:258,270",
+    ),
+    PushCheck(
+        "householdId",
+        "must be the household id the app stored at pairing (and the app must be paired)",
+        lambda p, paired: paired is not None and p.get("householdId") == paired.household_id,
+        _APP + "lib/services/fcm_service.dart:401,405-407,414",
+    ),
+    PushCheck(
+        "relativeId",
+        "must be the relative id the app stored at pairing (and the app must be paired)",
+        lambda p, paired: paired is not None and p.get("relativeId") == paired.relative_id,
+        _APP + "lib/services/fcm_service.dart:402,405-407,414",
+    ),
+    PushCheck(
+        "extra.sessionId",
+        "CallKit's extra must carry the session id (accept, decline, end and timeout read it)",
+        lambda p, _: _filled(_extra(p).get("sessionId")),
+        _APP + "lib/services/callkit_service.dart:205,220,293,295,328,330,374,376",
+    ),
+    PushCheck(
+        "extra.callType",
+        "CallKit's extra must carry the call type (accept starts the call only with one)",
+        lambda p, _: _filled(_extra(p).get("callType")),
+        _APP + "lib/services/callkit_service.dart:206,253",
+    ),
+    PushCheck(
+        "extra.householdId",
+        "CallKit's extra must carry the household id",
+        lambda p, _: _extra(p).get("householdId") == p.get("householdId"),
+        _APP + "lib/services/callkit_service.dart:207,241",
+    ),
+    PushCheck(
+        "extra.relativeId",
+        "CallKit's extra must carry the relative id",
+        lambda p, _: _extra(p).get("relativeId") == p.get("relativeId"),
+        _APP + "lib/services/callkit_service.dart:208,242",
+    ),
+    PushCheck("id", "the CallKit id must be a UUID", lambda p, _: _uuid(p.get("id"))),
     PushCheck(
         "id",
-        "the CallKit id must be the call session id (extra.call_session_id)",
-        lambda p: p.get("id") == (p.get("extra") or {}).get("call_session_id"),
+        "the CallKit id must be the call session id (sessionId)",
+        lambda p, _: p.get("id") == p.get("sessionId") == _extra(p).get("sessionId"),
     ),
     PushCheck(
         "expires_at",
         "must be an ISO 8601 time with an offset",
-        lambda p: _time(p.get("expires_at")),
+        lambda p, _: _time(p.get("expires_at")),
     ),
     PushCheck(
         "duration",
         "must be the ring time in milliseconds (a positive integer)",
-        lambda p: isinstance(p.get("duration"), int) and p["duration"] > 0,
+        lambda p, _: isinstance(p.get("duration"), int) and p["duration"] > 0,
     ),
     PushCheck(
         "api_base",
         "must be the http(s) URL the app reports call events to",
-        lambda p: (
+        lambda p, _: (
             isinstance(p.get("api_base"), str) and p["api_base"].startswith(("http://", "https://"))
         ),
     ),
@@ -99,7 +184,7 @@ def read_push(provider: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return dict(body)
     decoded: dict[str, Any] = {}
     for key, value in body.items():
-        if key in ("extra", "duration", "type") and isinstance(value, str):
+        if key in ("extra", "duration", "callkitType") and isinstance(value, str):
             try:
                 decoded[key] = json.loads(value)
             except ValueError:
@@ -109,11 +194,12 @@ def read_push(provider: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-def check_push(provider: str, body: Mapping[str, Any]) -> Ring:
-    """Apply every check of `PUSH_CHECKS`; the first that fails raises PushRefused."""
+def check_push(provider: str, body: Mapping[str, Any], paired: Paired | None) -> Ring:
+    """Apply every check of `PUSH_CHECKS` against what the app stored at pairing (None: not
+    paired, which the app refuses); the first that fails raises PushRefused."""
     push = read_push(provider, body)
     for check in PUSH_CHECKS:
-        if not check.holds(push):
+        if not check.holds(push, paired):
             raise PushRefused(check.key, check.requirement)
     return Ring(
         call_id=push["id"],

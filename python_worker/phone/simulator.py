@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from python_worker.errors import CallPanionError
-from python_worker.phone.checks import PushRefused, Ring, check_push
+from python_worker.phone.checks import Paired, PushRefused, Ring, check_push
 from python_worker.phone.script import Behaviour
 
 #: How long one long poll to an emulator waits for news before asking again.
@@ -109,6 +109,7 @@ class Phone:
         self.device_secret: str | None = None
         self.stats = PhoneStats()
         self.offline = False
+        self.paired: Paired | None = None  # not paired yet: the app rings for nothing
         self._seen: set[str] = set()
         self._ringing: dict[str, asyncio.Future[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -141,6 +142,8 @@ class Phone:
             raise CallPanionError(f"pairing refused: HTTP {response.status_code} {response.text}")
         answer = response.json()
         self.device_id, self.device_secret = answer["device_id"], answer["device_secret"]
+        # What the app stores and compares every call push with (fcm_service.dart:401-407).
+        self.paired = Paired(answer["household_id"], answer["relative_id"])
         self.emit("paired", device_id=self.device_id, relative=answer.get("relative"))
 
     @property
@@ -191,7 +194,7 @@ class Phone:
             self.emit("notice", provider=provider, kind=body.get("kind") if body else None)
             return
         try:
-            ring = check_push(provider, body or {})
+            ring = check_push(provider, body or {}, self.paired)
         except PushRefused as refused:
             self.stats.refused += 1
             self.emit("push_refused", provider=provider, field=refused.field, reason=refused.reason)
@@ -283,7 +286,8 @@ class Phone:
                 json={"timeout": 60},
             )
             status = waited.json().get("status", "done") if waited.status_code == 200 else "done"
-        await self.report(ring, "ended")
+        # With the conversation id, as docs/APP_MIGRATION.md asks (a repeat of `connected`'s).
+        await self.report(ring, "ended", conversation_id=conversation_id)
 
     async def report(
         self, ring: Ring, event: str, *, conversation_id: str | None = None

@@ -4,9 +4,16 @@ An incoming call is the same call description on both platforms:
 
 - `id`: the call session id, a UUID identical in every push of that session, so a resend
   (retry, fallback token, duplicate after a crash) rings once on the device;
-- `nameCaller`, `handle`, `type` 0 (audio), `duration` = ring time in milliseconds;
+- `nameCaller`, `handle`, `duration` = ring time in milliseconds;
 - `expires_at` (ISO 8601 UTC): the app reports a stale call to CallKit and ends it at once;
-- `api_base`: where the app reports events; `extra`: our ids.
+- `api_base`: where the app reports events;
+- the existing CallPanion app's keys (fcm_service.dart, AppDelegate.swift,
+  callkit_service.dart at 217646d): `type` = "incoming_call" (its first check on both
+  platforms), flat `sessionId`, `householdId`, `relativeId` (its ownership check against what
+  it stored at pairing), `relativeName`, `callType` ("in_app_call"), `avatar` when there is
+  one; the same keys again in `extra`, which CallKit hands back on accept/decline/end/timeout.
+  flutter_callkit_incoming's own call type (0 = audio) therefore moves to `callkitType`:
+  its `type` would collide, and its iOS side reads a non-integer `type` as 0 (audio) anyway.
 
 Android gets it as an FCM data-only message (every value a string, `extra` as JSON text),
 high priority, TTL = ring window. iOS gets it as a PushKit VoIP payload. Cancellations and
@@ -32,6 +39,10 @@ FCM_DATA_LIMIT = 4096  # bytes of data keys + values
 APNS_VOIP_LIMIT = 5120  # bytes of JSON payload
 APNS_ALERT_LIMIT = 4096
 CALL_TYPE_AUDIO = 0
+#: The app's `type` for a call push (fcm_service.dart:21, :237; AppDelegate.swift:76).
+PUSH_TYPE_INCOMING_CALL = "incoming_call"
+#: The app's `callType` for a call it runs itself with ElevenLabs (constants.dart:25).
+APP_CALL_TYPE_IN_APP = "in_app_call"
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,12 @@ class IncomingCall:
     ring_seconds: int
     expires_at: dt.datetime
     api_base: str
+    household_id: uuid.UUID
+    relative_id: uuid.UUID
+    relative_name: str
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: A picture URL for the relative's caller screen, when the family set one (none today).
+    avatar: str | None = None
 
     def __post_init__(self) -> None:
         if self.ring_seconds <= 0:
@@ -60,17 +76,33 @@ class IncomingCall:
     def expires_at_iso(self) -> str:
         return self.expires_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
+    def app_keys(self) -> dict[str, str]:
+        """The keys the existing app reads, flat in the push and again in CallKit `extra`."""
+        keys = {
+            "sessionId": self.call_id,
+            "householdId": str(self.household_id),
+            "relativeId": str(self.relative_id),
+            "relativeName": self.relative_name,
+            "callType": APP_CALL_TYPE_IN_APP,
+        }
+        if self.avatar:
+            keys["avatar"] = self.avatar
+        return keys
+
     def callkit_params(self) -> dict[str, object]:
-        """The flutter_callkit_incoming parameters (typed JSON values)."""
+        """The flutter_callkit_incoming parameters and the app's keys (typed JSON values)."""
+        app = self.app_keys()
         return {
+            "type": PUSH_TYPE_INCOMING_CALL,
             "id": self.call_id,
             "nameCaller": self.caller_name,
             "handle": self.handle,
-            "type": CALL_TYPE_AUDIO,
+            "callkitType": CALL_TYPE_AUDIO,
             "duration": self.ring_seconds * 1000,
             "expires_at": self.expires_at_iso,
             "api_base": self.api_base,
-            "extra": {"call_session_id": self.call_id, **self.extra},
+            **app,
+            "extra": {"call_session_id": self.call_id, **self.extra, **app},
         }
 
 
@@ -89,7 +121,8 @@ def fcm_data(call: IncomingCall) -> dict[str, str]:
     """The FCM data map: every value a string, `extra` as compact JSON text."""
     data: dict[str, str] = {"kind": "incoming_call"}
     for key, value in call.callkit_params().items():
-        data[key] = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        # UTF-8, not \u escapes: an escaped emoji costs 12 bytes instead of 4 of the 4,096.
+        data[key] = value if isinstance(value, str) else _json_bytes(value).decode()
     check_fcm_data(data)
     return data
 

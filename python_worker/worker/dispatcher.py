@@ -110,6 +110,10 @@ def incoming_call(row: ClaimedRow, text: CallText, now: dt.datetime) -> Incoming
         ring_seconds=max(1, min(ring_s, left_s)),
         expires_at=expires_at,
         api_base=text.api_base,
+        household_id=row.household_id,
+        relative_id=row.relative_id,
+        # The queue snapshot's name (phase 1 and retries take it from the relative's row).
+        relative_name=str(payload.get("relative_name") or ""),
         extra={"household_id": str(row.household_id), "attempt": str(row.attempt)},
     )
 

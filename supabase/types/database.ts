@@ -968,6 +968,21 @@ export type Database = {
         }
         Returns: string
       }
+      device_upcoming_calls: {
+        Args: { p_device_id: string; p_from: string; p_to: string }
+        Returns: {
+          attempt: number
+          call_session_id: string
+          local_time: string
+          occurrence_at: string
+          relative_id: string
+          relative_name: string
+          schedule_id: string
+          schedule_title: string
+          status: string
+          timezone: string
+        }[]
+      }
       next_cancel_notice_at: { Args: { p_now?: string }; Returns: string }
       next_work_at: {
         Args: { p_now?: string; p_worker?: string }
@@ -1003,6 +1018,20 @@ export type Database = {
           isSetofReturn: true
         }
       }
+      pair_device: {
+        Args: {
+          p_apns_token: string
+          p_app_version: string
+          p_code: string
+          p_fcm_token: string
+          p_label: string
+          p_pairing_id: string
+          p_platform: string
+          p_secret_hash: string
+          p_voip_token: string
+        }
+        Returns: Json
+      }
       prepare_call_accept: {
         Args: { p_device_id: string; p_session_id: string }
         Returns: Json
@@ -1035,6 +1064,16 @@ export type Database = {
           notice_id: string
           result: string
         }[]
+      }
+      record_device_event: {
+        Args: {
+          p_at: string
+          p_conversation_id?: string
+          p_device_id: string
+          p_event: string
+          p_session_id: string
+        }
+        Returns: Json
       }
       record_push_results: {
         Args: { p_now?: string; p_results: Json; p_worker: string }
