@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import LiteralString
@@ -25,24 +24,19 @@ from psycopg.abc import Params
 from psycopg.rows import dict_row
 
 from python_worker.config import DEFAULT_PROJECT_DIR
+from python_worker.stack import cluster
 from python_worker.stack.cluster import LocalStack
 from python_worker.stack.settings import default_stack_root, stack_settings
 
 PROJECT_DIR = DEFAULT_PROJECT_DIR
+#: A free loopback port (the stack's own helper), for the tests' servers and clusters.
+free_port = cluster.free_port
 
 # Fixtures of the push providers (emulators, senders) and of the HTTP API (served app,
 # its database, the ElevenLabs emulator).
 pytest_plugins = ["tests.push_fixtures", "tests.api_support", "tests.worker_support"]
 
 Conn = psycopg.Connection[dict[str, object]]
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def make_stack(name: str) -> LocalStack:

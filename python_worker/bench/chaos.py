@@ -51,14 +51,13 @@ from psycopg.rows import dict_row
 from python_worker.bench.dispatch import (
     _SETUP,
     _VACUUM,
-    WORKER_START_TIMEOUT_S,
     BenchWorker,
-    _free_port,
+    wait_until_healthy,
     worker_env,
 )
 from python_worker.emulators.process import admin_request, emulator_process
 from python_worker.errors import CallPanionError
-from python_worker.stack.cluster import LocalStack
+from python_worker.stack.cluster import LocalStack, free_port
 from python_worker.stack.settings import default_stack_root, stack_settings
 
 Row = dict[str, object]
@@ -228,7 +227,7 @@ class World:
         self.stop_workers()
         started: list[BenchWorker] = []
         for worker_id in ids:
-            port = _free_port()
+            port = free_port()
             log_file = self.folder / f"{worker_id}-{port}.log"
             env = worker_env(os.environ, self.providers, self.database_url, worker_id, port)
             if self.worker_pythonpath:
@@ -244,17 +243,7 @@ class World:
             worker = BenchWorker(worker_id, port, log_file, process)
             started.append(worker)
             self.workers.append(worker)
-        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        for worker in started:
-            while not worker.healthy():
-                if worker.process.poll() is not None:
-                    raise CallPanionError(
-                        f"{worker.worker_id} exited with {worker.process.returncode}:\n"
-                        + worker.log_tail()
-                    )
-                if time.monotonic() > deadline:
-                    raise CallPanionError(f"{worker.worker_id} was not healthy in time")
-                time.sleep(0.05)
+        wait_until_healthy(started)
         return started
 
     def stop_workers(self) -> None:
@@ -549,7 +538,7 @@ def chaos_world(
         update={
             "project_dir": project_dir,
             "stack_dir": default_stack_root(base.project_dir) / f"chaos-{os.getpid()}",
-            "port": _free_port(),
+            "port": free_port(),
         }
     )
     stack = LocalStack(settings)

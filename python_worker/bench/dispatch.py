@@ -32,7 +32,6 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from psycopg.rows import dict_row
 
 from python_worker.emulators.process import admin_request, emulator_process
 from python_worker.errors import CallPanionError
-from python_worker.stack.cluster import LocalStack
+from python_worker.stack.cluster import LocalStack, free_port
 
 #: The calls fall due at least this long after the queueing starts, plus QUEUE_LEAD_PER_CALL_S
 #: a call (inserting 10k calls takes well under a second here), rounded up to a whole second.
@@ -171,13 +170,6 @@ class DispatchBench:
 # -- the workers -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class BenchWorker:
     """One `callpanion worker` process started by the bench."""
@@ -275,6 +267,21 @@ def worker_env(
     return env
 
 
+def wait_until_healthy(workers: list[BenchWorker]) -> None:
+    """Return once every worker answers /healthz; raise with its log if one exits or is slow."""
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    for worker in workers:
+        while not worker.healthy():
+            if worker.process.poll() is not None:
+                raise CallPanionError(
+                    f"{worker.worker_id} exited with {worker.process.returncode}:\n"
+                    + worker.log_tail()
+                )
+            if time.monotonic() > deadline:
+                raise CallPanionError(f"{worker.worker_id} was not healthy in time")
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def running_workers(
     count: int, providers: Mapping[str, str], database_url: str, folder: Path
@@ -283,7 +290,7 @@ def running_workers(
     started: list[BenchWorker] = []
     try:
         for n in range(1, count + 1):
-            worker_id, port = f"bench-worker-{n}", _free_port()
+            worker_id, port = f"bench-worker-{n}", free_port()
             log_file = folder / f"{worker_id}.log"
             env = worker_env(os.environ, providers, database_url, worker_id, port)
             with log_file.open("wb") as sink:
@@ -295,17 +302,7 @@ def running_workers(
                     cwd=folder,  # no stray .env is picked up
                 )
             started.append(BenchWorker(worker_id, port, log_file, process))
-        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        for worker in started:
-            while not worker.healthy():
-                if worker.process.poll() is not None:
-                    raise CallPanionError(
-                        f"{worker.worker_id} exited with {worker.process.returncode}:\n"
-                        + worker.log_tail()
-                    )
-                if time.monotonic() > deadline:
-                    raise CallPanionError(f"{worker.worker_id} was not healthy in time")
-                time.sleep(0.05)
+        wait_until_healthy(started)
         yield started
     finally:
         for worker in started:  # all at once: they finish their sends in parallel

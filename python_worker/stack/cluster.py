@@ -547,7 +547,8 @@ class LocalStack:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(name))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the kernel picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -560,7 +561,7 @@ def throwaway_stack(settings: StackSettings, name: str) -> Iterator[LocalStack]:
     port, for one-off jobs (`lint-sql`, `gen-types`); stopped and deleted afterwards."""
     stack = LocalStack(
         settings.model_copy(
-            update={"stack_dir": settings.stack_dir.parent / name, "port": _free_port()}
+            update={"stack_dir": settings.stack_dir.parent / name, "port": free_port()}
         )
     )
     stack.down()

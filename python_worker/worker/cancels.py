@@ -29,7 +29,7 @@ from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
 from python_worker.push.payloads import apns_cancel_payload, fcm_cancel_message
 from python_worker.push.retry import RetryPolicy
 from python_worker.worker.db import WorkerDatabase
-from python_worker.worker.dispatcher import Senders
+from python_worker.worker.dispatcher import Senders, not_configured
 
 log = logging.getLogger("callpanion.worker.cancels")
 
@@ -37,16 +37,6 @@ log = logging.getLogger("callpanion.worker.cancels")
 BATCH_SIZE = 100
 #: Backoff while the database is away (as the call loop's).
 DB_RETRY = RetryPolicy(base_s=1.0, cap_s=10.0)
-
-
-def _not_configured(provider: str, variable: str) -> SendResult:
-    return SendResult(
-        provider,
-        Outcome.CONFIG_FAULT,
-        0,
-        "not_configured",
-        detail=f"{provider} is not configured on this worker (set {variable})",
-    )
 
 
 class CancelNotices:
@@ -144,13 +134,13 @@ class CancelNotices:
     ) -> SendResult:
         if row["provider"] == "fcm":
             if self.senders.fcm is None:
-                return _not_configured("fcm", "FCM_SERVICE_ACCOUNT_FILE")
+                return not_configured("fcm", "FCM_SERVICE_ACCOUNT_FILE")
             ttl = int((deadline - dt.datetime.now(dt.UTC)).total_seconds())
             message = fcm_cancel_message(session, row["push_token"], max(ttl, 1))
             return await self.senders.fcm.send(message, attempt=row["attempts"])
         if row["provider"] == "apns":
             if self.senders.apns is None:
-                return _not_configured("apns", "APNS_KEY_FILE")
+                return not_configured("apns", "APNS_KEY_FILE")
             return await self.senders.apns.send_background(
                 row["push_token"],
                 apns_cancel_payload(session),

@@ -50,13 +50,13 @@ class Senders:
     async def send(self, row: ClaimedRow, call: IncomingCall) -> SendResult:
         if row.provider == "apns":
             if self.apns is None:
-                return _not_configured("apns", "APNS_KEY_FILE")
+                return not_configured("apns", "APNS_KEY_FILE")
             return await self.apns.send_call(
                 call, row.push_token, apns_id=row.queue_id, attempt=row.provider_attempts
             )
         if row.provider == "fcm":
             if self.fcm is None:
-                return _not_configured("fcm", "FCM_SERVICE_ACCOUNT_FILE")
+                return not_configured("fcm", "FCM_SERVICE_ACCOUNT_FILE")
             return await self.fcm.send_call(call, row.push_token, attempt=row.provider_attempts)
         return SendResult(row.provider, Outcome.OUR_BUG, 0, "unknown_provider")
 
@@ -71,7 +71,8 @@ def _wake(sleeper: asyncio.Future[bool]) -> None:
         sleeper.set_result(True)
 
 
-def _not_configured(provider: str, variable: str) -> SendResult:
+def not_configured(provider: str, variable: str) -> SendResult:
+    """The result for a push whose provider this worker has no settings for."""
     return SendResult(
         provider,
         Outcome.CONFIG_FAULT,
