@@ -60,7 +60,11 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         name="payloads",
         path="python_worker/push/payloads.py",
         functions=(),
-        unit=("tests/test_payloads.py", "tests/test_worker_units.py"),
+        unit=(
+            "tests/test_payloads.py",
+            "tests/test_cancel_payloads.py",
+            "tests/test_worker_units.py",
+        ),
         integration=("tests/test_push_fcm.py", "tests/test_push_apns.py"),
     ),
     PythonTarget(
@@ -90,7 +94,7 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         # The result mapping: claimed row -> push, provider answer -> recorded result.
         functions=(
             "Senders.send",
-            "_not_configured",
+            "not_configured",
             "incoming_call",
             "result_json",
             "Dispatcher._send_one",

@@ -30,3 +30,8 @@ def test_ios_cancel_is_a_silent_background_body_without_alert_or_sound() -> None
     body = json.loads(apns_cancel_payload(session))
     assert body["aps"] == {"content-available": 1}
     assert (body["type"], body["id"], body["sessionId"]) == ("cancel", str(session), str(session))
+
+
+def test_android_cancel_past_its_window_lives_zero_seconds_not_a_negative_ttl() -> None:
+    message = fcm_cancel_message(uuid.uuid4(), "tok", ttl_s=-5)
+    assert message["android"] == {"priority": "high", "ttl": "0s"}
