@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from tests.conftest import Conn, acting_as, one
 from tests.test_scheduler import LEAD, Family, add_family, add_schedule, phase1, phase2
+from tests.worker_support import wait_for
 from tests.world import apns_token, fcm_token
 
 AT = datetime(2031, 1, 6, 9, 0, tzinfo=UTC)  # the occurrence every test queues
@@ -497,6 +498,9 @@ def test_a_dead_owners_rows_are_claimed_again_before_its_lease_ends(
             [first] = claim(db, "w1", AT)
             assert queue_row(db, qid)["presence_claimed_at"] is not None
             assert claim(db, "w2", AT + timedelta(seconds=1)) == []  # w1 is alive: hands off
+            w1_pid = presence.info.backend_pid
+        # Closing our end does not end the server's backend at once: wait for its lock to go.
+        wait_until_locks_gone(database_url, w1_pid)
         # w1's session is gone (its lock with it): w2 takes the row long before the lease ends.
         [again] = claim(db, "w2", AT + timedelta(seconds=1))
         assert again["queue_id"] == qid
@@ -509,6 +513,21 @@ def test_a_dead_owners_rows_are_claimed_again_before_its_lease_ends(
         db.execute("delete from households where id = %s", [fam.household])
         db.execute("delete from auth.users where id = %s", [fam.member])
         db.execute("commit")
+
+
+def wait_until_locks_gone(database_url: str, pid: int) -> None:
+    """Wait until the backend `pid` holds no lock (its session has ended), as pg_locks shows.
+
+    A client's close only asks the server to end the backend; until it has, the backend's
+    session-level advisory locks are still held. Fails loudly if they outlive a generous bound.
+    """
+    with psycopg.connect(database_url, autocommit=True) as watcher:
+
+        def gone() -> bool:
+            row = watcher.execute("select count(*) from pg_locks where pid = %s", [pid]).fetchone()
+            return row is not None and row[0] == 0
+
+        wait_for(f"backend {pid}'s locks to be released", gone, timeout=60)
 
 
 def test_rows_claimed_without_a_presence_lock_keep_their_lease(db: Conn) -> None:
