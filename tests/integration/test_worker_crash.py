@@ -6,9 +6,7 @@ Real `callpanion worker` processes and real signals; waiting is on observable co
 
 from __future__ import annotations
 
-import collections
 import signal
-import uuid
 
 from python_worker.emulators.faults import ANY, Fault
 from python_worker.emulators.suite import ThreadedSuite
@@ -18,28 +16,18 @@ from tests.support.worker import (
     add_relative,
     all_sent,
     count_by_status,
+    delivered_tokens,
+    kill,
     metric,
     queue_call,
     queue_many,
     queue_row,
     session_for,
+    slow_providers,
     status_is,
+    tokens_of,
     wait_for,
 )
-
-
-def delivered_tokens(emulators: ThreadedSuite) -> collections.Counter[str]:
-    suite = emulators.suite
-    return collections.Counter(
-        [d.token for d in suite.apns.deliveries] + [d.token for d in suite.fcm.deliveries]
-    )
-
-
-def tokens_of(conn: Conn, ids: list[uuid.UUID]) -> list[str]:
-    rows = conn.execute(
-        "select push_token from notification_queue where id = any(%s)", [ids]
-    ).fetchall()
-    return [row["push_token"] for row in rows]
 
 
 def test_a_killed_workers_rows_are_sent_by_a_live_peer_without_waiting_for_the_lease(
@@ -59,8 +47,7 @@ def test_a_killed_workers_rows_are_sent_by_a_live_peer_without_waiting_for_the_l
             "select id, locked_until from notification_queue where id = any(%s)", [ids]
         ).fetchall()
     }
-    doomed.signal(signal.SIGKILL)
-    assert doomed.wait(10) == -signal.SIGKILL
+    kill(doomed)
     wait_for("every row sent by the survivor", lambda: all_sent(wdb, ids), timeout=90, every=0.1)
     rows = wdb.execute(
         "select id, sent_at, last_error from notification_queue where id = any(%s)", [ids]
@@ -76,8 +63,7 @@ def test_a_killed_workers_rows_are_sent_by_a_live_peer_without_waiting_for_the_l
 def test_twin_worker_ids_never_give_back_each_others_rows(
     wdb: Conn, workers: Workers, emulators: ThreadedSuite
 ) -> None:
-    emulators.suite.apns.faults.add(ANY, Fault(latency_s=2.0))
-    emulators.suite.fcm.faults.add(ANY, Fault(latency_s=2.0))
+    slow_providers(emulators, 2.0)
     busy = workers.start(CALLPANION_WORKER_ID="twin")
     ids = queue_many(wdb, 30, in_s=0.3)
     wait_for("the busy twin to hold every send", lambda: metric(busy, "callpanion_in_flight") == 30)
@@ -104,8 +90,7 @@ def test_a_resend_after_a_crash_carries_the_first_ring_window(
     doomed = workers.start()
     qid = queue_call(wdb, who)
     wait_for("the push to reach APNs", lambda: emulators.suite.apns_server.requests_seen > seen)
-    doomed.signal(signal.SIGKILL)
-    assert doomed.wait(10) == -signal.SIGKILL
+    kill(doomed)
     workers.start()
     wait_for("the re-send to be recorded", lambda: status_is(wdb, qid, "sent"))
 

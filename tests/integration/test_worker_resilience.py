@@ -5,9 +5,7 @@ Real `callpanion worker` processes, real signals (SIGTERM, SIGKILL), a real Post
 
 from __future__ import annotations
 
-import collections
 import signal
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -24,27 +22,17 @@ from tests.support.worker import (
     add_relative,
     all_sent,
     count_by_status,
+    delivered_tokens,
+    kill,
     metric,
     queue_call,
     queue_many,
     queue_row,
+    slow_providers,
     status_is,
+    tokens_of,
     wait_for,
 )
-
-
-def delivered_tokens(emulators: ThreadedSuite) -> collections.Counter[str]:
-    suite = emulators.suite
-    return collections.Counter(
-        [d.token for d in suite.apns.deliveries] + [d.token for d in suite.fcm.deliveries]
-    )
-
-
-def tokens_of(conn: Conn, ids: list[uuid.UUID]) -> list[str]:
-    rows = conn.execute(
-        "select push_token from notification_queue where id = any(%s)", [ids]
-    ).fetchall()
-    return [row["push_token"] for row in rows]
 
 
 def test_two_workers_share_2000_due_rows_and_send_each_exactly_once(
@@ -75,8 +63,7 @@ def test_a_killed_workers_rows_are_sent_by_the_next_worker_to_start(
     wdb: Conn, workers: Workers, emulators: ThreadedSuite
 ) -> None:
     # Every push takes 3 s to answer, so the first worker dies with its batch in flight.
-    emulators.suite.apns.faults.add(ANY, Fault(latency_s=3.0))
-    emulators.suite.fcm.faults.add(ANY, Fault(latency_s=3.0))
+    slow_providers(emulators, 3.0)
     doomed = workers.start()
     ids = queue_many(wdb, 50, in_s=0.5)
     wait_for(
@@ -90,8 +77,7 @@ def test_a_killed_workers_rows_are_sent_by_the_next_worker_to_start(
             and metric(doomed, "callpanion_in_flight") == 50
         ),
     )
-    doomed.signal(signal.SIGKILL)
-    assert doomed.wait(10) == -signal.SIGKILL
+    kill(doomed)
     emulators.suite.apns.faults.clear()
     emulators.suite.fcm.faults.clear()
     rescuer = workers.start()

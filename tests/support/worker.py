@@ -8,6 +8,7 @@ the queue). Waiting is on observable conditions (rows, deliveries, /healthz), ne
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from python_worker.emulators.faults import ANY, Fault
 from python_worker.emulators.suite import ThreadedSuite
 from python_worker.stack.cluster import LocalStack
 from tests.support.db import free_port
@@ -248,6 +250,34 @@ def session_for(conn: Conn, queue_id: uuid.UUID) -> Row:
 def status_is(conn: Conn, queue_id: uuid.UUID, *statuses: str) -> Row | None:
     row = queue_row(conn, queue_id)
     return row if row["status"] in statuses else None
+
+
+def delivered_tokens(emulators: ThreadedSuite) -> collections.Counter[str]:
+    """How many pushes each token got, on both providers."""
+    suite = emulators.suite
+    return collections.Counter(
+        [d.token for d in suite.apns.deliveries] + [d.token for d in suite.fcm.deliveries]
+    )
+
+
+def tokens_of(conn: Conn, ids: list[uuid.UUID]) -> list[str]:
+    """The push tokens of these queue rows."""
+    rows = conn.execute(
+        "select push_token from notification_queue where id = any(%s)", [ids]
+    ).fetchall()
+    return [row["push_token"] for row in rows]
+
+
+def slow_providers(emulators: ThreadedSuite, latency_s: float) -> None:
+    """Both providers answer every push `latency_s` late (until the faults are cleared)."""
+    emulators.suite.apns.faults.add(ANY, Fault(latency_s=latency_s))
+    emulators.suite.fcm.faults.add(ANY, Fault(latency_s=latency_s))
+
+
+def kill(worker: WorkerProcess) -> None:
+    """SIGKILL a worker (nothing of it runs after: no give-back, no goodbye) and reap it."""
+    worker.signal(signal.SIGKILL)
+    assert worker.wait(10) == -signal.SIGKILL
 
 
 # -- workers ------------------------------------------------------------------------------
