@@ -53,6 +53,10 @@ def _broken(provider: str, key: str, value: Any) -> dict[str, Any]:
     return push
 
 
+#: A well-formed id that is nobody's (fixed, so that the test ids are the same on every run).
+OTHER_ID = "0f0e0d0c-0b0a-4908-8706-050403020100"
+
+
 @pytest.mark.parametrize("provider", ["fcm", "apns"])
 @pytest.mark.parametrize(
     ("key", "value", "requirement"),
@@ -61,9 +65,9 @@ def _broken(provider: str, key: str, value: Any) -> dict[str, Any]:
         ("type", None, 'must be "incoming_call"'),
         ("sessionId", "", "must be non-empty"),
         ("householdId", None, "must be non-empty"),
-        ("relativeId", str(uuid.uuid4()), "must be the relative id the app stored at pairing"),
+        ("relativeId", OTHER_ID, "must be the relative id the app stored at pairing"),
         ("id", "not-a-uuid", "the CallKit id must be a UUID"),
-        ("id", str(uuid.uuid4()), "the CallKit id must be the call session id"),
+        ("id", OTHER_ID, "the CallKit id must be the call session id"),
         ("expires_at", None, "must be an ISO 8601 time with an offset"),
         ("expires_at", "2031-01-06T09:02:00", "must be an ISO 8601 time with an offset"),
         ("duration", 0, "must be the ring time in milliseconds"),
