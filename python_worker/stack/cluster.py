@@ -17,7 +17,6 @@ import contextlib
 import errno
 import os
 import pwd
-import secrets
 import shutil
 import socket
 import subprocess
@@ -548,35 +547,12 @@ class LocalStack:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(name))
 
 
-def ephemeral_port_range() -> tuple[int, int]:
-    """The kernel's range for the local ports of outgoing connections (Linux's default when
-    it cannot be read)."""
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
 def free_port() -> int:
-    """A TCP port nobody listens on right now, below the kernel's ephemeral range.
-
-    The caller binds it a moment later (often in another process: a cluster, an emulator).
-    The kernel's own pick (bind to port 0) comes from the range it also gives every outgoing
-    connection, so any client may take the port in between; below that range only another
-    server can, and a random pick among some 16,000 ports makes that unlikely too.
-    """
-    low, _high = ephemeral_port_range()
-    first = max(1024, low // 2)
-    for _ in range(200):
-        port = first + secrets.randbelow(low - first)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue  # someone listens there (or it is still in TIME_WAIT): try another
-            return port
-    raise StackError(f"no free TCP port between {first} and {low - 1} after 200 tries")
+    """A TCP port nobody listens on right now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 @contextlib.contextmanager
