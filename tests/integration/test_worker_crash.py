@@ -7,6 +7,7 @@ Real `callpanion worker` processes and real signals; waiting is on observable co
 from __future__ import annotations
 
 import signal
+import threading
 
 from python_worker.emulators.faults import ANY, Fault
 from python_worker.emulators.suite import ThreadedSuite
@@ -115,15 +116,21 @@ def test_results_are_recorded_as_they_come_not_when_the_batch_ends(
     # so two iOS pushes would queue behind each other.
     quick, slow = add_relative(wdb, "android", voip=False), add_relative(wdb, "ios")
     assert slow.voip_token is not None
-    emulators.suite.apns.faults.add(slow.voip_token.lower(), Fault(latency_s=3.0))
-    worker = workers.start(CALLPANION_CLAIM_AHEAD_MS="2000")
-    quick_id, slow_id = queue_call(wdb, quick, in_s=1.0), queue_call(wdb, slow, in_s=1.0)
-    wait_for(
-        "both rows claimed in one go",
-        lambda: count_by_status(wdb, [quick_id, slow_id]) == {"claimed": 2},
-    )
-    wait_for("the quick push recorded", lambda: status_is(wdb, quick_id, "sent"), timeout=10)
-    assert queue_row(wdb, slow_id)["status"] == "claimed"  # still waiting for its answer
+    # The slow push gets no answer until the test says so (not a guessed 3 s, which a loaded
+    # machine can outlast before the quick one is recorded).
+    answer_slow = threading.Event()
+    emulators.suite.apns.faults.add(slow.voip_token.lower(), Fault(hold=answer_slow))
+    try:
+        worker = workers.start(CALLPANION_CLAIM_AHEAD_MS="2000")
+        quick_id, slow_id = queue_call(wdb, quick, in_s=1.0), queue_call(wdb, slow, in_s=1.0)
+        wait_for(
+            "both rows claimed in one go",
+            lambda: count_by_status(wdb, [quick_id, slow_id]) == {"claimed": 2},
+        )
+        wait_for("the quick push recorded", lambda: status_is(wdb, quick_id, "sent"), timeout=10)
+        assert queue_row(wdb, slow_id)["status"] == "claimed"  # still waiting for its answer
+    finally:
+        answer_slow.set()
     wait_for("the slow push recorded", lambda: status_is(wdb, slow_id, "sent"), timeout=10)
     assert metric(worker, "callpanion_pushes_total") == 2
 

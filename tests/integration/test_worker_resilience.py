@@ -99,11 +99,13 @@ def test_sigterm_finishes_running_sends_and_gives_back_the_rest(
     wdb: Conn, workers: Workers, emulators: ThreadedSuite
 ) -> None:
     emulators.suite.fcm.faults.add(ANY, Fault(latency_s=1.0))
-    worker = workers.start(CALLPANION_CLAIM_AHEAD_MS="5000")
+    worker = workers.start(CALLPANION_CLAIM_AHEAD_MS="15000")
     android = add_relative(wdb, "android", voip=False)
     running = queue_call(wdb, android)  # sent at once, answered a second later
     ios = add_relative(wdb, "ios")
-    later = queue_call(wdb, ios, in_s=4.0)  # claimed ahead, not yet due
+    # Claimed ahead, not yet due when SIGTERM comes: 12 s of margin (it was 4 s, which a loaded
+    # machine can spend on the two waits below, and then the row is due and sent).
+    later = queue_call(wdb, ios, in_s=12.0)
     wait_for("both rows to be claimed", lambda: queue_row(wdb, later)["status"] == "claimed")
     wait_for(
         "the running send to start",
@@ -127,7 +129,9 @@ def test_sigterm_finishes_running_sends_and_gives_back_the_rest(
     assert logs[-1] == "worker stopped"
     workers.start()
     wait_for(
-        "the given-back row to be sent by the next worker", lambda: status_is(wdb, later, "sent")
+        "the given-back row to be sent by the next worker",
+        lambda: status_is(wdb, later, "sent"),
+        timeout=40,
     )
 
 
