@@ -1065,8 +1065,9 @@ begin
   end if;
   if p_channel = 'webpush' then
     if p_subscription is null or jsonb_typeof(p_subscription) <> 'object'
-       or jsonb_typeof(p_subscription -> 'endpoint') <> 'string'
-       or jsonb_typeof(p_subscription -> 'keys') <> 'object' then
+       or coalesce(jsonb_typeof(p_subscription -> 'endpoint'), '') <> 'string'
+       or coalesce(jsonb_typeof(p_subscription #> '{keys,p256dh}'), '') <> 'string'
+       or coalesce(jsonb_typeof(p_subscription #> '{keys,auth}'), '') <> 'string' then
       raise exception 'invalid p_subscription: PushSubscription.toJSON() is required: {endpoint, keys: {p256dh, auth}}'
         using errcode = '22023';
     end if;
