@@ -185,6 +185,8 @@ create table public.member_alert_settings (
          or private.reject_value('member_alert_settings.quiet_end', quiet_end::text,
                                  'must differ from quiet_start')))
 );
+-- A member leaving (the cascade) looks rows up by user.
+create index member_alert_settings_user_idx on public.member_alert_settings (user_id);
 create trigger member_alert_settings_touch before update on public.member_alert_settings
   for each row execute function private.touch_updated_at();
 
@@ -196,7 +198,7 @@ create table public.escalation_policies (
   -- Between one step and the next.
   wait interval not null default interval '10 minutes'
     constraint escalation_policies_wait_check
-    check (private.between_('escalation_policies.wait', wait, interval '1 minute', interval '24 hours')),
+    check (private.between_('escalation_policies.wait', wait, interval '5 seconds', interval '24 hours')),
   -- How many times the whole chain starts again from the first step after the last one.
   repeats smallint not null default 0
     constraint escalation_policies_repeats_check
@@ -225,6 +227,7 @@ create table public.escalation_contacts (
   foreign key (household_id, user_id)
     references public.household_members (household_id, user_id) on delete cascade
 );
+create index escalation_contacts_user_idx on public.escalation_contacts (user_id);
 create trigger escalation_contacts_touch before update on public.escalation_contacts
   for each row execute function private.touch_updated_at();
 

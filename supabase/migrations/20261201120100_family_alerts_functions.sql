@@ -389,7 +389,7 @@ create trigger alerts_stop_telling after update of acknowledged_at on public.ale
   for each row when (old.acknowledged_at is null and new.acknowledged_at is not null)
   execute function private.on_alert_closed();
 
--- Trigger (after a call session is answered: connected, or completed after an answer): the
+-- Trigger (at commit, after a call session is answered: connected, or completed after an answer): the
 -- relative's open alerts that say she could not be reached are resolved, which stops their
 -- escalation and sends the all clear. A worrying conversation (concerning_content) and our
 -- own configuration faults (provider_config) are not resolved by a call.
@@ -412,7 +412,11 @@ begin
 end
 $$;
 
-create trigger call_sessions_answered after update of status on public.call_sessions
+-- Deferred to the end of the transaction: the call-event path first closes the alerts of the
+-- answered occurrence itself, with its own wording (private.withdraw_after_conversation);
+-- this then resolves whatever else is still open.
+create constraint trigger call_sessions_answered after update of status on public.call_sessions
+  deferrable initially deferred
   for each row
   when (new.status is distinct from old.status
         and (new.status = 'in_progress'

@@ -451,6 +451,7 @@ def test_the_relative_answering_a_later_call_sends_the_all_clear(db: Conn, fam: 
         [fam.household, fam.relative],
     )["id"]
     db.execute("update call_sessions set status = 'in_progress' where id = %s", [session])
+    db.execute("set constraints all immediate")  # as at commit (the trigger is deferred)
     acked = one(
         db, "select acknowledged_at, acknowledged_by, details from alerts where id = %s", [alert]
     )
@@ -478,6 +479,7 @@ def test_answering_does_not_resolve_a_concern(db: Conn, fam: Family) -> None:
         [fam.household, fam.relative],
     )["id"]
     db.execute("update call_sessions set status = 'in_progress' where id = %s", [session])
+    db.execute("set constraints all immediate")  # as at commit (the trigger is deferred)
     assert (
         one(db, "select acknowledged_at from alerts where id = %s", [alert])["acknowledged_at"]
         is None
@@ -1261,3 +1263,69 @@ def test_the_worker_is_woken_at_commit(database_url: str) -> None:
                 writer.execute(
                     "delete from auth.users where id = any (%s)", [[fam.alice, fam.bob, fam.carol]]
                 )
+
+
+def test_a_row_claimed_when_the_alert_is_acknowledged_is_not_retried(db: Conn, fam: Family) -> None:
+    alert = raise_alert(db, fam)
+    first = claim(db, fam.now)
+    db.execute(
+        "update alerts set acknowledged_at = now(), acknowledged_by = %s where id = %s",
+        [fam.alice, alert],
+    )
+    retry = [{"outbox_id": str(r["outbox_id"]), "outcome": "retry", "status": 503} for r in first]
+    record(db, fam.now, retry)
+    assert claim(db, fam.now + timedelta(seconds=1)) == []
+    rows_now = outbox(db, alert)
+    assert {r["status"] for r in rows_now} == {"cancelled"}
+    assert all("acknowledged" in r["last_error"] for r in rows_now)
+
+
+def test_a_claim_skips_rows_another_worker_holds_instead_of_waiting(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as setup:
+        fam = make_family(setup, "Locked")  # committed: the other sessions must see it
+        try:
+            raise_alert(setup, fam)
+            with (
+                psycopg.connect(database_url, row_factory=dict_row) as holder,
+                psycopg.connect(database_url, row_factory=dict_row) as other,
+            ):
+                held = rows(
+                    holder,
+                    "select id from private.outbox where household_id = %s for update",
+                    [fam.household],
+                )
+                assert len(held) == 3
+                # Without SKIP LOCKED this claim would wait for the holder: fail fast instead.
+                other.execute("set lock_timeout = '5s'")
+                assert claim(other, fam.now + timedelta(seconds=1), worker="w2") == []
+                holder.rollback()
+                assert len(claim(other, fam.now + timedelta(seconds=1), worker="w2")) == 3
+                other.rollback()
+        finally:
+            setup.execute("delete from households where id = %s", [fam.household])
+            setup.execute(
+                "delete from auth.users where id = any (%s)", [[fam.alice, fam.bob, fam.carol]]
+            )
+
+
+def test_an_alert_closed_by_its_own_occurrences_conversation_sends_the_all_clear(
+    db: Conn, fam: Family
+) -> None:
+    # As private.withdraw_after_conversation closes it: acknowledged by nobody, with a reason.
+    alert = raise_alert(db, fam)
+    sent = [
+        {"outbox_id": str(r["outbox_id"]), "outcome": "delivered", "status": 201}
+        for r in claim(db, fam.now)
+    ]
+    record(db, fam.now, sent)
+    db.execute(
+        """update alerts set acknowledged_at = now(),
+                  details = details || '{"resolved": "a conversation for this occurrence took place"}'
+           where id = %s""",
+        [alert],
+    )
+    assert sorted(r["channel"] for r in outbox(db, alert) if r["kind"] == "all_clear") == [
+        "email",
+        "sms",
+        "webpush",
+    ]
