@@ -335,8 +335,17 @@ create table private.sms_replies (
   received_at timestamptz not null default now()
 );
 
+-- Twilio status callbacks for a sid not recorded yet (they can overtake the worker's record).
+create table private.sms_status_pending (
+  message_sid text primary key,
+  status text not null,
+  error_code text,
+  received_at timestamptz not null
+);
+create index sms_status_pending_received_idx on private.sms_status_pending (received_at);
+
 revoke all on private.alert_escalations, private.outbox, private.alert_link_uses,
-  private.sms_replies from public, anon, authenticated, service_role;
+  private.sms_replies, private.sms_status_pending from public, anon, authenticated, service_role;
 
 -- RLS -------------------------------------------------------------------------------------
 alter table public.contact_methods enable row level security;

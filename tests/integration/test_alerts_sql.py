@@ -902,10 +902,7 @@ def test_sms_status_newest_wins_and_unreachable_numbers_are_disabled(db: Conn, f
         )["delivery_status"]
         == "delivered"
     )
-    assert (
-        one(db, "select record_sms_status('SMnone', 'sent') as r")["r"]["result"]
-        == "unknown_message"
-    )
+    assert one(db, "select record_sms_status('SMnone', 'sent') as r")["r"]["result"] == "pending"
     one(db, "select record_sms_status(%s, 'undelivered', '30006') as r", [SID + "1"])
     assert (
         "landline"
@@ -1329,3 +1326,23 @@ def test_an_alert_closed_by_its_own_occurrences_conversation_sends_the_all_clear
         "sms",
         "webpush",
     ]
+
+
+def test_a_status_callback_that_overtakes_the_record_is_applied_with_it(
+    db: Conn, fam: Family
+) -> None:
+    raise_alert(db, fam)
+    row = next(r for r in claim(db, fam.now) if r["channel"] == "sms")
+    sid = SID + "9"
+    early = one(db, "select record_sms_status(%s, 'sent') as r", [sid])["r"]
+    assert early == {"outbox_id": None, "result": "pending"}
+    one(db, "select record_sms_status(%s, 'undelivered', '30006') as r", [sid])
+    one(db, "select record_sms_status(%s, 'sending') as r", [sid])  # older: loses
+    delivered = {"outbox_id": str(row["outbox_id"]), "outcome": "delivered", "status": 201}
+    record(db, fam.now, [{**delivered, "message_id": sid}])
+    stored = one(db, "select * from private.outbox where id = %s", [row["outbox_id"]])
+    assert (stored["delivery_status"], stored["delivery_error"]) == ("undelivered", "30006")
+    method = fam.methods["alice_sms"]
+    reason = one(db, "select disabled_reason from contact_methods where id = %s", [method])
+    assert "landline" in reason["disabled_reason"]
+    assert rows(db, "select 1 from private.sms_status_pending where message_sid = %s", [sid]) == []
