@@ -1050,6 +1050,13 @@ begin
     raise exception 'too many codes for this contact method: at most % an hour', v_cfg.codes_per_hour
       using errcode = 'P0001', hint = 'Wait, then ask for a new code.';
   end if;
+  if (select count(*) from private.contact_verifications v
+       join public.contact_methods m on m.id = v.method_id
+       where m.user_id = p_method.user_id and v.created_at > p_now - interval '1 hour')
+     >= v_cfg.codes_per_member_hour then
+    raise exception 'too many codes sent for this member: at most % an hour', v_cfg.codes_per_member_hour
+      using errcode = 'P0001', hint = 'Wait, then ask for a new code.';
+  end if;
   v_code := lpad(((('x' || encode(extensions.gen_random_bytes(6), 'hex'))::bit(48)::bigint)
                   % 1000000)::text, 6, '0');
   -- One open code at a time: a new one replaces the old.

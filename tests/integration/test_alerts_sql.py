@@ -1346,3 +1346,15 @@ def test_a_status_callback_that_overtakes_the_record_is_applied_with_it(
     reason = one(db, "select disabled_reason from contact_methods where id = %s", [method])
     assert "landline" in reason["disabled_reason"]
     assert rows(db, "select 1 from private.sms_status_pending where message_sid = %s", [sid]) == []
+
+
+def test_one_member_cannot_send_codes_to_stranger_after_stranger(db: Conn, fam: Family) -> None:
+    as_member(db, fam.carol)
+    for n in range(10):
+        db.execute(
+            "select add_contact_method(%s, 'email', %s)", [fam.household, f"s{n}@example.test"]
+        )
+    with pytest.raises(errors.RaiseException, match="at most 10 an hour"):
+        db.execute(
+            "select add_contact_method(%s, 'email', 'one-more@example.test')", [fam.household]
+        )
