@@ -418,6 +418,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 bench_dispatch.bench_dispatch(stack, args.calls, args.workers, args.rounds)
             )
         )
+    if args.bench == "claim-cost":
+        from python_worker.bench import claim_cost
+
+        held = [int(n) for n in args.held.split(",") if n.strip()]
+        label = f"migrations of {args.checkout}" if args.checkout else "this checkout"
+        costs = claim_cost.bench_claim_cost(stack, held, args.checkout)
+        print(claim_cost.report_claim_cost(costs, label))
     if args.bench == "schedule":
         if args.schedules < 1:
             raise CallPanionError("--schedules must be at least 1")
@@ -652,6 +659,19 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--calls", type=int, default=10_000, help="default: 10000")
     dispatch.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     dispatch.add_argument("--rounds", type=int, default=1, help="bursts (default 1; median)")
+    claim_cost = bench_sub.add_parser(
+        "claim-cost",
+        help="buffers and ms of one claim, record and look while a worker holds N rows",
+    )
+    claim_cost.add_argument(
+        "--held", default="1000,10000", help="rows held, comma-separated (default 1000,10000)"
+    )
+    claim_cost.add_argument(
+        "--checkout",
+        type=Path,
+        metavar="DIR",
+        help="migrate from another checkout's supabase/migrations (compare before/after)",
+    )
     bench_parser.set_defaults(func=cmd_bench)
 
     chaos_parser = sub.add_parser(
