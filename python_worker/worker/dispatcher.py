@@ -3,8 +3,11 @@
 The dispatcher sends every row of a batch at its own send_at (rows are claimed up to a second
 ahead), all concurrently over the providers' multiplexed HTTP/2 connections, and records each
 result as it comes (recorder.py: small batches, every few tens of milliseconds), so a crash
-leaves few pushes sent but unrecorded. A row's lease is renewed while its send runs; a result
-the database refuses (the lease was lost) changes nothing and is counted.
+leaves few pushes sent but unrecorded. A row's lease is renewed while it waits and while its
+send runs; a row whose lease is lost before its send starts is not sent (a renewal that does
+not return it, or a lease that ran out by this worker's clock because renewals failed: another
+worker may own the row now). A result the database refuses (the lease was lost while the send
+ran) changes nothing and is counted.
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ class Dispatcher:
         self.clock = clock
         #: Rows claimed and not yet recorded, by queue id.
         self.in_flight: dict[uuid.UUID, ClaimedRow] = {}
+        #: Rows in flight whose lease a renewal did not extend: another worker may hold them.
+        self.lost: set[uuid.UUID] = set()
         self.stopping = asyncio.Event()
         #: Rows sleeping until their send_at (see `_sleep`); `stop` wakes them.
         self._sleepers: set[asyncio.Future[bool]] = set()
@@ -221,6 +226,11 @@ class Dispatcher:
         if delay > 0 and not await self._sleep(delay):
             return None  # shutting down: give the row back rather than start it
         started = self.clock()
+        if self.lease_lost(row.queue_id, started):
+            # Another worker may own the row now: sending would ring the phone twice.
+            self.metrics.leases_lost.inc()
+            log.warning("lease lost before sending; not sent", extra=row.ids)
+            return None  # given back if it is still ours (release_leases checks the owner)
         now = dt.datetime.fromtimestamp(started, dt.UTC)
         self.metrics.lateness.observe(max(0.0, started - due))
         try:
@@ -245,6 +255,18 @@ class Dispatcher:
         if log.isEnabledFor(logging.INFO):  # 10,000 lines a burst: skip building them
             self._log_push(row, result, started - due)
         return result
+
+    def lease_lost(self, queue_id: uuid.UUID, now: float) -> bool:
+        """Whether this worker may no longer send the row: a renewal did not return it, or
+        its lease has run out by our clock (the renewals failed meanwhile)."""
+        if queue_id in self.lost:
+            return True
+        row = self.in_flight.get(queue_id)
+        return row is not None and row.locked_until.timestamp() <= now
+
+    def _forget(self, queue_id: uuid.UUID) -> None:
+        self.in_flight.pop(queue_id, None)
+        self.lost.discard(queue_id)
 
     def _log_push(self, row: ClaimedRow, result: SendResult, lateness_s: float) -> None:
         log.info(
@@ -285,7 +307,7 @@ class Dispatcher:
                     await asyncio.sleep(RECORD_RETRY.delay(failures))
         finally:
             for row, _ in done:
-                self.in_flight.pop(row.queue_id, None)
+                self._forget(row.queue_id)
             self.metrics.in_flight.set(len(self.in_flight))
         by_id = {row.queue_id: row for row, _ in done}
         for item in rows:
@@ -309,16 +331,27 @@ class Dispatcher:
             )
         finally:
             for queue_id in ids:
-                self.in_flight.pop(queue_id, None)
+                self._forget(queue_id)
             self.metrics.in_flight.set(len(self.in_flight))
 
     async def renew_leases(self) -> None:
-        """Extend the leases of rows whose sends are running (call every lease/3)."""
+        """Extend the leases of rows in flight (call every lease/3).
+
+        A row the database does not renew is no longer this worker's (its lease ran out and
+        another worker may have claimed it): it is marked lost and is not sent. A row already
+        recorded meanwhile is gone from `in_flight` and is left alone.
+        """
         ids = list(self.in_flight)
         if ids:
-            renewed = await self.db.renew(ids, self.lease_s)
+            renewed = set(await self.db.renew(ids, self.lease_s))
             until = dt.datetime.fromtimestamp(self.clock() + self.lease_s, dt.UTC)
-            for queue_id in renewed:
+            for queue_id in ids:
                 row = self.in_flight.get(queue_id)
-                if row is not None:
+                if row is None:
+                    continue
+                if queue_id in renewed:
                     self.in_flight[queue_id] = dataclasses.replace(row, locked_until=until)
+                else:
+                    # Warned about when its send would start (a row being sent or recorded
+                    # right now is not renewed either, and is no news).
+                    self.lost.add(queue_id)

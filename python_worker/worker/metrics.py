@@ -56,6 +56,12 @@ class Metrics:
         self.released = Counter(
             "callpanion_released_rows_total", "Claimed rows given back unsent", registry=r
         )
+        self.leases_lost = Counter(
+            "callpanion_leases_lost_total",
+            "Claimed rows not sent because this worker no longer held their lease (a renewal"
+            " did not return them, or the lease ran out by the worker's clock)",
+            registry=r,
+        )
         self.in_flight = Gauge("callpanion_in_flight", "Claimed rows not yet recorded", registry=r)
         self.wakeups = Counter(
             "callpanion_wakeups_total", "Hints received from the wake-up source", registry=r

@@ -92,9 +92,9 @@ begin
 end
 $$;
 
--- As 20261126210000_crash_recovery.sql; whether another live owner holds rows is two probes
--- of the owner index (an owner before p_worker, or after it) instead of a scan of every row
--- this worker holds.
+-- As 20261126210000_crash_recovery.sql; whether another owner holds rows under a presence
+-- lock is read from the distinct owners (private.presence_owners: a probe per owner), not from
+-- a scan of every row this worker holds.
 create or replace function public.next_work_at(p_now timestamptz default now(), p_worker text default null)
 returns table (send_at timestamptz, lease_expires_at timestamptz, ring_ends_at timestamptz,
                peer_leases boolean)
@@ -106,16 +106,10 @@ as $$
          (select min(q.locked_until) from public.notification_queue q where q.status = 'claimed'),
          (select min(c.ringing_at + c.ring_timeout) from public.call_sessions c
           where c.status = 'ringing'),
-         case when p_worker is null
-              then exists (select 1 from public.notification_queue q
-                           where q.status = 'claimed' and q.presence_claimed_at is not null)
-              else exists (select 1 from public.notification_queue q
-                           where q.status = 'claimed' and q.presence_claimed_at is not null
-                             and q.locked_by < p_worker)
-                   or exists (select 1 from public.notification_queue q
-                              where q.status = 'claimed' and q.presence_claimed_at is not null
-                                and q.locked_by > p_worker)
-         end
+         exists (select 1 from private.presence_owners() o(w)
+                 where o.w is distinct from p_worker)
 $$;
 
 revoke all on function private.presence_owners() from public, anon, authenticated;
+-- claim_due_calls, next_work_at and phase 2 run as the service role.
+grant execute on function private.presence_owners() to service_role;
