@@ -17,7 +17,10 @@ claim (CALLPANION_CLAIM_AHEAD_MS ahead of send_at). Measured per round:
   claims started up to the claim-ahead earlier;
 - duplicates: tokens delivered more than once; lost: rows not `sent` once nothing is pending
   (or after a timeout);
-- after the last round, the peak RSS (VmHWM) of each worker, read just before it is stopped.
+- after the last round, the peak RSS (VmHWM) of each worker, read just before it is stopped;
+- per call: the workers' CPU (user + system, from /proc) and the emulators' CPU (the sink's
+  cost, to show it is not the bottleneck), and the time the workers waited for their claims
+  and their records (`callpanion_db_seconds_total`), divided by the calls of the round.
 
 Rounds reuse the workers, so the first round also pays for connections, TLS and the OAuth
 token (cold), later rounds do not; the summary takes the median round. Everything started
@@ -120,6 +123,11 @@ class Round:
     span_s: float  # last delivery - send_at
     duplicates: int
     lost: int
+    #: Per call, in milliseconds: worker CPU, sink (emulators) CPU, claim wait, record wait.
+    worker_cpu_ms: float = 0.0
+    sink_cpu_ms: float = 0.0
+    claim_ms: float = 0.0
+    record_ms: float = 0.0
 
     def percentile(self, q: float) -> float:
         """Nearest-rank percentile of the lateness: 0.0 the first push, 1.0 the last (0 when
@@ -149,6 +157,10 @@ class DispatchBench:
             "p99": [r.percentile(0.99) for r in self.rounds],
             "max": [r.percentile(1.0) for r in self.rounds],
             "pushes_per_s": [r.pushes_per_s for r in self.rounds],
+            "worker_cpu_ms": [r.worker_cpu_ms for r in self.rounds],
+            "sink_cpu_ms": [r.sink_cpu_ms for r in self.rounds],
+            "claim_ms": [r.claim_ms for r in self.rounds],
+            "record_ms": [r.record_ms for r in self.rounds],
         }[figure]
         return statistics.median(values)
 
@@ -164,6 +176,10 @@ class DispatchBench:
             "duplicates": sum(r.duplicates for r in self.rounds),
             "lost": sum(r.lost for r in self.rounds),
             "peak_rss_mb": round(max(self.peak_rss_mb, default=0.0), 1),
+            "worker_cpu_ms_per_call": round(self.median("worker_cpu_ms"), 4),
+            "sink_cpu_ms_per_call": round(self.median("sink_cpu_ms"), 4),
+            "claim_ms_per_call": round(self.median("claim_ms"), 4),
+            "record_ms_per_call": round(self.median("record_ms"), 4),
         }
 
 
@@ -201,6 +217,18 @@ class BenchWorker:
         if not isinstance(value, int | float):
             raise CallPanionError(f"{self.worker_id}'s /healthz has no claim_ahead_s: {details}")
         return float(value)
+
+    def db_seconds(self) -> dict[str, float]:
+        """`callpanion_db_seconds_total` by call (claim, record), from /metrics."""
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith('callpanion_db_seconds_total{call="'):
+                call = line.split('"', 2)[1]
+                out[call] = float(line.rsplit(" ", 1)[1])
+        return out
 
     def peak_rss_mb(self) -> float:
         """VmHWM (the resident set's high-water mark) from /proc, in MiB."""
@@ -314,6 +342,45 @@ def running_workers(
 # -- one round -------------------------------------------------------------------------------
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pid(marker: str) -> int | None:
+    """The pid of this process's child whose command line contains `marker` (the emulators)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and marker in cmdline and "emulators" in cmdline:
+            return int(entry.name)
+    return None
+
+
+@dataclass
+class Probes:
+    """Where a round reads its costs: the workers and the emulators' process."""
+
+    workers: list[BenchWorker]
+    sink_pid: int | None
+
+    def read(self) -> tuple[float, float, float, float]:
+        """Worker CPU s, sink CPU s, claim wait s, record wait s, so far."""
+        waits = [w.db_seconds() for w in self.workers]
+        return (
+            sum(cpu_s(w.process.pid) for w in self.workers),
+            cpu_s(self.sink_pid) if self.sink_pid else 0.0,
+            sum(w.get("claim", 0.0) for w in waits),
+            sum(w.get("record", 0.0) for w in waits),
+        )
+
+
 def _queue(conn: Conn, calls: int, claim_ahead_s: float) -> dt.datetime:
     """Queue one call per bench device, all due at one whole second; returns that second."""
     lead = QUEUE_LEAD_S + calls * QUEUE_LEAD_PER_CALL_S
@@ -358,13 +425,22 @@ def _reset(providers: Mapping[str, str]) -> None:
         admin_request(base, ca, "POST", "/_emulator/reset")
 
 
-def run_round(conn: Conn, providers: Mapping[str, str], calls: int, claim_ahead_s: float) -> Round:
+def run_round(
+    conn: Conn,
+    providers: Mapping[str, str],
+    calls: int,
+    claim_ahead_s: float,
+    probes: Probes | None = None,
+) -> Round:
     """Queue `calls` calls due at one second, let the workers send them, measure."""
     conn.execute(_CLEAR)
     conn.execute(_VACUUM)
     _reset(providers)
+    before = probes.read() if probes else (0.0, 0.0, 0.0, 0.0)
     send_at = _queue(conn, calls, claim_ahead_s)
     _settle(conn, SETTLE_TIMEOUT_S + calls * SETTLE_TIMEOUT_PER_CALL_S)
+    after = probes.read() if probes else before
+    per_call_ms = [(b - a) * 1000 / calls for a, b in zip(before, after, strict=True)]
     rows = conn.execute(_OUTCOME).fetchall()
     first: dict[str, float] = {}
     times: dict[str, int] = {}
@@ -379,6 +455,10 @@ def run_round(conn: Conn, providers: Mapping[str, str], calls: int, claim_ahead_
         span_s=max(first.values(), default=due) - due,
         duplicates=sum(1 for n in times.values() if n > 1),
         lost=sum(1 for r in rows if r["status"] != "sent"),
+        worker_cpu_ms=per_call_ms[0],
+        sink_cpu_ms=per_call_ms[1],
+        claim_ms=per_call_ms[2],
+        record_ms=per_call_ms[3],
     )
 
 
@@ -402,7 +482,8 @@ def bench_dispatch(
         conn.execute(_VACUUM)
         with running_workers(workers, providers, database_url, Path(tmp)) as started:
             claim_ahead_s = started[0].claim_ahead_s()  # the workers' own setting
-            done = [run_round(conn, providers, calls, claim_ahead_s) for _ in range(rounds)]
+            probes = Probes(started, child_pid(tmp))
+            done = [run_round(conn, providers, calls, claim_ahead_s, probes) for _ in range(rounds)]
             rss = [w.peak_rss_mb() for w in started]
             warnings = sum((w.warnings() for w in started), Counter[str]())
     return DispatchBench(calls, workers, done, rss, warnings, claim_ahead_s)
@@ -429,6 +510,13 @@ def report_dispatch(result: DispatchBench) -> str:
         f"{figures['pushes_per_s']:>11,.0f}{figures['duplicates']:>7}{figures['lost']:>6}"
         "  (duplicates and lost: totals)"
     )
+    lines.append(
+        "per call, ms: worker CPU / sink (emulators) CPU / waiting for claims / for records"
+    )
+    for n, r in enumerate(result.rounds, 1):
+        lines.append(
+            f"{n:<7}{r.worker_cpu_ms:>9.3f}{r.sink_cpu_ms:>9.3f}{r.claim_ms:>9.3f}{r.record_ms:>9.3f}"
+        )
     rss = ", ".join(f"{mb:.1f}" for mb in result.peak_rss_mb)
     lines.append(f"peak RSS (VmHWM) per worker, MiB: {rss}; the JSON reports the max")
     for message, times in result.warnings.most_common():

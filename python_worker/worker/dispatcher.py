@@ -196,7 +196,9 @@ class Dispatcher:
             self._sleepers.discard(sleeper)
 
     async def claim(self, limit: int, horizon_s: float) -> list[ClaimedRow]:
+        started = time.perf_counter()
         rows = await self.db.claim(limit, self.lease_s, horizon_s)
+        self.metrics.db_seconds.labels("claim").inc(time.perf_counter() - started)
         for row in rows:
             self.in_flight[row.queue_id] = row
         self.metrics.claimed.inc(len(rows))
@@ -292,7 +294,9 @@ class Dispatcher:
         try:
             while True:
                 try:
+                    started = time.perf_counter()
                     rows = await self.db.record(payload)
+                    self.metrics.db_seconds.labels("record").inc(time.perf_counter() - started)
                     break
                 except psycopg.OperationalError as error:
                     self.metrics.db_errors.inc()

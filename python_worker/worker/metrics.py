@@ -56,6 +56,13 @@ class Metrics:
         self.released = Counter(
             "callpanion_released_rows_total", "Claimed rows given back unsent", registry=r
         )
+        self.db_seconds = Counter(
+            "callpanion_db_seconds_total",
+            "Time spent waiting for the database, by call (claim, record): divided by the rows"
+            " claimed, the cost per call that `bench dispatch` prints",
+            ["call"],
+            registry=r,
+        )
         self.leases_lost = Counter(
             "callpanion_leases_lost_total",
             "Claimed rows not sent because this worker no longer held their lease (a renewal"
