@@ -415,7 +415,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         print(
             bench_dispatch.report_dispatch(
-                bench_dispatch.bench_dispatch(stack, args.calls, args.workers, args.rounds)
+                bench_dispatch.bench_dispatch(
+                    stack, args.calls, args.workers, args.rounds, args.worker_checkout
+                )
             )
         )
     if args.bench == "claim-cost":
@@ -659,6 +661,12 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--calls", type=int, default=10_000, help="default: 10000")
     dispatch.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     dispatch.add_argument("--rounds", type=int, default=1, help="bursts (default 1; median)")
+    dispatch.add_argument(
+        "--worker-checkout",
+        type=Path,
+        metavar="DIR",
+        help="run the workers and migrations of another checkout (compare before/after)",
+    )
     claim_cost = bench_sub.add_parser(
         "claim-cost",
         help="buffers and ms of one claim, record and look while a worker holds N rows",

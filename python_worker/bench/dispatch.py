@@ -312,15 +312,23 @@ def wait_until_healthy(workers: list[BenchWorker]) -> None:
 
 @contextlib.contextmanager
 def running_workers(
-    count: int, providers: Mapping[str, str], database_url: str, folder: Path
+    count: int,
+    providers: Mapping[str, str],
+    database_url: str,
+    folder: Path,
+    worker_checkout: Path | None = None,
 ) -> Iterator[list[BenchWorker]]:
-    """`count` workers, healthy before this yields; every one stopped on the way out."""
+    """`count` workers, healthy before this yields; every one stopped on the way out.
+    `worker_checkout`: run another checkout's worker code (no bytecode written there)."""
     started: list[BenchWorker] = []
     try:
         for n in range(1, count + 1):
             worker_id, port = f"bench-worker-{n}", free_port()
             log_file = folder / f"{worker_id}.log"
             env = worker_env(os.environ, providers, database_url, worker_id, port)
+            if worker_checkout is not None:
+                env["PYTHONPATH"] = str(worker_checkout.resolve())
+                env["PYTHONDONTWRITEBYTECODE"] = "1"
             with log_file.open("wb") as sink:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "python_worker", "worker"],
@@ -465,14 +473,31 @@ def run_round(
 # -- the whole bench ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _scratch(stack: LocalStack, worker_checkout: Path | None) -> Iterator[str]:
+    """A scratch database migrated from this checkout or `worker_checkout`; dropped after."""
+    from python_worker.bench.claim_cost import migrated_database
+
+    url = migrated_database(stack, worker_checkout)
+    try:
+        yield url
+    finally:
+        stack.drop_database(url)
+
+
 def bench_dispatch(
-    stack: LocalStack, calls: int, workers: int = 1, rounds: int = 1
+    stack: LocalStack,
+    calls: int,
+    workers: int = 1,
+    rounds: int = 1,
+    worker_checkout: Path | None = None,
 ) -> DispatchBench:
-    """Run `rounds` rounds of `calls` calls through `workers` workers on the running `stack`."""
+    """Run `rounds` rounds of `calls` calls through `workers` workers on the running `stack`
+    (the workers and migrations of `worker_checkout` when given: before and after)."""
     if calls < 2 or workers < 1 or rounds < 1:
         raise CallPanionError("needs at least 2 calls, 1 worker and 1 round")
     with (
-        stack.scratch_database("bench_dispatch") as database_url,
+        _scratch(stack, worker_checkout) as database_url,
         tempfile.TemporaryDirectory(prefix="callpanion-bench-dispatch-") as tmp,
         emulator_process(Path(tmp)) as providers,
         psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn,
@@ -480,7 +505,9 @@ def bench_dispatch(
         conn.execute("set synchronous_commit = off")
         conn.execute(_SETUP, {"n": calls})
         conn.execute(_VACUUM)
-        with running_workers(workers, providers, database_url, Path(tmp)) as started:
+        with running_workers(
+            workers, providers, database_url, Path(tmp), worker_checkout
+        ) as started:
             claim_ahead_s = started[0].claim_ahead_s()  # the workers' own setting
             probes = Probes(started, child_pid(tmp))
             done = [run_round(conn, providers, calls, claim_ahead_s, probes) for _ in range(rounds)]
