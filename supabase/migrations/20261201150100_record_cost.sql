@@ -5,12 +5,15 @@
 -- - private.settle_ring_windows joined the results (jsonb_to_recordset, which the planner
 --   takes for one row) with the sessions in a nested loop: every session against every
 --   result, each compared with every id of p_mine (100 x 100 x 100 comparisons, ~80 ms).
---   The ids are now taken out of the results once, as arrays, and looked up by key.
+--   The ids are now taken out of the results once, as arrays, and looked up by key; and the
+--   ringing sessions are dated from their ring window by record_push_results itself, so
+--   they are not updated twice.
 -- - the dead-token fallback of record_push_results ran (and joined every result with the
 --   relative's current target) even when no token was refused: now only when one was.
 
 -- As 20261126210000_crash_recovery.sql, same effect: the delivered and the refused ids as
--- arrays first, then two updates by primary key.
+-- arrays first, then two updates by primary key; a session whose ringing_at is already the
+-- start of its window (record_push_results below dates it so) is not written again.
 create or replace function private.settle_ring_windows(
   p_results jsonb, p_mine uuid[], p_now timestamptz)
 returns void
@@ -32,7 +35,8 @@ begin
        set ringing_at = least(c.ringing_at, q.ring_expires_at - c.ring_timeout)
       from public.notification_queue q
      where q.id = any (v_delivered) and q.status = 'sent' and c.id = q.call_session_id
-       and c.status = 'ringing' and c.ringing_at = p_now and q.ring_expires_at is not null;
+       and c.status = 'ringing' and c.ringing_at = p_now and q.ring_expires_at is not null
+       and q.ring_expires_at - c.ring_timeout < c.ringing_at;  -- else: nothing to change
   end if;
   if cardinality(v_refused) > 0 then
     update public.notification_queue q
@@ -43,7 +47,9 @@ end
 $$;
 
 -- Record a batch of push results: exactly as 20261126210000_crash_recovery.sql, except that
--- the dead-token fallback statement runs only when the batch has a dead token.
+-- a delivered push dates ringing_at from the start of its ring window in the same update
+-- that makes the session ringing, and the dead-token fallback statement runs only when the
+-- batch has a dead token.
 create or replace function public.record_push_results(
   p_worker text, p_results jsonb, p_now timestamptz default now())
 returns table (queue_id uuid, call_session_id uuid, result text)
@@ -98,6 +104,7 @@ begin
 
   with r as materialized (
     select x.*, q.call_session_id as session_id, q.deadline_at, q.device_id, q.platform,
+           q.ring_expires_at,
            left(concat_ws(' ', x.provider, nullif(x.status, 0)::text, x.reason)
                 || coalesce(': ' || x.detail, ''), 2000) as error,
            make_interval(secs => greatest(coalesce(x.retry_after_s, 0),
@@ -119,7 +126,11 @@ begin
   ),
   ringing as (
     update public.call_sessions c
-       set status = 'ringing', ringing_at = p_now, device_id = r.device_id
+       -- Dated from the start of its ring window at once (was a second update of the same
+       -- rows in settle_ring_windows: the same value, twice the writes).
+       set status = 'ringing', device_id = r.device_id,
+           ringing_at = case when r.ring_expires_at is null then p_now
+                             else least(p_now, r.ring_expires_at - c.ring_timeout) end
       from r
      where c.id = r.session_id and r.outcome = 'delivered' and c.status = 'queued'
   ),
