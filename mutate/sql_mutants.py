@@ -52,6 +52,9 @@ PHASE2 = "20261126211000_phase2_reclaims_orphans.sql"
 ALERT_TABLES = "20261201120000_family_alerts_tables.sql"
 ALERTS = "20261201120100_family_alerts_functions.sql"
 ALERT_TESTS = "tests/integration/test_alerts_sql.py"
+CLAIM_COST = "20261201150000_claim_cost_per_owner.sql"
+RECORD_COST = "20261201150100_record_cost.sql"
+OWNER_TESTS = "tests/integration/test_claim_owners.py"
 
 SQL_MUTANTS: tuple[SqlMutant, ...] = (
     SqlMutant(
@@ -106,7 +109,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
     ),
     SqlMutant(
         name="record_without_lease_check",
-        migration=CRASH,
+        migration=RECORD_COST,
         original="and q.locked_by = p_worker and q.locked_until >= p_now\n    for update of q) x;",
         mutated="and q.locked_by = p_worker\n    for update of q) x;",
         tests=(
@@ -116,7 +119,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
     ),
     SqlMutant(
         name="record_at_the_lease_end_refused",
-        migration=CRASH,
+        migration=RECORD_COST,
         original="and q.locked_by = p_worker and q.locked_until >= p_now\n    for update of q) x;",
         mutated="and q.locked_by = p_worker and q.locked_until > p_now\n    for update of q) x;",
         tests=(
@@ -126,7 +129,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
     ),
     SqlMutant(
         name="retry_landing_on_the_deadline_expires",
-        migration=CRASH,
+        migration=RECORD_COST,
         original="       and p_now + r.delay <= r.deadline_at\n",
         mutated="       and p_now + r.delay < r.deadline_at\n",
         tests=(
@@ -222,7 +225,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
     ),
     SqlMutant(
         name="delivered_overrides_an_answer",
-        migration=CRASH,
+        migration=RECORD_COST,
         original=(
             "     where c.id = r.session_id and r.outcome = 'delivered' and c.status = 'queued'\n"
         ),
@@ -231,6 +234,39 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "tests/integration/test_dispatch_sql.py::test_delivered_leaves_a_session_the_phone_already_answered",
         ),
         note="record_push_results (dispatch work may rewrite it)",
+    ),
+    # Issue 23: the reclaim and the peer check per owner; the record's cheaper statements.
+    SqlMutant(
+        name="reclaim_takes_live_owners_rows",
+        migration=CLAIM_COST,
+        original="    where not private.worker_is_live(o.w, v_live);",
+        mutated="    where true;",
+        tests=(f"{OWNER_TESTS}::test_only_the_rows_of_the_owner_whose_lock_is_gone_come_back",),
+    ),
+    SqlMutant(
+        name="reclaim_ignores_dead_owners",
+        migration=CLAIM_COST,
+        original="  if v_dead is not null then\n",
+        mutated="  if false then\n",
+        tests=(
+            "tests/integration/test_dispatch_sql.py::test_a_dead_owners_rows_are_claimed_again_before_its_lease_ends",
+        ),
+    ),
+    SqlMutant(
+        name="presence_owners_only_the_first",
+        migration=CLAIM_COST,
+        original="    from o where o.w is not null\n",
+        mutated="    from o where false\n",
+        tests=(f"{OWNER_TESTS}::test_only_the_rows_of_the_owner_whose_lock_is_gone_come_back",),
+    ),
+    SqlMutant(
+        name="dead_token_fallback_skipped",
+        migration=RECORD_COST,
+        original="             where e->>'outcome' = 'token_dead') then\n",
+        mutated="             where false) then\n",
+        tests=(
+            "tests/integration/test_dispatch_sql.py::test_dead_voip_token_is_invalidated_and_the_fcm_fallback_tried_at_once",
+        ),
     ),
     # Issue 21: the outbox's claim and record, the escalation, the links, verification.
     SqlMutant(
@@ -294,7 +330,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
     ),
     SqlMutant(
         name="outbox_orphans_not_reclaimed",
-        migration=ALERTS,
+        migration=CLAIM_COST,
         original="  if v_messages then\n    v_outbox := private.reclaim_orphaned_outbox(v_live);",
         mutated="  if false then\n    v_outbox := private.reclaim_orphaned_outbox(v_live);",
         tests=(
