@@ -94,6 +94,7 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "incoming_call",
             "result_json",
             "Dispatcher._send_one",
+            "Dispatcher.lease_lost",
         ),
         unit=("tests/unit/worker/",),
         integration=("tests/integration/test_dispatcher_senders.py",),
