@@ -484,8 +484,9 @@ def create_app(
     def pair(body: PairRequest, request: Request) -> PairResponse:
         """Claim the code of one pairing: `pairing_id` and `code` from the QR code or link, or
         `pairing_reference` and `code` as typed from the dashboard. The device secret is
-        returned once. Pairing revokes the relative's earlier device. A wrong, expired or locked code, or an unknown pairing, gets one and the same 403;
-        a code is locked after 5 wrong attempts. 429 with Retry-After: too many requests
+        returned once. Pairing revokes the relative's earlier device. A wrong, expired or
+        locked code, or an unknown pairing, gets one and the same 403; a code is locked after
+        5 wrong attempts. 429 with Retry-After: too many requests
         from this address, or the global guess budget is spent."""
         if (body.pairing_id is None) == (body.pairing_reference is None):
             raise ApiError(
