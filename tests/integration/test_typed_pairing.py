@@ -113,9 +113,13 @@ def test_an_unknown_reference_is_answered_as_an_unknown_pairing_and_touches_noth
         "/v1/devices/pair", json=pair_body(pairing_code(sql_conn, new_family(sql_conn)).guess(
             "000000"), "android") | {"pairing_id": str(uuid.uuid4())},
     )  # fmt: skip
-    assert (typed.status_code, typed.json()) == (scanned.status_code, scanned.json()) == (
-        403,
-        REFUSED,
+    assert (
+        (typed.status_code, typed.json())
+        == (scanned.status_code, scanned.json())
+        == (
+            403,
+            REFUSED,
+        )
     )
     after = sql_conn.execute(
         "select * from device_pairs where id = any(%s) order by id", [[r["id"] for r in before]]
