@@ -274,6 +274,7 @@ def cmd_phone(args: argparse.Namespace) -> int:
             script,
             state_dir=state_dir,
             control_port=args.control_port,
+            app_state=args.app_state,
         )
         asyncio.run(run_phone(phone, args.pairing_id, args.code))
         return 0
@@ -587,6 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="per call, in order: answer:N, decline, ignore, manual, offline (default manual)",
     )
     phone_run.add_argument("--control-port", type=int, default=0, help="default: a free port")
+    phone_run.add_argument(
+        "--app-state",
+        default="background",
+        choices=("foreground", "background", "terminated"),
+        help="where the app is when an FCM push comes: each is its own path with its own"
+        " checks (default background)",
+    )
     for action, text in (
         ("answer", "answer the call ringing for a person"),
         ("decline", "decline the call ringing for a person"),

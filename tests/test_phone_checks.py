@@ -37,11 +37,14 @@ def pushes() -> dict[str, dict[str, Any]]:
     return {"fcm": fcm_data(CALL), "apns": json.loads(apns_voip_payload(CALL))}
 
 
-@pytest.mark.parametrize("provider", ["fcm", "apns"])
-def test_our_pushes_pass_every_check(provider: str) -> None:
-    ring = check_push(provider, pushes()[provider], PAIRED)
-    assert ring.call_id == str(SESSION)
-    assert (ring.duration_ms, ring.expires_at, ring.api_base) == (30_000, EXPIRES, CALL.api_base)
+@pytest.mark.parametrize(
+    ("provider", "state"),
+    [("fcm", "foreground"), ("fcm", "background"), ("fcm", "terminated"), ("apns", "background")],
+)
+def test_our_pushes_ring_on_every_path(provider: str, state: str) -> None:
+    ring = check_push(provider, pushes()[provider], PAIRED, state)
+    assert ring.call_id == ring.session_id == str(SESSION)
+    assert (ring.duration_ms, ring.expires_at, ring.opens_call) == (30_000, EXPIRES, True)
 
 
 def _broken(provider: str, key: str, value: Any) -> dict[str, Any]:
@@ -53,54 +56,85 @@ def _broken(provider: str, key: str, value: Any) -> dict[str, Any]:
     return push
 
 
-@pytest.mark.parametrize("provider", ["fcm", "apns"])
+# Each path refuses only what the app's code on that path refuses (the README's old list
+# refused every one of these on every path: `expires_at`, `api_base`, `duration` and the
+# CallKit id were our own inventions, and the background path never checked ownership).
 @pytest.mark.parametrize(
-    ("key", "value", "requirement"),
+    ("provider", "state", "key", "value", "requirement"),
     [
-        ("type", "0", 'must be "incoming_call"'),
-        ("type", None, 'must be "incoming_call"'),
-        ("sessionId", "", "must be non-empty"),
-        ("householdId", None, "must be non-empty"),
-        ("relativeId", str(uuid.uuid4()), "must be the relative id the app stored at pairing"),
-        ("id", "not-a-uuid", "the CallKit id must be a UUID"),
-        ("id", str(uuid.uuid4()), "the CallKit id must be the call session id"),
-        ("expires_at", None, "must be an ISO 8601 time with an offset"),
-        ("expires_at", "2031-01-06T09:02:00", "must be an ISO 8601 time with an offset"),
-        ("duration", 0, "must be the ring time in milliseconds"),
-        ("api_base", "ftp://x", "must be the http(s) URL"),
+        ("fcm", "foreground", "type", "0", 'must be "incoming_call"'),
+        ("fcm", "foreground", "type", None, 'must be "incoming_call"'),
+        ("fcm", "foreground", "sessionId", "", "must be non-empty"),
+        ("fcm", "foreground", "householdId", None, "must be non-empty"),
+        ("fcm", "foreground", "relativeId", str(uuid.uuid4()), "must be the relative id"),
+        ("fcm", "background", "type", "call_scheduled", 'must be "incoming_call"'),
+        ("fcm", "terminated", "type", None, 'must be "incoming_call"'),
+        ("apns", "background", "type", "call_scheduled", 'must be "incoming_call" (or not'),
+        ("apns", "background", "id", "not-a-uuid", "must be a UUID"),
     ],
 )
 def test_a_push_the_app_would_drop_is_refused_naming_the_key(
-    provider: str, key: str, value: Any, requirement: str
+    provider: str, state: str, key: str, value: Any, requirement: str
 ) -> None:
-    if provider == "fcm" and value is not None and not isinstance(value, str):
-        value = str(value)  # FCM data values are strings
     with pytest.raises(PushRefused) as refused:
-        check_push(provider, _broken(provider, key, value), PAIRED)
+        check_push(provider, _broken(provider, key, value), PAIRED, state)
     assert refused.value.field == key
     assert refused.value.reason.startswith(requirement)
 
 
-def test_the_checks_are_one_table_in_the_apps_order() -> None:
-    assert [c.key for c in PUSH_CHECKS] == [
-        "type",
-        "sessionId",
-        "householdId",
-        "relativeId",
-        "householdId",
-        "relativeId",
-        "extra.sessionId",
-        "extra.callType",
-        "extra.householdId",
-        "extra.relativeId",
-        "id",
-        "id",
-        "expires_at",
-        "duration",
-        "api_base",
-    ]
-    # The app's own conditions say where its code makes them.
-    assert all("CallPanionAPK@217646d:" in c.source for c in PUSH_CHECKS[:10])
+@pytest.mark.parametrize(
+    ("provider", "state", "key", "value"),
+    [
+        ("fcm", "background", "sessionId", None),
+        ("fcm", "background", "relativeId", str(uuid.uuid4())),
+        ("fcm", "terminated", "householdId", ""),
+        ("fcm", "foreground", "expires_at", None),
+        ("fcm", "foreground", "api_base", "ftp://x"),
+        ("fcm", "foreground", "id", "not-a-uuid"),
+        ("apns", "background", "type", None),  # no type at all: AppDelegate's else-branch
+        ("apns", "background", "relativeId", str(uuid.uuid4())),
+        ("apns", "background", "sessionId", ""),
+    ],
+)
+def test_what_a_path_does_not_check_still_rings(
+    provider: str, state: str, key: str, value: Any
+) -> None:
+    ring = check_push(provider, _broken(provider, key, value), PAIRED, state)
+    assert ring.call_id
+
+
+def test_a_bad_duration_rings_as_long_as_the_app_would() -> None:
+    # Dart: int.tryParse(...) ?? 30000; "45" (seconds sent as ms) is a 45 ms ring.
+    assert check_push("fcm", _broken("fcm", "duration", "45"), PAIRED).duration_ms == 45
+    assert check_push("fcm", _broken("fcm", "duration", "soon"), PAIRED).duration_ms == 30_000
+    # Swift: `as? Int ?? 30000`; a string is not an Int.
+    assert check_push("apns", _broken("apns", "duration", "30000"), PAIRED).duration_ms == 30_000
+
+
+def test_without_a_session_id_in_callkits_extra_nothing_is_reported() -> None:
+    payload = pushes()["apns"]
+    payload["extra"] = {"callType": "in_app_call"}
+    ring = check_push("apns", payload, PAIRED)
+    assert (ring.session_id, ring.opens_call) == (None, True)
+    payload["extra"] = "not an object"
+    assert check_push("apns", payload, PAIRED).session_id is None
+
+
+def test_the_checks_are_one_table_per_path() -> None:
+    keys = {path: [c.key for c in table] for path, table in PUSH_CHECKS.items()}
+    assert keys == {
+        "foreground": ["type", "sessionId", "householdId", "relativeId", "householdId",
+                       "relativeId"],
+        "background": ["type"],
+        "terminated": ["type"],
+        "pushkit": ["type", "id"],
+    }  # fmt: skip
+    # Every condition says where the app's (or its plugin's) code makes it.
+    assert all(
+        "CallPanionAPK@217646d:" in c.source or "flutter_callkit_incoming@3.0.0:" in c.source
+        for table in PUSH_CHECKS.values()
+        for c in table
+    )
 
 
 def test_scripts_parse_and_name_a_bad_step() -> None:
