@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ GUIDE = (ROOT / "docs" / "APP_MIGRATION.md").read_text()
 OPENAPI: dict[str, Any] = json.loads((ROOT / "openapi.json").read_text())
 #: Statuses the prose may name that no route declares, and why (the guide says so too).
 FRAMEWORK_STATUSES = {"405"}  # a method the route does not take: the framework's answer
-TYPES = {
+TYPES: dict[str, Callable[[dict[str, Any]], bool]] = {
     "string": lambda s: s.get("type") == "string" and "format" not in s,
     "uuid": lambda s: s.get("type") == "string" and s.get("format") == "uuid",
     "datetime": lambda s: s.get("type") == "string" and s.get("format") == "date-time",
