@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,7 +79,7 @@ def _field(schema: dict[str, Any], dotted: str) -> list[dict[str, Any]]:
 
 
 def _operation(method: str, path: str) -> dict[str, Any]:
-    operation = OPENAPI["paths"].get(path, {}).get(method.lower())
+    operation: dict[str, Any] | None = OPENAPI["paths"].get(path, {}).get(method.lower())
     assert operation is not None, f"{method} {path} is not in openapi.json"
     return operation
 
