@@ -276,7 +276,7 @@ def cmd_phone(args: argparse.Namespace) -> int:
             control_port=args.control_port,
             app_state=args.app_state,
         )
-        asyncio.run(run_phone(phone, args.pairing_id, args.code))
+        asyncio.run(run_phone(phone, args.pairing_id, args.code, args.pairing_reference))
         return 0
     states = [json.loads(p.read_text()) for p in sorted(state_dir.glob("*.json"))]
     if args.name:
@@ -575,8 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     phone_run = phone_sub.add_parser("run", help="pair with a code and ring until stopped")
     phone_run.add_argument("--name", required=True, help="a short name (state file, output)")
     phone_run.add_argument("--platform", required=True, choices=("ios", "android"))
-    phone_run.add_argument(
-        "--pairing-id", required=True, help="the pairing id (the dashboard's QR code or link)"
+    pairing = phone_run.add_mutually_exclusive_group(required=True)
+    pairing.add_argument("--pairing-id", help="the pairing id (the dashboard's QR code or link)")
+    pairing.add_argument(
+        "--pairing-reference", help="the reference shown beside the code (typed pairing)"
     )
     phone_run.add_argument("--code", required=True, help="the 6-digit pairing code")
     phone_run.add_argument(

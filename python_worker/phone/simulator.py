@@ -134,11 +134,15 @@ class Phone:
         self.emit_sink({"t": _now().isoformat(), "phone": self.name, "event": event, **fields})
 
     # -- pairing: the one place that knows the request shape ----------------------------
-    async def pair(self, pairing_id: str, code: str) -> None:
+    async def pair(self, pairing_id: str | None, code: str, reference: str | None = None) -> None:
         """Claim a pairing code with this phone's tokens (POST /v1/devices/pair). The pairing
-        id comes from the dashboard's QR code or link, the code from its screen."""
+        id comes from the dashboard's QR code or link; a person who types sends the
+        reference shown beside the code instead."""
+        which = (
+            {"pairing_id": pairing_id} if reference is None else {"pairing_reference": reference}
+        )
         body: dict[str, Any] = {
-            "pairing_id": pairing_id,
+            **which,
             "code": code,
             "platform": self.platform,
             "fcm_token": self.fcm_token,
@@ -424,13 +428,16 @@ class Phone:
             writer.close()
 
     # -- the whole life -------------------------------------------------------------------------
-    async def run(self, pairing_id: str, code: str, stop: asyncio.Event) -> PhoneStats:
-        """Pair, register, listen and ring until `stop` is set."""
+    async def run(
+        self, pairing_id: str | None, code: str, stop: asyncio.Event, reference: str | None = None
+    ) -> PhoneStats:
+        """Pair (by pairing id, or by the typed `reference`), register, listen and ring until
+        `stop` is set."""
         control = await asyncio.start_server(self._control, "127.0.0.1", self.control_port)
         port = control.sockets[0].getsockname()[1]
         state_file = None
         try:
-            await self.pair(pairing_id, code)
+            await self.pair(pairing_id, code, reference)
             await self.register_tokens()
             if self.state_dir is not None:
                 self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -456,12 +463,14 @@ class Phone:
         return self.stats
 
 
-async def run_phone(phone: Phone, pairing_id: str, code: str) -> PhoneStats:
+async def run_phone(
+    phone: Phone, pairing_id: str | None, code: str, reference: str | None = None
+) -> PhoneStats:
     """Run a phone until SIGINT or SIGTERM (`callpanion phone run`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     with contextlib.suppress(asyncio.CancelledError):
-        return await phone.run(pairing_id, code, stop)
+        return await phone.run(pairing_id, code, stop, reference)
     return phone.stats
