@@ -56,8 +56,10 @@ as $$
                          'OIL', '011') as c) t
 $$;
 
+-- Security definer: whoever may insert a pending row (the dashboard's RPC, the service role)
+-- gets a reference without being granted the private helpers.
 create or replace function private.set_pairing_reference() returns trigger
-language plpgsql
+language plpgsql security definer
 set search_path = ''
 as $$
 begin
