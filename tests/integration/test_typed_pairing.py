@@ -214,3 +214,34 @@ def test_the_reference_functions_are_not_callable_by_clients(sql_conn: SqlConn) 
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             as_user(sql_conn, family.admin, f"select {function}")
         sql_conn.rollback() if sql_conn.info.transaction_status else None
+
+
+def _scans(conn: SqlConn) -> tuple[int, int, int]:
+    row = fetch(
+        conn,
+        "select coalesce(seq_scan, 0) as seq, coalesce(idx_scan, 0) as idx,"
+        " coalesce(n_tup_upd, 0) as upd from pg_stat_xact_user_tables"
+        " where relid = 'public.device_pairs'::regclass",
+    )
+    return row["seq"], row["idx"], row["upd"]
+
+
+def test_resolving_a_known_and_an_unknown_reference_does_the_same_work(
+    sql_conn: SqlConn,
+) -> None:
+    family = new_family(sql_conn)
+    created = _create(sql_conn, family.relative, family.admin)
+    sql_conn.commit()
+    work = []
+    # (A reference of the wrong form never gets here: 422 before, as its form is public.)
+    unknown = "ZZZZ-ZZZZ" if created["reference"] != "ZZZZ-ZZZZ" else "YYYY-YYYY"
+    for reference in (created["reference"], unknown):
+        # pg_stat_xact_* counts this transaction's reads only: exact, not sampled.
+        with sql_conn.transaction():
+            before = _scans(sql_conn)
+            fetch(sql_conn, "select private.pairing_id_for_reference(%s) as id", [reference])
+            after = _scans(sql_conn)
+        work.append(tuple(a - b for a, b in zip(after, before, strict=True)))
+    assert work[0] == work[1], work
+    assert work[0][1] == 1  # one index lookup, found or not
+    assert work[0][2] == 0  # resolving writes nothing
