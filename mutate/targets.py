@@ -102,6 +102,14 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         unit=("tests/test_worker_units.py", "tests/test_dispatcher_results.py"),
         integration=("tests/test_dispatcher_senders.py",),
     ),
+    PythonTarget(
+        name="phone_checks",
+        path="python_worker/phone/checks.py",
+        # The app's per-path conditions: a mutant that rings where the app would not (or the
+        # reverse) makes "it rings in the simulator" mean nothing.
+        functions=(),
+        unit=("tests/test_phone_checks.py", "tests/test_app_push_contract.py"),
+    ),
 )
 
 #: cosmic-ray operators left out, as regular expressions on the operator name. Binary

@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 
 from python_worker.emulators.inbox import Inbox, inbox_query
-from python_worker.phone.checks import PUSH_CHECKS, Paired, PushRefused, check_push
+from python_worker.phone.checks import (
+    PUSH_CHECKS,
+    Paired,
+    PushRefused,
+    check_push,
+    dart_int_try_parse,
+)
 from python_worker.phone.script import Behaviour, parse_script
-from python_worker.push.payloads import IncomingCall, apns_voip_payload, fcm_data
+from python_worker.push.payloads import IncomingCall, apns_voip_payload, fcm_call_message, fcm_data
 
 SESSION = uuid.uuid4()
 EXPIRES = dt.datetime(2031, 1, 6, 9, 2, tzinfo=dt.UTC)
@@ -135,6 +141,51 @@ def test_the_checks_are_one_table_per_path() -> None:
         for table in PUSH_CHECKS.values()
         for c in table
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("45000", 45000),
+        ("-45", -45),
+        ("+7", 7),
+        ("\u00a045\u3000", 45),
+        ("0x1F", 31),
+        ("-0x10", -16),
+        ("0xFFFFFFFFFFFFFFFF", -1),  # 64 bits read as unsigned: the signed int with them
+        ("0x8000000000000000", -(2**63)),
+        ("0x10000000000000000", None),  # more than 64 bits
+        ("9223372036854775807", 2**63 - 1),
+        ("-9223372036854775808", -(2**63)),
+        ("9223372036854775808", None),
+        ("0x", None),
+        ("1_000", None),
+        ("", None),
+    ],
+)
+def test_duration_parses_as_dart_int_try_parse(text: str, value: int | None) -> None:
+    assert dart_int_try_parse(text) == value
+
+
+def test_the_ring_carries_what_the_app_shows_and_reports() -> None:
+    # The CallKit id: the payload's `id` on iOS (the plugin's), the session id on the Dart
+    # paths (the ported app's), whatever the other key says.
+    other = str(uuid.uuid4())
+    apns = pushes()["apns"] | {"id": other.upper()}
+    ring = check_push("apns", apns, PAIRED)
+    assert (ring.call_id, ring.session_id, ring.caller) == (other, str(SESSION), "CallPanion")
+    fcm = pushes()["fcm"] | {"id": other}
+    ring = check_push("fcm", fcm, PAIRED, "foreground")
+    assert (ring.call_id, ring.session_id, ring.caller) == (
+        str(SESSION),
+        str(SESSION),
+        "CallPanion",
+    )
+    # An expires_at the ported app cannot read is no expiry (the app at 217646d reads none).
+    assert check_push("fcm", fcm | {"expires_at": "soon"}, PAIRED).expires_at is None
+    # Our whole message breaks no condition: no warnings.
+    message = fcm_call_message(CALL, "fcm_token")
+    assert check_push("fcm", pushes()["fcm"], PAIRED, "terminated", message).warnings == ()
 
 
 def test_scripts_parse_and_name_a_bad_step() -> None:

@@ -127,15 +127,18 @@ _DART_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\
 
 def dart_int_try_parse(text: str) -> int | None:
     """Dart's `int.tryParse(text)` on the VM: surrounding whitespace ignored, an optional
-    sign, decimal digits or a `0x` hexadecimal literal; None outside 64 bits (decimal)."""
+    sign, decimal digits or a `0x` hexadecimal literal (up to 64 bits, read as unsigned); None
+    for anything else, and for a decimal outside the signed 64-bit range."""
     body = text.strip(_DART_WHITESPACE)
     sign = 1
     if body[:1] in ("+", "-"):
         sign, body = (-1 if body[0] == "-" else 1), body[1:]
     if body[:2].lower() == "0x" and re.fullmatch(r"[0-9A-Fa-f]+", body[2:]):
-        value = int(body[2:], 16) & (2**64 - 1)  # read as unsigned, then as a signed int
-        value = value - 2**64 if value >= 2**63 else value
-        return sign * value
+        value = int(body[2:], 16)
+        if value >= 2**64:
+            return None
+        # Up to 64 bits, read as unsigned, then as the signed int with those bits.
+        return sign * (value - 2**64 if value >= 2**63 else value)
     if not re.fullmatch(r"[0-9]+", body):
         return None
     value = sign * int(body)
