@@ -8,6 +8,7 @@ exactly as it does for the dashboard. `callpanion sql --as <email>` and the demo
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,3 +54,24 @@ def psql_options(claims: dict[str, str]) -> str:
     text = json.dumps(claims, separators=(",", ":"))
     # libpq's options: backslash-escape spaces; the claims JSON has none.
     return f"-c role=authenticated -c request.jwt.claims={text}"
+
+
+def run_as_member(database_url: str, who: str, statement: str | None) -> None:
+    """Run `statement` as that member and print its rows (tab separated) or its status; with
+    no statement, replace this process with psql acting as them."""
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        claims = member_claims(conn, who)
+        if statement is None:
+            conn.close()
+            env = {**os.environ, "PGOPTIONS": psql_options(claims)}
+            print(f"psql as {claims['email']} (role authenticated, auth.uid() = {claims['sub']})")
+            os.execvpe("psql", ["psql", database_url], env)  # noqa: S606
+        with acting_as_member(conn, claims):
+            cursor = conn.execute(statement)  # the caller's own SQL, under RLS as the member
+            if cursor.description is not None:
+                names = [column.name for column in cursor.description]
+                print("\t".join(names))
+                for row in cursor.fetchall():
+                    print("\t".join("" if v is None else str(v) for v in row))
+            else:
+                print(cursor.statusmessage or "ok")
