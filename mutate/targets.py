@@ -77,7 +77,7 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
     PythonTarget(
         name="apns",
         path="python_worker/push/apns.py",
-        functions=("classify", "_unix_seconds", "ProviderToken.renew", "ApnsSender._send"),
+        functions=("classify", "_unix_seconds", "ProviderToken.renew", "ApnsSender.send"),
         unit=("tests/test_apns_classify.py",),
         integration=("tests/test_push_apns.py",),
     ),
