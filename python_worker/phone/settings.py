@@ -34,17 +34,17 @@ class PhoneSettings(EnvSettings):
             "ELEVENLABS_BASE_URL": self.elevenlabs_base_url,
         }
         missing = [name for name, value in required.items() if not value]
-        if missing or not (self.fcm_base_url and self.fcm_ca_file and self.elevenlabs_base_url):
+        if missing:
             raise CallPanionError(
                 f"{', '.join(missing)} not set: run `callpanion emulators` and pass its "
                 "settings file with `callpanion --env-file <dir>/emulators.env phone run ...`"
             )
         return PhoneEndpoints(
             api_url=api_url.rstrip("/"),
-            fcm_url=self.fcm_base_url.rstrip("/"),
+            fcm_url=str(self.fcm_base_url).rstrip("/"),
             apns_url=f"https://{self.apns_host or 'localhost'}:{self.apns_port}",
-            ca_file=self.fcm_ca_file,
-            elevenlabs_url=self.elevenlabs_base_url.rstrip("/"),
+            ca_file=str(self.fcm_ca_file),
+            elevenlabs_url=str(self.elevenlabs_base_url).rstrip("/"),
         )
 
 
