@@ -63,6 +63,8 @@ CREATE FUNCTION private.one_of(p_field text, p_value text, p_allowed text[]) RET
   end
 $$;
 
+SET default_table_access_method = heap;
+
 --
 -- Name: call_sessions; Type: TABLE; Schema: public
 --

@@ -10,7 +10,8 @@ pg_cron runs in, so the jobs exist). Then:
 - `pg_dump --schema-only --no-owner` of the schemas the migrations own (`public`, `private`):
   tables, indexes, constraints, functions, triggers, policies, grants. pg_dump orders objects
   by kind and name, so the order is stable. Stripped: the server and pg_dump versions, the
-  per-run `\\restrict` key, the session `SET`s and the owner in each object's heading.
+  per-run `\\restrict` key, the preamble's session `SET`s and the owner in each object's
+  heading.
 - a section from queries for what pg_dump leaves out with `--schema`: the tables of the
   `supabase_realtime` publication (with their column lists and row filters) and the pg_cron
   jobs, both ordered by name.
@@ -60,10 +61,12 @@ _HEADER = """\
 def _strip(dump: str) -> str:
     """pg_dump's text without what changes from run to run or machine to machine."""
     kept: list[str] = []
+    preamble = True  # the session settings come before the first object, never after
     for line in dump.splitlines():
         if line.startswith(("\\restrict", "\\unrestrict", "-- Dumped from", "-- Dumped by")):
             continue
-        if line.startswith(("SET ", "SELECT pg_catalog.set_config(")):
+        preamble = preamble and not line.startswith("-- Name: ")
+        if preamble and line.startswith(("SET ", "SELECT pg_catalog.set_config(")):
             continue
         if line.startswith("-- Name: ") and "; Owner: " in line:
             line = line.rsplit("; Owner: ", 1)[0]
