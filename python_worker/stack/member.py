@@ -12,25 +12,25 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
 
 from python_worker.errors import CallPanionError
+from python_worker.named_queries import load_queries
+
+_QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
 
 def member_claims(conn: psycopg.Connection[Any], who: str) -> dict[str, str]:
     """The JWT claims of a user named by email or id (looked up in `auth.users`)."""
     cursor = conn.cursor(row_factory=tuple_row)  # whatever rows the caller's connection makes
     try:
-        user = cursor.execute(
-            "select id::text, email from auth.users where id = %s", [uuid.UUID(who)]
-        ).fetchone()
+        user = cursor.execute(_QUERIES["user_by_id"], {"id": uuid.UUID(who)}).fetchone()
     except ValueError:
-        user = cursor.execute(
-            "select id::text, email from auth.users where lower(email) = lower(%s)", [who]
-        ).fetchone()
+        user = cursor.execute(_QUERIES["user_by_email"], {"email": who}).fetchone()
     if user is None:
         raise CallPanionError(
             f"--as: no user {who!r} in auth.users (the seed has alice@example.com)"
@@ -44,8 +44,8 @@ def acting_as_member(
 ) -> Iterator[psycopg.Connection[Any]]:
     """One transaction as the `authenticated` role with these claims (committed on success)."""
     with conn.transaction():
-        conn.execute("set local role authenticated")
-        conn.execute("select set_config('request.jwt.claims', %s, true)", [json.dumps(claims)])
+        conn.execute(_QUERIES["act_as_authenticated"])
+        conn.execute(_QUERIES["set_jwt_claims"], {"claims": json.dumps(claims)})
         yield conn
 
 

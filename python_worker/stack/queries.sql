@@ -1,4 +1,4 @@
--- The local stack's SQL about the database itself (schema.py, summary.py): catalog reads.
+-- The local stack's SQL (schema.py, summary.py: catalog reads; member.py: acting as a member).
 -- Named blocks (`-- name --`, a description, the statement), read by named_queries.py.
 
 -- latest_migration --
@@ -65,3 +65,19 @@ select r.display_name, coalesce(s.title, s.kind), s.timezone,
 from public.schedules s join public.relatives r on r.id = s.relative_id
 where s.active and s.next_run_at is not null
 order by s.next_run_at limit %(limit)s
+
+-- user_by_id --
+-- A user of GoTrue's auth.users by id (`callpanion sql --as <id>`).
+select id::text, email from auth.users where id = %(id)s
+
+-- user_by_email --
+-- A user of GoTrue's auth.users by email, in any case (`callpanion sql --as <email>`).
+select id::text, email from auth.users where lower(email) = lower(%(email)s)
+
+-- act_as_authenticated --
+-- For the rest of the transaction: the role PostgREST uses for a signed-in user.
+set local role authenticated
+
+-- set_jwt_claims --
+-- For the rest of the transaction: the claims auth.uid() and auth.jwt() read.
+select set_config('request.jwt.claims', %(claims)s, true)
