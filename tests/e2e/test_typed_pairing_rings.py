@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.whole_call_support import WholeCallWorld, sessions_of, world
+from tests.support.whole_call import WholeCallWorld, sessions_of, world
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.api_support import (
+from tests.support.api import (
     Row,
     ServedApi,
     as_user,
@@ -20,7 +20,7 @@ from tests.api_support import (
     pair_body,
     pairing_code,
 )
-from tests.world import apns_token, fcm_token
+from tests.support.world import apns_token, fcm_token
 
 SqlConn = psycopg.Connection[Row]
 REFUSED = {"error": "code: not a valid pairing code (wrong, expired or locked)", "field": "code"}
