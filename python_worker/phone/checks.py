@@ -29,8 +29,8 @@ The ring lasts `duration` milliseconds as the app parses it: Dart `int.tryParse(
 (Call.swift:217). "45" rings for 45 ms. Nothing else is checked: `expires_at` and `api_base`
 are read by the ported app only (docs/APP_MIGRATION.md), never refused on.
 
-The fixture tests/app_push_conditions.py writes the same conditions down independently, with
-their source lines; a test holds this table to it.
+The fixture tests/support/app_push_conditions.py writes the same conditions down
+independently, with their source lines; a test holds this table to it.
 """
 
 from __future__ import annotations
