@@ -130,6 +130,8 @@ class FcmDelivery:
     android: dict[str, object]
     http_version: str
     received_at: float
+    #: The message's `notification` block, if any (a phone shows it beside what the app does).
+    notification: dict[str, object] | None = None
 
 
 @dataclass
@@ -221,6 +223,15 @@ def validate_message(message: object) -> tuple[str, dict[str, str], dict[str, ob
     return (token if isinstance(token, str) else ""), data, android
 
 
+def _notification(message: dict[str, object]) -> dict[str, object] | None:
+    """The message's notification block (top level or `android.notification`), if any."""
+    android = message.get("android")
+    block = message.get("notification") or (
+        android.get("notification") if isinstance(android, dict) else None
+    )
+    return dict(block) if isinstance(block, dict) else None
+
+
 class FcmEmulator:
     """The FCM + OAuth handler. Serve it with `HttpServer(emulator.handle, ...)`."""
 
@@ -295,12 +306,12 @@ class FcmEmulator:
             except (ValueError, AttributeError):
                 pass
             fault = self.faults.take(token)
-        if fault is not None and fault.latency_s > 0:
+        if fault is not None and fault.delays:
             return asyncio.ensure_future(self._later(request, fault))
         return self._send(request, fault)
 
     async def _token_later(self, request: Request, fault: Fault) -> Response | Action:
-        await asyncio.sleep(fault.latency_s)
+        await fault.wait()
         if fault.action is not None:
             return Action(fault.action)
         if fault.status is not None:
@@ -308,7 +319,7 @@ class FcmEmulator:
         return self._token(request)
 
     async def _later(self, request: Request, fault: Fault) -> Response | Action:
-        await asyncio.sleep(fault.latency_s)
+        await fault.wait()
         return self._send(request, fault)
 
     def _fast(self, request: Request) -> Response:
@@ -389,7 +400,13 @@ class FcmEmulator:
             with self._lock:
                 self.delivered_count += 1
                 delivery = FcmDelivery(
-                    token, message_id, data, android, request.http_version, self.clock()
+                    token,
+                    message_id,
+                    data,
+                    android,
+                    request.http_version,
+                    self.clock(),
+                    _notification(body["message"]),
                 )
                 self.deliveries.append(delivery)
             # The device's connection to FCM: handed over as it is accepted.
