@@ -466,7 +466,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
             "`callpanion --env-file .callpanion/emulators/emulators.env worker`"
         )
     logs.configure(settings.log_level)
-    asyncio.run(worker.run_worker(settings))
+    worker.run_until_stopped(worker.run_worker(settings))
     return 0
 
 
