@@ -4,7 +4,7 @@ answer their health checks; `down` stops them by their graceful path.
 
 The same file serves `docker compose` unchanged. What only this machine needs is in the
 override this test writes (host networking: the cluster and the emulators listen on the
-host's loopback; this test's free ports) and in tests/container_support.py.
+host's loopback; this test's free ports) and in tests/support/container.py.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from python_worker.config import DEFAULT_PROJECT_DIR
 from python_worker.emulators.suite import Endpoints
 from python_worker.stack import migrations
 from python_worker.stack.cluster import LocalStack, free_port
-from tests.container_support import IMAGE, build_image, podman, podman_env
-from tests.whole_call_support import http_ok
-from tests.worker_support import wait_for
+from tests.support.container import IMAGE, build_image, podman, podman_env
+from tests.support.whole_call import http_ok
+from tests.support.worker import wait_for
 
 COMPOSE = DEFAULT_PROJECT_DIR / "compose.yaml"
 APP_UID = 10001

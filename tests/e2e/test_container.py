@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.container_support import IMAGE, build_image, image_size_mb, podman, podman_env
-from tests.whole_call_support import WholeCallWorld, http_ok, sessions_of, wait_ready
-from tests.worker_support import wait_for
+from tests.support.container import IMAGE, build_image, image_size_mb, podman, podman_env
+from tests.support.whole_call import WholeCallWorld, http_ok, sessions_of, wait_ready
+from tests.support.worker import wait_for
 
 #: The image's uid (Dockerfile: USER 10001:10001).
 APP_UID = 10001

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from python_worker.config import DEFAULT_PROJECT_DIR
-from tests.worker_support import Workers
+from tests.support.worker import Workers
 
 MONITORING = DEFAULT_PROJECT_DIR / "monitoring"
 RULES = MONITORING / "alerts.yml"

@@ -25,8 +25,8 @@ from python_worker.emulators.suite import ThreadedSuite
 from python_worker.stack.cluster import LocalStack, free_port
 from python_worker.stack.settings import default_stack_root, stack_settings
 from python_worker.worker.settings import DEFAULT_SHUTDOWN_GRACE_SECS
-from tests.stop_support import SilentHost, service_account_pointing_at
-from tests.worker_support import (
+from tests.support.stop import SilentHost, service_account_pointing_at
+from tests.support.worker import (
     Conn,
     WorkerProcess,
     Workers,
