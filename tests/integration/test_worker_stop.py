@@ -245,10 +245,19 @@ def test_sigterm_ends_a_worker_whose_database_is_gone(
                 os.kill(pid, signal.SIGSTOP)
         started = time.monotonic()
         worker.signal(signal.SIGTERM)
-        assert worker.wait(STOP_BOUND_S) == 0, worker.log_file.read_text()[-3000:]
-        print(f"stopped in {time.monotonic() - started:.2f} s ({how} database)")
-        # (psycopg may log that it closed the frozen connection after this line)
-        assert "worker stopped" in [line["msg"] for line in worker.logs()]
+        code = worker.wait(STOP_BOUND_S)
+        print(f"stopped in {time.monotonic() - started:.2f} s ({how} database, exit {code})")
+        messages = [line["msg"] for line in worker.logs()]
+        if how == "stopped":
+            assert code == 0, worker.log_file.read_text()[-3000:]
+            assert "worker stopped" in messages
+        else:
+            # A frozen database can hold the event loop itself (a libpq call that blocks):
+            # then the watchdog ends the stop at the bound, says so, and exits 70. Its rows
+            # come back through its presence lock and leases once the database answers.
+            assert code in (0, 70), worker.log_file.read_text()[-3000:]
+            if code == 70:
+                assert "stop overran the shutdown grace; exiting now" in messages
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
