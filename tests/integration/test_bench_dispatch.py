@@ -19,6 +19,10 @@ JSON_KEYS = {
     "duplicates",
     "lost",
     "peak_rss_mb",
+    "worker_cpu_ms_per_call",
+    "sink_cpu_ms_per_call",
+    "claim_ms_per_call",
+    "record_ms_per_call",
 }
 
 
@@ -35,6 +39,12 @@ def test_bench_dispatch_sends_every_call_once_and_ends_with_its_json_figures(
     assert 0 <= figures["p50_s"] <= figures["p99_s"] <= figures["max_s"]
     assert figures["pushes_per_s"] > 0
     assert figures["peak_rss_mb"] > 0
+    # The costs were read (no timed assertion: CPU comes in clock ticks, which 40 calls may
+    # not fill; the waits are measured on every claim and record).
+    assert figures["worker_cpu_ms_per_call"] >= 0
+    assert figures["sink_cpu_ms_per_call"] >= 0
+    assert figures["claim_ms_per_call"] > 0
+    assert figures["record_ms_per_call"] > 0
     assert _databases(pg_stack) == databases_before  # the scratch database was dropped
 
 
