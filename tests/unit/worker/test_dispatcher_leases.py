@@ -30,6 +30,15 @@ def test_a_row_whose_lease_ran_out_by_our_clock_is_not_sent() -> None:
     assert sample(d, "callpanion_push_lateness_seconds_count") == 0.0
 
 
+def test_a_row_whose_lease_ended_a_while_ago_is_not_sent() -> None:
+    senders, row, now = in_flight(NOW - dt.timedelta(seconds=5))  # renewals failed meanwhile
+    d = dispatcher(senders, lambda: now)
+    d.in_flight[row.queue_id] = row
+    assert asyncio.run(d._send_one(row)) is None
+    assert senders.calls == []
+    assert sample(d, "callpanion_leases_lost_total") == 1.0
+
+
 def test_a_row_with_a_moment_of_lease_left_is_sent() -> None:
     senders, row, now = in_flight(NOW + dt.timedelta(milliseconds=1))
     d = dispatcher(senders, lambda: now)
