@@ -18,7 +18,7 @@ _SCENARIOS = (
 
 
 def configure(sub: argparse._SubParsersAction[Any]) -> None:
-    """Register `bench schedule|push|dispatch` and `chaos`."""
+    """Register `bench schedule|push|dispatch|claim-cost` and `chaos`."""
     bench_parser = sub.add_parser("bench", help="benchmarks on the local stack (print figures)")
     bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
     schedule = bench_sub.add_parser("schedule", help="phase 1 vs a plain INSERT … SELECT")
@@ -33,6 +33,25 @@ def configure(sub: argparse._SubParsersAction[Any]) -> None:
     dispatch.add_argument("--calls", type=int, default=10_000, help="default: 10000")
     dispatch.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     dispatch.add_argument("--rounds", type=int, default=1, help="bursts (default 1; median)")
+    dispatch.add_argument(
+        "--worker-checkout",
+        type=Path,
+        metavar="DIR",
+        help="run the workers and migrations of another checkout (compare before/after)",
+    )
+    claim_cost = bench_sub.add_parser(
+        "claim-cost",
+        help="buffers and ms of one claim, record and look while a worker holds N rows",
+    )
+    claim_cost.add_argument(
+        "--held", default="1000,10000", help="rows held, comma-separated (default 1000,10000)"
+    )
+    claim_cost.add_argument(
+        "--checkout",
+        type=Path,
+        metavar="DIR",
+        help="migrate from another checkout's supabase/migrations (compare before/after)",
+    )
     bench_parser.set_defaults(func=cmd_bench)
 
     chaos_parser = sub.add_parser(
@@ -73,8 +92,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "dispatch":
         from python_worker.bench import dispatch as bench_dispatch
 
-        result = bench_dispatch.bench_dispatch(stack, args.calls, args.workers, args.rounds)
+        result = bench_dispatch.bench_dispatch(
+            stack, args.calls, args.workers, args.rounds, args.worker_checkout
+        )
         print(bench_dispatch.report_dispatch(result))
+    if args.bench == "claim-cost":
+        from python_worker.bench import claim_cost
+
+        held = [int(n) for n in args.held.split(",") if n.strip()]
+        label = f"migrations of {args.checkout}" if args.checkout else "this checkout"
+        costs = claim_cost.bench_claim_cost(stack, held, args.checkout)
+        print(claim_cost.report_claim_cost(costs, label))
     if args.bench == "schedule":
         from python_worker.bench import schedule as bench_schedule
 
