@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 from python_worker.emulators.elevenlabs import transcription_payload
 from tests.conftest import Conn, acting_as, one
 from tests.test_scheduler import LEAD, Family, add_family, add_schedule, phase1, phase2, sessions
+from tests.world import call_binding
 
 W = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # a Monday, before the real clock
 OCCURRENCE = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
@@ -133,7 +134,10 @@ def test_a_conversation_reported_after_a_timeout_withdraws_the_pending_retry(db:
     result = deliver(
         db,
         transcription_payload(
-            conversation, call_session_id=str(first["id"]), start_time_unix_secs=start
+            conversation,
+            call_session_id=str(first["id"]),
+            start_time_unix_secs=start,
+            call_binding=call_binding(db, first["id"]),
         ),
     )
     assert result["status"] == "processed"
@@ -165,6 +169,7 @@ def test_a_conversation_after_the_last_attempt_closes_its_missed_calls_alert(db:
         transcription_payload(
             f"conv_{uuid.uuid4().hex}",
             call_session_id=str(first["id"]),
+            call_binding=call_binding(db, first["id"]),
             start_time_unix_secs=int((OCCURRENCE + timedelta(seconds=20)).timestamp()),
         ),
     )
@@ -343,6 +348,7 @@ def test_what_a_conversation_report_does_in_each_state(db: Conn, status: str, af
         transcription_payload(
             conversation,
             call_session_id=str(session),
+            call_binding=call_binding(db, session),
             start_time_unix_secs=int((OCCURRENCE + timedelta(seconds=10)).timestamp()),
             duration_secs=100,
         ),
