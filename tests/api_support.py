@@ -45,7 +45,10 @@ class ServedApi:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings, database=database), log_level="warning", lifespan="on"
+            create_app(settings, database=database),
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,  # as `callpanion api` serves it
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

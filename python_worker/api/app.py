@@ -43,7 +43,7 @@ from python_worker.api.elevenlabs import (
     verify_signature,
     without_audio,
 )
-from python_worker.api.rate_limit import SlidingWindowLimiter
+from python_worker.api.rate_limit import SlidingWindowLimiter, client_key, trusted_networks
 from python_worker.api.settings import ApiSettings
 from python_worker.api.webhook_schema import WEBHOOK_BODY
 
@@ -58,6 +58,9 @@ EVENT_CONTRACT = (
     "the app reports {event, at} per call: delivered, accepted, connected (with"
     " conversation_id), ended; or declined, or timeout (docs/APP_MIGRATION.md)"
 )
+#: Conversation tokens per session are counted over this window (ElevenLabs' tokens last
+#: about 10 minutes, and the connect window is shorter than that).
+TOKEN_WINDOW_SECS = 600.0
 #: Every other route takes a small JSON body.
 MAX_REQUEST_BYTES = 64 * 1024
 #: Compared against when the device does not exist, so that case costs the same work.
@@ -349,6 +352,11 @@ def create_app(
             settings.elevenlabs_base_url, settings.elevenlabs_api_key
         )
     limiter = SlidingWindowLimiter(settings.pairing_rate_limit, settings.pairing_rate_window_secs)
+    proxies = trusted_networks(settings.trusted_proxies)
+    # A repeated `accepted` mints a fresh token; this many per session per connect window.
+    token_limiter = SlidingWindowLimiter(
+        settings.conversation_tokens_per_session, TOKEN_WINDOW_SECS
+    )
     concern_fields = list(settings.concern_fields)
 
     @asynccontextmanager
@@ -370,6 +378,10 @@ def create_app(
             '`{"error": "<field>: <reason>", "field": "<field>"}`.'
         ),
         lifespan=lifespan,
+        # The API's own description is not served to anyone unless a setting says so.
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
     app.state.database = db
 
@@ -463,7 +475,11 @@ def create_app(
         A wrong, expired or locked code, or an unknown pairing, gets one and the same 403;
         a code is locked after 5 wrong attempts. 429 with Retry-After: too many requests
         from this address, or the global guess budget is spent."""
-        address = request.client.host if request.client else "unknown"
+        address = client_key(
+            request.client.host if request.client else None,
+            request.headers.getlist("x-forwarded-for"),
+            proxies,
+        )
         wait = limiter.hit(address)
         if wait is not None:
             seconds = max(1, math.ceil(wait))
@@ -577,6 +593,16 @@ def create_app(
             except ApiError as refused:
                 raise _with_contract(refused) from None
             agent = settings.elevenlabs_agent_id
+            wait = token_limiter.hit(str(session_id))
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                raise ApiError(
+                    429,
+                    f"conversation: {settings.conversation_tokens_per_session} conversation"
+                    f" tokens were already minted for this call; try again in {seconds} s",
+                    "conversation",
+                    {"Retry-After": str(seconds)},
+                )
             if token_client is None or not agent:
                 raise ApiError(
                     503,
@@ -692,5 +718,7 @@ def serve(settings: ApiSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        proxy_headers=True,
+        # The client's address is worked out by the app from CALLPANION_TRUSTED_PROXIES;
+        # uvicorn's own rewriting trusts 127.0.0.1 whatever is configured.
+        proxy_headers=False,
     )

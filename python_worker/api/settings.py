@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -25,6 +26,8 @@ DEFAULT_WEBHOOK_MAX_BYTES = 25 * 1024 * 1024
 #: Pairing requests one client address may make per window (in-process, per API instance).
 DEFAULT_PAIRING_RATE_LIMIT = 10
 DEFAULT_PAIRING_RATE_WINDOW_SECS = 600
+#: Conversation tokens minted per call session at most (a repeated `accepted` mints another).
+DEFAULT_CONVERSATION_TOKENS_PER_SESSION = 5
 
 
 class ApiSettings(EnvSettings):
@@ -58,6 +61,28 @@ class ApiSettings(EnvSettings):
     pairing_rate_window_secs: Annotated[
         int, Field(alias="CALLPANION_PAIRING_RATE_WINDOW_SECS", ge=1)
     ] = DEFAULT_PAIRING_RATE_WINDOW_SECS
+
+    #: Peers whose X-Forwarded-For is believed (addresses or networks); empty: nobody's.
+    trusted_proxies: Annotated[
+        tuple[str, ...], NoDecode, Field(alias="CALLPANION_TRUSTED_PROXIES")
+    ] = ()
+    #: Serve /docs, /redoc and /openapi.json (off: the API's description is not public).
+    api_docs: Annotated[bool, Field(alias="CALLPANION_API_DOCS")] = False
+    conversation_tokens_per_session: Annotated[
+        int, Field(alias="CALLPANION_CONVERSATION_TOKENS_PER_SESSION", ge=1, le=100)
+    ] = DEFAULT_CONVERSATION_TOKENS_PER_SESSION
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [f.strip() for f in value.split(",") if f.strip()]
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return tuple(value)
 
     @field_validator("concern_fields", mode="before")
     @classmethod
