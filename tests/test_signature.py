@@ -151,8 +151,6 @@ def test_the_window_ends_exactly_at_thirty_minutes_old_and_five_minutes_ahead() 
     [
         f"t={NOW},v0={v0(secret='other')}",
         f"t={NOW},v0={v0().upper()}",
-        f"t={NOW},v0={v0()[:-1]}",
-        f"t={NOW},v0={v0()}é",  # non-ASCII is compared (as bytes), not a crash
         f"t={NOW - 1},v0={v0()}",  # the timestamp is part of what is signed
     ],
 )
@@ -161,6 +159,32 @@ def test_a_wrong_signature_does_not_match(header: str) -> None:
     assert (error.reason, str(error)) == (
         "bad_signature",
         "ElevenLabs-Signature: signature does not match",
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"t={NOW},v0={v0()[:-1]}",
+        f"t={NOW},v0={v0()}0",
+        f"t={NOW},v0={v0()[:-1]}é",  # non-ASCII: refused by its shape, not a crash
+        f"t={NOW},v0={'g' * 64}",
+    ],
+)
+def test_a_v0_that_is_not_64_hex_characters_is_refused_by_its_shape(header: str) -> None:
+    # Told apart before a byte of the body is read (issue 25, item 4).
+    error = refused(header)
+    assert (error.reason, str(error)) == (
+        "bad_signature",
+        "ElevenLabs-Signature: v0 must be 64 hexadecimal characters",
+    )
+
+
+def test_an_overlong_header_is_refused_before_anything_else() -> None:
+    error = refused(f"t={NOW}," + ",".join(f"v0={v0()}" for _ in range(20)))
+    assert (error.reason, str(error)) == (
+        "bad_signature",
+        "ElevenLabs-Signature: header is too long",
     )
 
 

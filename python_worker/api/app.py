@@ -14,6 +14,7 @@ import hmac
 import json
 import math
 import secrets
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -38,13 +39,14 @@ from python_worker.api.elevenlabs import (
     ConversationTokenClient,
     ElevenLabsUnavailable,
     SignatureError,
+    SignatureHeader,
     WebhookPayloadError,
+    parse_signature_header,
     parse_webhook,
-    verify_signature,
     without_audio,
 )
 from python_worker.api.rate_limit import SlidingWindowLimiter, client_key, trusted_networks
-from python_worker.api.settings import ApiSettings
+from python_worker.api.settings import ApiSettings, proxy_list
 from python_worker.api.webhook_schema import WEBHOOK_BODY
 
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
@@ -214,7 +216,41 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-# Body size limit ----------------------------------------------------------------------------
+# Body size limit ----
+
+#: A webhook body is kept in memory up to this size, and beyond it in a temporary file, while
+#: its signature is not yet known to match: memory stays bounded under a flood of large
+#: unsigned posts.
+SPOOL_MEMORY_BYTES = 256 * 1024
+
+
+class SpooledBody:
+    """A request body being read: fed to the HMAC and kept (memory, then disk) as it comes."""
+
+    def __init__(self, mac: hmac.HMAC) -> None:
+        self.mac = mac
+        self.size = 0
+        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+
+    def add(self, chunk: bytes, limit: int) -> bool:
+        """Take one chunk; False (and nothing kept) once the body is over `limit`."""
+        self.size += len(chunk)
+        if self.size > limit:
+            return False
+        self.mac.update(chunk)
+        self._file.write(chunk)
+        return True
+
+    def read(self) -> bytes:
+        """The whole body (once its signature matched)."""
+        self._file.seek(0)
+        return self._file.read()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# ---------------------------------------------------------------------------
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -227,15 +263,23 @@ class BodyLimit:
     """Refuse bodies over the limit with 413 before the app sees them.
 
     The body is read here (up to the limit) and replayed to the app, so an oversize body is
-    refused whether or not it announced its length.
+    refused whether or not it announced its length. Paths in `streamed` are not buffered: only
+    a declared length over their limit is refused here, and the route reads the body itself,
+    as a stream, within the same limit (the webhook: its signature header is checked before
+    a byte of the body is read).
     """
 
     def __init__(
-        self, app: ASGIApp, limit_for: Callable[[str], int], on_refused: Callable[[str], None]
+        self,
+        app: ASGIApp,
+        limit_for: Callable[[str], int],
+        on_refused: Callable[[str], None],
+        streamed: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.limit_for = limit_for
         self.on_refused = on_refused
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -245,6 +289,9 @@ class BodyLimit:
         limit = self.limit_for(path)
         declared = dict(scope["headers"]).get(b"content-length")
         too_large = declared is not None and declared.isdigit() and int(declared) > limit
+        if path in self.streamed and not too_large:
+            await self.app(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size = 0
         more = not too_large
@@ -261,11 +308,7 @@ class BodyLimit:
             more = message.get("more_body", False)
         if too_large:
             await run_in_threadpool(self.on_refused, path)
-            response = JSONResponse(
-                {"error": f"body: larger than the limit of {limit} bytes", "field": "body"},
-                status_code=413,
-            )
-            await response(scope, receive, send)
+            await too_large_response(limit)(scope, receive, send)
             return
         body = b"".join(chunks)
         replayed = False
@@ -278,6 +321,14 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def too_large_response(limit: int) -> JSONResponse:
+    """413 in the README's shape."""
+    return JSONResponse(
+        {"error": f"body: larger than the limit of {limit} bytes", "field": "body"},
+        status_code=413,
+    )
 
 
 # The app ------------------------------------------------------------------------------------
@@ -352,7 +403,7 @@ def create_app(
             settings.elevenlabs_base_url, settings.elevenlabs_api_key
         )
     limiter = SlidingWindowLimiter(settings.pairing_rate_limit, settings.pairing_rate_window_secs)
-    proxies = trusted_networks(settings.trusted_proxies)
+    proxies = trusted_networks(proxy_list(settings.trusted_proxies))
     # A repeated `accepted` mints a fresh token; this many per session per connect window.
     token_limiter = SlidingWindowLimiter(
         settings.conversation_tokens_per_session, TOKEN_WINDOW_SECS
@@ -397,7 +448,12 @@ def create_app(
         if path == WEBHOOK_PATH:
             count_rejection("too_large")
 
-    app.add_middleware(BodyLimit, limit_for=limit_for, on_refused=body_refused)
+    app.add_middleware(
+        BodyLimit,
+        limit_for=limit_for,
+        on_refused=body_refused,
+        streamed=frozenset({WEBHOOK_PATH}),
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: Exception) -> JSONResponse:
@@ -662,7 +718,7 @@ def create_app(
             },
         },
     )
-    async def elevenlabs_webhook(request: Request) -> WebhookAck:
+    async def elevenlabs_webhook(request: Request) -> WebhookAck | JSONResponse:
         """ElevenLabs post-call webhook. The signature is verified over the raw body before
         anything is parsed (401; 400 for a body that is not an event; both only counted).
         Every accepted event is stored first, then ingested; redeliveries are answered 200
@@ -670,28 +726,41 @@ def create_app(
         secret = settings.elevenlabs_webhook_secret
         if not secret:
             raise ApiError(503, "webhook: ELEVENLABS_WEBHOOK_SECRET is not configured", "webhook")
-        body = await request.body()
-        try:
-            verify_signature(request.headers.get(SIGNATURE_HEADER), body, secret, clock())
+        try:  # the header's shape and age, before a byte of the body is read
+            signed = parse_signature_header(request.headers.get(SIGNATURE_HEADER), clock())
         except SignatureError as error:
             await run_in_threadpool(count_rejection, error.reason)
             raise ApiError(401, str(error), SIGNATURE_HEADER) from None
+        body = await _read_signed(request, signed, secret)
+        if body is None:
+            await run_in_threadpool(count_rejection, "too_large")
+            return too_large_response(settings.webhook_max_bytes)
         try:
-            event = parse_webhook(body)
+            signed.check(body.mac)
+        except SignatureError as error:
+            body.close()
+            await run_in_threadpool(count_rejection, error.reason)
+            raise ApiError(401, str(error), SIGNATURE_HEADER) from None
+        try:
+            return await run_in_threadpool(ingest, body)
+        finally:
+            body.close()
+
+    def ingest(spooled: SpooledBody) -> WebhookAck:
+        """Parse, store and process a verified body (in a worker thread: it may be large)."""
+        raw = spooled.read()
+        try:
+            event = parse_webhook(raw)
         except WebhookPayloadError as error:
-            await run_in_threadpool(count_rejection, "malformed")
+            count_rejection("malformed")
             raise ApiError(400, str(error), error.field) from None
-        stored = (
-            await run_in_threadpool(
-                db.rows,
-                "store_webhook_event",
-                {"payload": Jsonb(without_audio(event)), "payload_bytes": len(body)},
-            )
+        stored = db.rows(
+            "store_webhook_event",
+            {"payload": Jsonb(without_audio(event)), "payload_bytes": len(raw)},
         )[0]
         status, session = stored["status"], None
         if status in ("received", "failed"):
-            outcome = await run_in_threadpool(
-                db.result,
+            outcome = db.result(
                 "process_webhook_event",
                 {"event_id": stored["event_id"], "concern_fields": concern_fields},
             )
@@ -702,6 +771,18 @@ def create_app(
             duplicate=stored["duplicate"],
             call_session_id=session,
         )
+
+    async def _read_signed(
+        request: Request, signed: SignatureHeader, secret: str
+    ) -> SpooledBody | None:
+        """The body, streamed into the HMAC and a spool file that keeps at most
+        SPOOL_MEMORY_BYTES in memory; None once it is over the limit (reading stops)."""
+        spooled = SpooledBody(signed.mac(secret))
+        async for chunk in request.stream():
+            if not spooled.add(chunk, settings.webhook_max_bytes):
+                spooled.close()
+                return None
+        return spooled
 
     return app
 

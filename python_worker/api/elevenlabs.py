@@ -60,16 +60,45 @@ def signature_header(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v0={signature(secret, body, timestamp)}"
 
 
-def verify_signature(header: str | None, body: bytes, secret: str, now: float) -> int:
-    """Check the header against the raw body; returns its timestamp or raises SignatureError.
+@dataclass(frozen=True)
+class SignatureHeader:
+    """A well-formed, fresh `ElevenLabs-Signature`: its timestamp and its `v0` values."""
 
-    Several `v0` values are allowed (one per secret while a secret is rotated); each is compared
-    in constant time and all are compared, so timing says nothing about which one failed.
+    timestamp: int
+    candidates: tuple[bytes, ...]
+
+    def mac(self, secret: str) -> hmac.HMAC:
+        """The HMAC to stream the raw body into: HMAC-SHA256(secret, "{t}." + body)."""
+        return hmac.new(secret.encode(), str(self.timestamp).encode() + b".", hashlib.sha256)
+
+    def check(self, mac: hmac.HMAC) -> None:
+        """Compare the finished HMAC with every `v0`, in constant time; SignatureError if none
+        matches. All are compared, so timing says nothing about which one failed."""
+        expected = mac.hexdigest().encode()
+        matched = False
+        for candidate in self.candidates:
+            matched |= hmac.compare_digest(expected, candidate)
+        if not matched:
+            raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: signature does not match")
+
+
+#: A header longer than this is not a signature (a few v0 values during a secret rotation).
+MAX_SIGNATURE_HEADER = 1024
+
+
+def parse_signature_header(header: str | None, now: float) -> SignatureHeader:
+    """Check the header's shape and age, before any of the body is read.
+
+    Several `v0` values are allowed (one per secret while a secret is rotated); those that are
+    not 64 hex characters are not candidates, and a header with none that is fails here.
     """
     if header is None or not header.strip():
         raise SignatureError("missing_signature", f"{SIGNATURE_HEADER} header is missing")
+    if len(header) > MAX_SIGNATURE_HEADER:
+        raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: header is too long")
     timestamp: int | None = None
     candidates: list[bytes] = []
+    malformed = 0
     for part in header.split(","):
         key, sep, value = part.strip().partition("=")
         if not sep:
@@ -79,7 +108,15 @@ def verify_signature(header: str | None, body: bytes, secret: str, now: float) -
                 raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: t must be UNIX seconds")
             timestamp = int(value)
         elif key == "v0":
-            candidates.append(value.encode("utf-8", "replace"))
+            # A value that cannot be a signature is not a candidate (the others still count).
+            malformed += 1
+            if len(value) == 64 and value.isascii() and _is_hex(value):
+                malformed -= 1
+                candidates.append(value.encode())
+    if timestamp is not None and not candidates and malformed:
+        raise SignatureError(
+            "bad_signature", f"{SIGNATURE_HEADER}: v0 must be 64 hexadecimal characters"
+        )
     if timestamp is None or not candidates:
         raise SignatureError(
             "bad_signature", f"{SIGNATURE_HEADER} must be t=<unix seconds>,v0=<hex signature>"
@@ -91,13 +128,20 @@ def verify_signature(header: str | None, body: bytes, secret: str, now: float) -
         )
     if timestamp > now + SIGNATURE_FUTURE_SKEW_SECS:
         raise SignatureError("future_signature", f"{SIGNATURE_HEADER}: timestamp is in the future")
-    expected = signature(secret, body, timestamp).encode()
-    matched = False
-    for candidate in candidates:
-        matched |= hmac.compare_digest(expected, candidate)
-    if not matched:
-        raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: signature does not match")
-    return timestamp
+    return SignatureHeader(timestamp, tuple(candidates))
+
+
+def _is_hex(value: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in value)
+
+
+def verify_signature(header: str | None, body: bytes, secret: str, now: float) -> int:
+    """Check the header against the raw body; returns its timestamp or raises SignatureError."""
+    parsed = parse_signature_header(header, now)
+    mac = parsed.mac(secret)
+    mac.update(body)
+    parsed.check(mac)
+    return parsed.timestamp
 
 
 @dataclass(frozen=True)

@@ -62,27 +62,24 @@ class ApiSettings(EnvSettings):
         int, Field(alias="CALLPANION_PAIRING_RATE_WINDOW_SECS", ge=1)
     ] = DEFAULT_PAIRING_RATE_WINDOW_SECS
 
-    #: Peers whose X-Forwarded-For is believed (addresses or networks); empty: nobody's.
-    trusted_proxies: Annotated[
-        tuple[str, ...], NoDecode, Field(alias="CALLPANION_TRUSTED_PROXIES")
-    ] = ()
+    #: Peers whose X-Forwarded-For is believed: addresses or networks, comma separated;
+    #: empty (the default): nobody's, the TCP peer is the client.
+    trusted_proxies: Annotated[str, Field(alias="CALLPANION_TRUSTED_PROXIES")] = ""
     #: Serve /docs, /redoc and /openapi.json (off: the API's description is not public).
     api_docs: Annotated[bool, Field(alias="CALLPANION_API_DOCS")] = False
     conversation_tokens_per_session: Annotated[
         int, Field(alias="CALLPANION_CONVERSATION_TOKENS_PER_SESSION", ge=1, le=100)
     ] = DEFAULT_CONVERSATION_TOKENS_PER_SESSION
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies")
     @classmethod
-    def _networks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [f.strip() for f in value.split(",") if f.strip()]
-        for item in value:
+    def _networks(cls, value: str) -> str:
+        for item in proxy_list(value):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or network") from None
-        return tuple(value)
+        return value
 
     @field_validator("concern_fields", mode="before")
     @classmethod
@@ -100,6 +97,11 @@ class ApiSettings(EnvSettings):
     @classmethod
     def _role(cls, value: str | None) -> str | None:
         return (value or "").strip() or None
+
+
+def proxy_list(value: str) -> list[str]:
+    """The comma-separated entries of CALLPANION_TRUSTED_PROXIES."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def api_settings(env: Mapping[str, str] | None = None) -> ApiSettings:
