@@ -22,6 +22,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 import uvicorn
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -224,6 +226,13 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 SPOOL_MEMORY_BYTES = 256 * 1024
 
 
+#: Received chunks are hashed and spooled in batches of this size, in a worker thread
+#: (hashlib and file writes release the GIL), so the event loop only collects them.
+HASH_BATCH_BYTES = 1024 * 1024
+#: Threads hashing webhook bodies at once: few, and not the pool the routes run in.
+_HASHERS = anyio.CapacityLimiter(2)
+
+
 class SpooledBody:
     """A request body being read: fed to the HMAC and kept (memory, then disk) as it comes."""
 
@@ -231,15 +240,29 @@ class SpooledBody:
         self.mac = mac
         self.size = 0
         self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+        self._batch: list[bytes] = []
+        self._batched = 0
 
-    def add(self, chunk: bytes, limit: int) -> bool:
-        """Take one chunk; False (and nothing kept) once the body is over `limit`."""
+    async def add(self, chunk: bytes, limit: int) -> bool:
+        """Take one chunk; False (and nothing more kept) once the body is over `limit`."""
         self.size += len(chunk)
         if self.size > limit:
             return False
-        self.mac.update(chunk)
-        self._file.write(chunk)
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= HASH_BATCH_BYTES:
+            await self.flush()
         return True
+
+    async def flush(self) -> None:
+        """Hash and spool what was collected so far (off the event loop)."""
+        if self._batch:
+            data, self._batch, self._batched = b"".join(self._batch), [], 0
+            await anyio.to_thread.run_sync(self._take, data, limiter=_HASHERS)
+
+    def _take(self, data: bytes) -> None:
+        self.mac.update(data)
+        self._file.write(data)
 
     def read(self) -> bytes:
         """The whole body (once its signature matched)."""
@@ -779,9 +802,10 @@ def create_app(
         SPOOL_MEMORY_BYTES in memory; None once it is over the limit (reading stops)."""
         spooled = SpooledBody(signed.mac(secret))
         async for chunk in request.stream():
-            if not spooled.add(chunk, settings.webhook_max_bytes):
+            if not await spooled.add(chunk, settings.webhook_max_bytes):
                 spooled.close()
                 return None
+        await spooled.flush()
         return spooled
 
     return app

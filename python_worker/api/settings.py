@@ -22,7 +22,7 @@ DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
 #: Data-collection or evaluation fields that flag a concern unless configured otherwise.
 DEFAULT_CONCERN_FIELDS = ("wellbeing_concern", "safety_concern")
 #: post_call_audio carries a base64 MP3 of the whole call: allow long calls, refuse the absurd.
-DEFAULT_WEBHOOK_MAX_BYTES = 25 * 1024 * 1024
+DEFAULT_WEBHOOK_MAX_BYTES = 64 * 1024 * 1024
 #: Pairing requests one client address may make per window (in-process, per API instance).
 DEFAULT_PAIRING_RATE_LIMIT = 10
 DEFAULT_PAIRING_RATE_WINDOW_SECS = 600
