@@ -368,7 +368,7 @@ def test_bad_signatures_are_refused_with_401_and_only_counted(
             b'{"type": "x", "event_timestamp": 1795000000, "data": {"conversation_id": 7}}',
             "data.conversation_id",
         ),
-        (b'{"type": "x", "event_timestamp": 1795000000, "data": {"note": "\\u0000"}}', "body"),
+        (b'{"type": "x", "event_timestamp": 1795000000, "data": {"note": "\\u0000"}}', "data.note"),
         (b'{"type": "x", "event_timestamp": NaN, "data": {}}', "body"),
         (b"\xff\xfe{}", "body"),
     ],

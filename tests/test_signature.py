@@ -285,8 +285,19 @@ def test_implausible_event_timestamps_are_refused(stamp: object, reason: str) ->
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (b"{not json", ("body", "is not valid JSON (JSONDecodeError)")),
-        (b"[" * 100_000 + b"]" * 100_000, ("body", "is not valid JSON (RecursionError)")),
+        (
+            b"{not json",
+            (
+                "body",
+                "is not valid JSON (Expecting property name enclosed in double"
+                " quotes at line 1 column 2)",
+            ),
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, ("body", "is nested too deeply to read")),
+        (
+            b'{"type": "x", "event_timestamp": ' + b"9" * 5000 + b"}",
+            ("body", "has a number with more than 4300 digits"),
+        ),
         (b'{"event_timestamp": NaN}', ("body", "NaN is not valid JSON")),
         (b'{"event_timestamp": -Infinity}', ("body", "-Infinity is not valid JSON")),
         (b"[]", ("body", "must be a JSON object")),
@@ -299,22 +310,26 @@ def test_bodies_that_are_not_events_name_the_field(body: bytes, expected: tuple[
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "field", "reason"),
     [
-        (envelope(note="\x00"), "contains a NUL character (\\u0000)"),
-        (envelope(data={"a": [{"b": "x\x00"}]}), "contains a NUL character (\\u0000)"),
-        (envelope(data={"k\x00": 1}), "contains a NUL character (\\u0000)"),
-        (envelope(type="call\x00ended"), "contains a NUL character (\\u0000)"),
-        (b'{"type": "x", "event_timestamp": 1, "data": {"a": "\\ud800"}}',
+        (envelope(note="\x00"), "note", "contains a NUL character (\\u0000)"),
+        (envelope(data={"a": [{"b": "x\x00"}]}), "data.a[0].b", "contains a NUL character (\\u0000)"),
+        (envelope(data={"k\x00": 1}), "data", "contains a NUL character (\\u0000)"),
+        (envelope(type="call\x00ended"), "type", "contains a NUL character (\\u0000)"),
+        (b'{"type": "x", "event_timestamp": 1, "data": {"a": "\\ud800"}}', "data.a",
          "contains an unpaired UTF-16 surrogate"),
-        (b'{"type": "x", "event_timestamp": 1, "data": {"b": [["\\udfff x"]]}}',
+        (b'{"type": "x", "event_timestamp": 1, "data": {"b": [["\\udfff x"]]}}', "data.b[0][0]",
          "contains an unpaired UTF-16 surrogate"),
-        (b'{"type": "x", "event_timestamp": 1, "data": {"\\ud800": 1}}',
+        (b'{"type": "x", "event_timestamp": 1, "data": {"\\ud800": 1}}', "data",
          "contains an unpaired UTF-16 surrogate"),
+        (b'{"type": "x", "event_timestamp": 1, "data": {"metadata": {"start": 1e400}}}',
+         "data.metadata.start", "is a number too large to store"),
     ],
 )  # fmt: skip
-def test_text_postgres_cannot_store_is_refused(body: bytes, reason: str) -> None:
-    assert payload_error(body) == ("body", reason)
+def test_text_postgres_cannot_store_is_refused_naming_where(
+    body: bytes, field: str, reason: str
+) -> None:
+    assert payload_error(body) == (field, reason)
 
 
 def test_a_paired_surrogate_is_an_ordinary_character() -> None:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import math
 import secrets
 import tempfile
@@ -43,6 +44,7 @@ from python_worker.api.elevenlabs import (
     SignatureError,
     SignatureHeader,
     WebhookPayloadError,
+    json_problem,
     parse_signature_header,
     parse_webhook,
     without_audio,
@@ -52,6 +54,7 @@ from python_worker.api.settings import ApiSettings, proxy_list
 from python_worker.api.webhook_schema import WEBHOOK_BODY
 
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
+log = logging.getLogger("callpanion.api")
 #: A health check answers quickly, even when the database is away.
 HEALTH_WAIT_SECS = 2.0
 #: The device's upcoming calls: the default window, and the longest one (upcoming_calls').
@@ -334,6 +337,8 @@ class BodyLimit:
             await too_large_response(limit)(scope, receive, send)
             return
         body = b"".join(chunks)
+        # Kept for the refusal of a body FastAPI cannot decode: it then says why.
+        scope.setdefault("state", {})["raw_body"] = body
         replayed = False
 
         async def replay() -> Message:
@@ -355,6 +360,18 @@ def too_large_response(limit: int) -> JSONResponse:
 
 
 # The app ------------------------------------------------------------------------------------
+
+
+def undecodable(request: Request) -> str:
+    """Why the buffered body of this request could not be read as JSON."""
+    raw = getattr(request.state, "raw_body", None)
+    if not isinstance(raw, bytes):
+        return "is not valid JSON in UTF-8"
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        return json_problem(error)
+    return "is not valid JSON in UTF-8"
 
 
 def hash_secret(secret: str) -> str:
@@ -494,9 +511,10 @@ def create_app(
         for item in error.errors():
             loc = [str(part) for part in item.get("loc", ())]
             field = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else "body")
+            reason = str(item.get("msg", "is invalid"))
             if item.get("type") == "json_invalid":
-                field = "body"
-            problems.append({"field": field, "reason": str(item.get("msg", "is invalid"))})
+                field, reason = "body", undecodable(request)
+            problems.append({"field": field, "reason": reason})
         first = problems[0] if problems else {"field": "body", "reason": "is invalid"}
         message = f"{first['field']}: {first['reason']}"
         if request.url.path.startswith("/v1/calls/"):
@@ -514,9 +532,10 @@ def create_app(
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         if error.status_code == 400:
-            # FastAPI's answer to a body it cannot decode: one shape for every invalid input.
+            # FastAPI's answer to a body it cannot decode: one shape for every invalid input,
+            # with the reason (too deep, a number too long, not UTF-8), never the parser's text.
             return JSONResponse(
-                {"error": "body: is not valid JSON in UTF-8", "field": "body"}, status_code=422
+                {"error": f"body: {undecodable(request)}", "field": "body"}, status_code=422
             )
         # The framework's own refusals, in the README's shape too: name what was wrong.
         field, reason = None, str(error.detail)
@@ -530,6 +549,19 @@ def create_app(
             {"error": f"{field}: {reason}" if field else reason, "field": field},
             status_code=error.status_code,
             headers=error.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        # Whatever went wrong is logged; the client is told nothing about the internals.
+        log.error(
+            "unhandled error",
+            extra={"path": request.url.path, "error": type(error).__name__},
+            exc_info=error,
+        )
+        return JSONResponse(
+            {"error": "server: an internal error; try again later", "field": "server"},
+            status_code=500,
         )
 
     @app.get("/healthz", response_model=Health, responses=_errors(503))

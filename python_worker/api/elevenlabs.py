@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,27 +161,47 @@ def _reject_constant(name: str) -> Any:
 
 
 def _storable(value: Any) -> None:
-    """Postgres jsonb refuses NUL characters and unpaired surrogates; refuse them here."""
-    stack = [value]
+    """Postgres jsonb refuses NUL characters, unpaired surrogates and numbers beyond a double
+    (`1e400` reads as infinity); refuse them here, naming where they are."""
+    stack: list[tuple[str, Any]] = [("body", value)]
     while stack:
-        item = stack.pop()
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise WebhookPayloadError(where, "is a number too large to store")
         if isinstance(item, str):
             texts: list[str] = [item]
         elif isinstance(item, dict):
             texts = list(item.keys())
-            stack.extend(item.values())
+            stack.extend((_path(where, str(k)), v) for k, v in item.items())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
             continue
         else:
             continue
         for text in texts:
             if "\x00" in text:
-                raise WebhookPayloadError("body", "contains a NUL character (\\u0000)")
+                raise WebhookPayloadError(where, "contains a NUL character (\\u0000)")
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                raise WebhookPayloadError("body", "contains an unpaired UTF-16 surrogate") from None
+                raise WebhookPayloadError(where, "contains an unpaired UTF-16 surrogate") from None
+
+
+def _path(where: str, key: str) -> str:
+    return key if where == "body" else f"{where}.{key}"
+
+
+def json_problem(error: Exception) -> str:
+    """Why a body could not be read as JSON, for the client: never the parser's internals."""
+    if isinstance(error, RecursionError):
+        return "is nested too deeply to read"
+    if isinstance(error, json.JSONDecodeError):
+        return f"is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+    if isinstance(error, UnicodeDecodeError):
+        return "is not UTF-8"
+    if isinstance(error, ValueError) and "digits" in str(error):
+        return f"has a number with more than {sys.get_int_max_str_digits()} digits"
+    return "is not valid JSON"
 
 
 def parse_webhook(body: bytes) -> WebhookEvent:
@@ -191,7 +213,7 @@ def parse_webhook(body: bytes) -> WebhookEvent:
         # _reject_constant's WebhookPayloadError is no ValueError: it passes through as it is.
         payload = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:
-        raise WebhookPayloadError("body", f"is not valid JSON ({type(error).__name__})") from None
+        raise WebhookPayloadError("body", json_problem(error)) from None
     if not isinstance(payload, dict):
         raise WebhookPayloadError("body", "must be a JSON object")
     kind = payload.get("type")
