@@ -412,6 +412,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = stack_settings()
     stack = LocalStack(settings)
     stack.up()
+    if args.bench == "pairing":
+        from python_worker.bench import pairing as bench_pairing
+
+        if not 10 <= args.samples <= 5000:
+            raise CallPanionError("--samples must be 10..5000")
+        print(bench_pairing.bench_pairing(stack, args.samples, settings.project_dir))
+        return 0
     if args.bench == "webhooks":
         from python_worker.bench import webhooks as bench_webhooks
 
@@ -676,6 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--calls", type=int, default=10_000, help="default: 10000")
     dispatch.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     dispatch.add_argument("--rounds", type=int, default=1, help="bursts (default 1; median)")
+    pairing = bench_sub.add_parser(
+        "pairing", help="the time of each pairing refusal path over HTTP (medians)"
+    )
+    pairing.add_argument("--samples", type=int, default=300, help="per path (default 300)")
     webhooks = bench_sub.add_parser(
         "webhooks",
         help="a long call's post_call_audio webhook size, and the API's memory under a flood"

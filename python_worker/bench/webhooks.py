@@ -145,7 +145,9 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def api_process(checkout: Path, database_url: str, secret: str) -> Iterator[tuple[int, str]]:
+def api_process(
+    checkout: Path, database_url: str, secret: str, extra: dict[str, str] | None = None
+) -> Iterator[tuple[int, str]]:
     """`callpanion api` from `checkout` as a child process; yields (pid, base URL)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items()
@@ -156,6 +158,7 @@ def api_process(checkout: Path, database_url: str, secret: str) -> Iterator[tupl
         "CALLPANION_API_DATABASE_URL": database_url,
         "ELEVENLABS_WEBHOOK_SECRET": secret,
         "CALLPANION_LOG_LEVEL": "WARNING",
+        **(extra or {}),
     }
     with tempfile.TemporaryDirectory() as folder:  # no stray .env
         process = subprocess.Popen(
