@@ -39,8 +39,12 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "signature",
             "signature_header",
             "verify_signature",
+            "parse_signature_header",
+            "SignatureHeader.check",
+            "_is_hex",
             "_reject_constant",
             "_storable",
+            "json_problem",
             "parse_webhook",
             "without_audio",
         ),
@@ -55,6 +59,14 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "tests/test_api_fuzz.py::test_well_formed_envelopes_parse_with_unknown_fields_kept",
         ),
         integration=("tests/test_api_webhook.py",),
+    ),
+    PythonTarget(
+        name="client_address",
+        path="python_worker/api/rate_limit.py",
+        # Issue 25 item 3: whose address a pairing request is counted under.
+        functions=("trusted_networks", "_address", "client_key"),
+        unit=("tests/unit/test_client_address.py",),
+        integration=("tests/e2e/test_pairing_addresses.py",),
     ),
     PythonTarget(
         name="payloads",
