@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from python_worker.stack.cluster import LocalStack
-from tests.security_support import (
+from tests.support.security import (
     ApiBench,
     Household,
     new_household,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from python_worker.stack.cluster import LocalStack
-from tests.security_support import ApiBench, create_code, new_household, pair_body
+from tests.support.security import ApiBench, create_code, new_household, pair_body
 
 LIMIT = 10  # the default CALLPANION_PAIRING_RATE_LIMIT per 600 s
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from python_worker.emulators.elevenlabs import ElevenLabsEmulator
-from tests.api_support import Row, ServedApi, new_family, new_session, pair, settings_for
+from tests.support.api import Row, ServedApi, new_family, new_session, pair, settings_for
 
 SqlConn = psycopg.Connection[Row]
 

@@ -9,8 +9,8 @@ import psycopg
 
 from python_worker.api.app import WEBHOOK_PATH
 from python_worker.emulators.elevenlabs import post_signed_webhook, transcription_payload
-from tests.api_support import Row, ServedApi, fetch, new_family, new_session, pair
-from tests.world import call_binding
+from tests.support.api import Row, ServedApi, fetch, new_family, new_session, pair
+from tests.support.world import call_binding
 
 SqlConn = psycopg.Connection[Row]
 

@@ -17,8 +17,8 @@ import pytest
 from python_worker.api.app import WEBHOOK_PATH
 from python_worker.api.db import refusal
 from python_worker.emulators.elevenlabs import post_signed_webhook, transcription_payload
-from tests.api_support import Paired, Row, ServedApi, new_family, new_session, pair
-from tests.error_text import leaked
+from tests.support.api import Paired, Row, ServedApi, new_family, new_session, pair
+from tests.support.error_text import leaked
 
 SqlConn = psycopg.Connection[Row]
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psycopg
 
-from tests.api_support import (
+from tests.support.api import (
     Row,
     ServedApi,
     Ticket,

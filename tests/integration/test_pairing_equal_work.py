@@ -20,7 +20,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from python_worker.stack.cluster import LocalStack
-from tests.api_support import Family, Row, as_user, fetch, new_family
+from tests.support.api import Family, Row, as_user, fetch, new_family
 
 SqlConn = psycopg.Connection[Row]
 CLAIM = "public.claim_pairing_code(uuid,text,text,text,text,text,text,text,text)"

@@ -16,7 +16,7 @@ import psycopg
 
 from python_worker.api.app import SPOOL_MEMORY_BYTES, WEBHOOK_PATH
 from python_worker.emulators.elevenlabs import audio_payload, sign
-from tests.api_support import Row, ServedApi, fetch, settings_for
+from tests.support.api import Row, ServedApi, fetch, settings_for
 
 SqlConn = psycopg.Connection[Row]
 
