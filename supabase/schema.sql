@@ -225,6 +225,19 @@ CREATE FUNCTION private.admin_household_ids() RETURNS SETOF uuid
 $$;
 
 --
+-- Name: agent_text(text, integer); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.agent_text(p_text text, p_max integer) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select left(btrim(regexp_replace(
+           translate(regexp_replace(coalesce(p_text, ''), '[[:cntrl:]]', ' ', 'g'), '{}', ''),
+           '\s+', ' ', 'g')), p_max)
+$$;
+
+--
 -- Name: call_payload(text, text, text, interval); Type: FUNCTION; Schema: private
 --
 
@@ -320,6 +333,19 @@ end
 $$;
 
 --
+-- Name: conversation_binding(uuid, uuid); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.conversation_binding(p_session_id uuid, p_device_id uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select encode(extensions.hmac(convert_to(p_session_id::text || ':' || p_device_id::text,
+                                           'UTF8'), k.key, 'sha256'), 'hex')
+  from private.conversation_keys k
+$$;
+
+--
 -- Name: conversation_variables(public.call_sessions); Type: FUNCTION; Schema: private
 --
 
@@ -331,10 +357,11 @@ CREATE FUNCTION private.conversation_variables(p_session public.call_sessions) R
     'relative_name', r.display_name,
     'household_name', h.name,
     'call_session_id', p_session.id::text,
+    'call_binding', private.conversation_binding(p_session.id, p_session.device_id),
     'last_call_summary', coalesce((
-      select l.summary from public.call_logs l
+      select private.agent_text(l.summary, 500) from public.call_logs l
        where l.relative_id = p_session.relative_id and l.call_session_id <> p_session.id
-         and l.summary is not null
+         and l.summary is not null and l.verified_at is not null
        order by l.created_at desc limit 1), ''))
   from public.relatives r join public.households h on h.id = r.household_id
   where r.id = p_session.relative_id
@@ -1014,6 +1041,18 @@ CREATE FUNCTION private.pairing_max_failures() RETURNS integer
     AS $$ select s.max_failures from private.pairing_settings s $$;
 
 --
+-- Name: pairing_scope(uuid, uuid); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.pairing_scope(p_pairing_id uuid, p_household_id uuid) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case when p_household_id is not null then 'household:' || p_household_id::text
+              else 'unknown:' || (abs(hashtext(p_pairing_id::text)) % 16)::text end
+$$;
+
+--
 -- Name: queue_retries(uuid[], timestamp with time zone); Type: FUNCTION; Schema: private
 --
 
@@ -1441,8 +1480,9 @@ CREATE FUNCTION private.webhook_session(p_data jsonb) RETURNS private.webhook_ma
     AS $_$
 declare
   v_conversation text := private.json_text(p_data -> 'conversation_id');
-  v_var text := private.json_text(
-    p_data #> '{conversation_initiation_client_data,dynamic_variables,call_session_id}');
+  v_vars jsonb := p_data #> '{conversation_initiation_client_data,dynamic_variables}';
+  v_var text := private.json_text(v_vars -> 'call_session_id');
+  v_binding text := private.json_text(v_vars -> 'call_binding');
   v_var_id uuid;
   v_session public.call_sessions;
 begin
@@ -1452,12 +1492,20 @@ begin
   if v_var ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
     v_var_id := v_var::uuid;
   end if;
+  -- Reported by the session's own (authenticated) device: trusted, unless the variables
+  -- name another session or carry a binding that is not this session's.
   select c.* into v_session from public.call_sessions c
    where c.conversation_id = v_conversation for update of c;
   if v_session.id is not null then
     if v_var_id is not null and v_var_id <> v_session.id then
       return row(null, format('call_session_id %s does not match the session of conversation %s',
                               v_var_id, v_conversation))::private.webhook_match;
+    end if;
+    if v_binding is not null
+       and v_binding is distinct from private.conversation_binding(v_session.id,
+                                                                   v_session.device_id) then
+      return row(null, format('call_binding does not verify for the session of conversation %s',
+                              v_conversation))::private.webhook_match;
     end if;
     return row(v_session, null)::private.webhook_match;
   end if;
@@ -1467,9 +1515,19 @@ begin
                           else format('call_session_id "%s" is not a UUID', left(v_var, 60)) end
               )::private.webhook_match;
   end if;
+  -- Only the variables point at a session: they are the client's, so they must carry the
+  -- binding minted for that session's own device.
+  if v_binding is null then
+    return row(null, format('call_session_id %s came without call_binding: no device of that '
+                            'session reported this conversation', v_var_id))::private.webhook_match;
+  end if;
   select c.* into v_session from public.call_sessions c where c.id = v_var_id for update of c;
   if v_session.id is null then
     return row(null, format('call session %s does not exist', v_var_id))::private.webhook_match;
+  elsif v_binding is distinct from private.conversation_binding(v_session.id,
+                                                                v_session.device_id) then
+    return row(null, format('call_binding does not verify for call session %s', v_var_id))
+      ::private.webhook_match;
   elsif v_session.conversation_id is not null then
     return row(null, format('call session %s belongs to another conversation', v_var_id))
       ::private.webhook_match;
@@ -1930,9 +1988,15 @@ CREATE FUNCTION public.claim_pairing_code(p_pairing_id uuid, p_code text, p_secr
     AS $_$
 declare
   v_settings private.pairing_settings;
-  v_guesses private.pairing_guesses;
-  v_pending public.device_pairs;
+  v_pair public.device_pairs;
   v_hash text;
+  v_scope text;
+  v_now timestamptz := now();
+  v_unknown_spent integer;
+  v_unknown_wait double precision;
+  v_scope_spent integer;
+  v_scope_wait double precision;
+  v_open boolean;
   v_replaced uuid;
   v_relative public.relatives;
   v_household_name text;
@@ -1948,50 +2012,62 @@ begin
     raise exception 'invalid secret_hash: must be 64 lowercase hexadecimal characters'
       using errcode = 'CP422';
   end if;
+  if nullif(btrim(p_fcm_token), '') is null and nullif(btrim(p_voip_token), '') is null then
+    raise exception 'invalid fcm_token: a device needs a push token to ring (fcm_token, or '
+                    'voip_token on iOS); nothing was paired and the current device keeps working'
+      using errcode = 'CP422';
+  end if;
   select * into v_settings from private.pairing_settings;
-
-  -- The global budget. Read without a lock, so that claims (and floods of guesses at unknown
-  -- pairings) do not queue behind one row; concurrent wrong guesses may overshoot the budget
-  -- by at most the number of claims running at that moment.
-  select g.* into v_guesses from private.pairing_guesses g;
-  if v_guesses.window_start + v_settings.guess_window <= now() then
-    update private.pairing_guesses g set window_start = now(), wrong = 0
-     where g.window_start = v_guesses.window_start
-    returning g.* into v_guesses;
-    if v_guesses.window_start is null then  -- another claim started the new window first
-      select g.* into v_guesses from private.pairing_guesses g;
-    end if;
-  end if;
-  if v_guesses.wrong >= v_settings.guess_budget then
-    return jsonb_build_object(
-      'outcome', 'busy',
-      'retry_after', greatest(1, ceil(extract(epoch from
-                       v_guesses.window_start + v_settings.guess_window - now())))::integer);
-  end if;
 
   -- Computed whatever follows, so every refusal costs the same work.
   v_hash := private.pairing_code_hash(p_pairing_id, p_code);
-  select d.* into v_pending from public.device_pairs d
-   where d.id = p_pairing_id and d.status = 'pending'
-   for update of d;
-  if v_pending.id is null
-     or v_pending.pairing_code_expires_at <= now()
-     or v_pending.pairing_failed_attempts >= v_settings.max_failures then
-    -- No open code to weigh the guess against: it cannot succeed, and counts against nothing.
-    return jsonb_build_object('outcome', 'invalid');
+  select d.* into v_pair from public.device_pairs d where d.id = p_pairing_id for update of d;
+  v_scope := private.pairing_scope(p_pairing_id, v_pair.household_id);
+
+  -- Both budgets are read on every path, without a lock (concurrent refusals may overshoot
+  -- a budget by the number of claims running at that moment).
+  select coalesce(sum(b.spent), 0),
+         min(extract(epoch from b.window_start + v_settings.guess_window - v_now))
+    into v_unknown_spent, v_unknown_wait
+    from private.pairing_budgets b
+   where b.scope like 'unknown:%' and b.window_start + v_settings.guess_window > v_now;
+  select coalesce(sum(b.spent), 0),
+         min(extract(epoch from b.window_start + v_settings.guess_window - v_now))
+    into v_scope_spent, v_scope_wait
+    from private.pairing_budgets b
+   where b.scope = v_scope and b.window_start + v_settings.guess_window > v_now;
+  if v_unknown_spent >= v_settings.unknown_budget then
+    return jsonb_build_object('outcome', 'busy',
+                              'retry_after', greatest(1, ceil(v_unknown_wait))::integer);
   end if;
-  if v_pending.pairing_code_hash is distinct from v_hash then
+  if v_pair.household_id is not null and v_scope_spent >= v_settings.household_budget then
+    return jsonb_build_object('outcome', 'busy',
+                              'retry_after', greatest(1, ceil(v_scope_wait))::integer);
+  end if;
+
+  v_open := v_pair.status = 'pending' and v_pair.pairing_code_expires_at > v_now
+            and v_pair.pairing_failed_attempts < v_settings.max_failures;
+  if not coalesce(v_open and v_pair.pairing_code_hash = v_hash, false) then
+    -- Every refusal: the same two statements. The first changes a row only for a wrong code
+    -- at an open pairing (the per-code lock); the second counts the refusal against the
+    -- pairing's household, or the unknown pool.
     update public.device_pairs d
        set pairing_failed_attempts = d.pairing_failed_attempts + 1
-     where d.id = v_pending.id;
-    update private.pairing_guesses g set wrong = g.wrong + 1;
+     where d.id = p_pairing_id and coalesce(v_open, false);
+    insert into private.pairing_budgets as b (scope, window_start, spent)
+    values (v_scope, v_now, 1)
+    on conflict (scope) do update
+      set window_start = case when b.window_start + v_settings.guess_window <= v_now
+                              then v_now else b.window_start end,
+          spent = case when b.window_start + v_settings.guess_window <= v_now
+                       then 1 else b.spent + 1 end;
     return jsonb_build_object('outcome', 'invalid');
   end if;
 
   update public.device_pairs d
      set status = 'revoked', revoked_at = now(),
          revoked_reason = 'replaced by a newly paired device'
-   where d.relative_id = v_pending.relative_id and d.status = 'active'
+   where d.relative_id = v_pair.relative_id and d.status = 'active'
   returning d.id into v_replaced;
 
   update public.device_pairs d
@@ -2002,13 +2078,13 @@ begin
          apns_token_invalidated_at = null, apns_token_invalid_reason = null,
          secret_hash = p_secret_hash, paired_at = now(), last_seen_at = now(),
          pairing_code_hash = null, pairing_code_expires_at = null, pairing_failed_attempts = 0
-   where d.id = v_pending.id;
+   where d.id = v_pair.id;
 
-  select r.* into v_relative from public.relatives r where r.id = v_pending.relative_id;
+  select r.* into v_relative from public.relatives r where r.id = v_pair.relative_id;
   select h.name into v_household_name from public.households h where h.id = v_relative.household_id;
   return jsonb_build_object(
     'outcome', 'paired',
-    'device_id', v_pending.id,
+    'device_id', v_pair.id,
     'replaced_device_id', v_replaced,
     'relative', jsonb_build_object(
       'id', v_relative.id, 'display_name', v_relative.display_name,
@@ -2353,6 +2429,10 @@ begin
         v_event.error := v_result.o_error;
         v_event.call_session_id := v_result.o_session_id;
         v_event.household_id := v_result.o_household_id;
+        if v_result.o_status = 'processed' then
+          update public.call_logs l set verified_at = now()
+           where l.call_session_id = v_result.o_session_id;
+        end if;
       elsif v_event.event_type = 'post_call_audio' then
         -- Acknowledged and linked to its session; the audio itself was never stored.
         select * into v_match from private.webhook_session(v_event.payload -> 'data');
@@ -3459,14 +3539,25 @@ CREATE TABLE private.cancel_notices (
 );
 
 --
--- Name: pairing_guesses; Type: TABLE; Schema: private
+-- Name: conversation_keys; Type: TABLE; Schema: private
 --
 
-CREATE TABLE private.pairing_guesses (
+CREATE TABLE private.conversation_keys (
     singleton boolean DEFAULT true NOT NULL,
+    key bytea DEFAULT extensions.gen_random_bytes(32) NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT conversation_keys_key_check CHECK ((length(key) >= 32)),
+    CONSTRAINT conversation_keys_singleton CHECK (singleton)
+);
+
+--
+-- Name: pairing_budgets; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.pairing_budgets (
+    scope text NOT NULL,
     window_start timestamp with time zone DEFAULT now() NOT NULL,
-    wrong integer DEFAULT 0 NOT NULL,
-    CONSTRAINT pairing_guesses_singleton CHECK (singleton)
+    spent integer DEFAULT 0 NOT NULL
 );
 
 --
@@ -3489,13 +3580,15 @@ CREATE TABLE private.pairing_settings (
     singleton boolean DEFAULT true NOT NULL,
     code_lifetime interval DEFAULT '00:10:00'::interval NOT NULL,
     max_failures integer DEFAULT 5 NOT NULL,
-    guess_budget integer DEFAULT 1000 NOT NULL,
     guess_window interval DEFAULT '01:00:00'::interval NOT NULL,
+    household_budget integer DEFAULT 25 NOT NULL,
+    unknown_budget integer DEFAULT 10000 NOT NULL,
     CONSTRAINT pairing_settings_code_lifetime_check CHECK (private.between_('pairing_settings.code_lifetime'::text, code_lifetime, '00:01:00'::interval, '1 day'::interval)),
-    CONSTRAINT pairing_settings_guess_budget_check CHECK (private.between_('pairing_settings.guess_budget'::text, guess_budget, 1, 1000000)),
     CONSTRAINT pairing_settings_guess_window_check CHECK (private.between_('pairing_settings.guess_window'::text, guess_window, '00:01:00'::interval, '1 day'::interval)),
+    CONSTRAINT pairing_settings_household_budget_check CHECK (private.between_('pairing_settings.household_budget'::text, household_budget, 1, 100000)),
     CONSTRAINT pairing_settings_max_failures_check CHECK (private.between_('pairing_settings.max_failures'::text, max_failures, 1, 20)),
-    CONSTRAINT pairing_settings_singleton CHECK (singleton)
+    CONSTRAINT pairing_settings_singleton CHECK (singleton),
+    CONSTRAINT pairing_settings_unknown_budget_check CHECK (private.between_('pairing_settings.unknown_budget'::text, unknown_budget, 1, 10000000))
 );
 
 --
@@ -3566,6 +3659,7 @@ CREATE TABLE public.call_logs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     discrepancies jsonb DEFAULT '[]'::jsonb NOT NULL,
+    verified_at timestamp with time zone,
     CONSTRAINT call_logs_call_successful_check CHECK (private.one_of('call_logs.call_successful'::text, call_successful, '{success,failure,unknown}'::text[])),
     CONSTRAINT call_logs_duration_secs_check CHECK (private.between_('call_logs.duration_secs'::text, duration_secs, 0, 86400)),
     CONSTRAINT call_logs_outcome_check CHECK (private.one_of('call_logs.outcome'::text, outcome, '{completed,declined,missed,failed,cancelled,expired}'::text[]))
@@ -3576,6 +3670,12 @@ CREATE TABLE public.call_logs (
 --
 
 COMMENT ON COLUMN public.call_logs.discrepancies IS 'What the post-call report said that did not fit the session: [{kind, detail, ...}].';
+
+--
+-- Name: COLUMN call_logs.verified_at; Type: COMMENT; Schema: public
+--
+
+COMMENT ON COLUMN public.call_logs.verified_at IS 'when a post-call report bound to this session''s own device wrote this log (null: written before bindings existed; never read back to the agent)';
 
 --
 -- Name: devices; Type: VIEW; Schema: public
@@ -3700,11 +3800,18 @@ ALTER TABLE ONLY private.cancel_notices
     ADD CONSTRAINT cancel_notices_pkey PRIMARY KEY (id);
 
 --
--- Name: pairing_guesses pairing_guesses_pkey; Type: CONSTRAINT; Schema: private
+-- Name: conversation_keys conversation_keys_pkey; Type: CONSTRAINT; Schema: private
 --
 
-ALTER TABLE ONLY private.pairing_guesses
-    ADD CONSTRAINT pairing_guesses_pkey PRIMARY KEY (singleton);
+ALTER TABLE ONLY private.conversation_keys
+    ADD CONSTRAINT conversation_keys_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: pairing_budgets pairing_budgets_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.pairing_budgets
+    ADD CONSTRAINT pairing_budgets_pkey PRIMARY KEY (scope);
 
 --
 -- Name: pairing_keys pairing_keys_pkey; Type: CONSTRAINT; Schema: private
@@ -4771,6 +4878,12 @@ GRANT ALL ON FUNCTION private.admin_household_ids() TO authenticated;
 GRANT ALL ON FUNCTION private.admin_household_ids() TO service_role;
 
 --
+-- Name: FUNCTION agent_text(p_text text, p_max integer); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.agent_text(p_text text, p_max integer) FROM PUBLIC;
+
+--
 -- Name: FUNCTION call_transition(p_status text, p_event text); Type: ACL; Schema: private
 --
 
@@ -4781,6 +4894,12 @@ REVOKE ALL ON FUNCTION private.call_transition(p_status text, p_event text) FROM
 --
 
 REVOKE ALL ON FUNCTION private.canonical_pairing_reference(p_reference text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION conversation_binding(p_session_id uuid, p_device_id uuid); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.conversation_binding(p_session_id uuid, p_device_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION conversation_variables(p_session public.call_sessions); Type: ACL; Schema: private
@@ -4880,6 +4999,12 @@ REVOKE ALL ON FUNCTION private.pairing_id_for_reference(p_reference text) FROM P
 --
 
 REVOKE ALL ON FUNCTION private.pairing_max_failures() FROM PUBLIC;
+
+--
+-- Name: FUNCTION pairing_scope(p_pairing_id uuid, p_household_id uuid); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.pairing_scope(p_pairing_id uuid, p_household_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION queue_retries(p_missed uuid[], p_now timestamp with time zone); Type: ACL; Schema: private

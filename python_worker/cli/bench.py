@@ -18,7 +18,7 @@ _SCENARIOS = (
 
 
 def configure(sub: argparse._SubParsersAction[Any]) -> None:
-    """Register `bench schedule|push|dispatch` and `chaos`."""
+    """Register `bench schedule|push|dispatch|pairing|webhooks` and `chaos`."""
     bench_parser = sub.add_parser("bench", help="benchmarks on the local stack (print figures)")
     bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
     schedule = bench_sub.add_parser("schedule", help="phase 1 vs a plain INSERT … SELECT")
@@ -33,6 +33,26 @@ def configure(sub: argparse._SubParsersAction[Any]) -> None:
     dispatch.add_argument("--calls", type=int, default=10_000, help="default: 10000")
     dispatch.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     dispatch.add_argument("--rounds", type=int, default=1, help="bursts (default 1; median)")
+    pairing = bench_sub.add_parser(
+        "pairing", help="the time of each pairing refusal path over HTTP (medians)"
+    )
+    pairing.add_argument("--samples", type=int, default=300, help="per path (default 300)")
+    webhooks = bench_sub.add_parser(
+        "webhooks",
+        help="a long call's post_call_audio webhook size, and the API's memory under a flood"
+        " of large unsigned webhooks",
+    )
+    webhooks.add_argument("--minutes", type=float, default=30.0, help="call length (default 30)")
+    webhooks.add_argument(
+        "--bitrate", type=int, action="append", help="MP3 kbps, repeatable (default 64 and 128)"
+    )
+    webhooks.add_argument("--posts", type=int, default=48, help="concurrent posts (default 48)")
+    webhooks.add_argument("--body-mib", type=int, default=24, help="MiB per post (default 24)")
+    webhooks.add_argument(
+        "--api-checkout",
+        action="append",
+        help="run the API from this checkout (repeatable; default: this one)",
+    )
     bench_parser.set_defaults(func=cmd_bench)
 
     chaos_parser = sub.add_parser(
@@ -70,6 +90,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = stack_settings()
     stack = LocalStack(settings)
     stack.up()
+    if args.bench == "pairing":
+        from python_worker.bench import pairing as bench_pairing
+
+        if not 10 <= args.samples <= 5000:
+            raise CallPanionError("--samples must be 10..5000")
+        print(bench_pairing.bench_pairing(stack, args.samples, settings.project_dir))
+        return 0
+    if args.bench == "webhooks":
+        from python_worker.bench import webhooks as bench_webhooks
+
+        if not 0 < args.posts <= 200 or not 0 < args.body_mib <= 64:
+            raise CallPanionError("--posts must be 1..200 and --body-mib 1..64")
+        checkouts = [Path(c).resolve() for c in args.api_checkout or [settings.project_dir]]
+        report = bench_webhooks.bench_webhooks(
+            stack, args.minutes, args.bitrate or [64, 128], args.posts, args.body_mib, checkouts
+        )
+        print(report)
+        return 0
     if args.bench == "dispatch":
         from python_worker.bench import dispatch as bench_dispatch
 

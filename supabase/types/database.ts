@@ -119,6 +119,7 @@ export type Database = {
           title: string | null
           transcript: NonNullable<Json>
           updated_at: string
+          verified_at: string | null
         }
         Insert: {
           call_session_id: string
@@ -142,6 +143,7 @@ export type Database = {
           title?: string | null
           transcript?: NonNullable<Json>
           updated_at?: string
+          verified_at?: string | null
         }
         Update: {
           call_session_id?: string
@@ -165,6 +167,7 @@ export type Database = {
           title?: string | null
           transcript?: NonNullable<Json>
           updated_at?: string
+          verified_at?: string | null
         }
         Relationships: [
           {
