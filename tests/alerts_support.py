@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json as _json
+import re as _re
 import threading
+import uuid as _uuid
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+
+import psycopg as _psycopg
+from psycopg import sql as _sql
 
 from python_worker.emulators.alerts import AlertEmulators
 
@@ -52,3 +58,57 @@ def alert_emulators(folder: Path, **options: Any) -> Iterator[ThreadedAlerts]:
         yield threaded
     finally:
         threaded.stop()
+
+
+# -- the family's side, as the dashboard would do it -------------------------------------------
+
+CODE = _re.compile(r"\b([0-9]{6})\b")
+
+
+def as_member(conn: _psycopg.Connection[Any], user_id: _uuid.UUID, query: Any, params: Any) -> Any:
+    """One RPC as a signed-in member (PostgREST's role and JWT claims), committed."""
+    with conn.transaction():
+        conn.execute(_sql.SQL("set local role authenticated"))
+        conn.execute(
+            "select set_config('request.jwt.claims', %s, true)",
+            [_json.dumps({"role": "authenticated", "sub": str(user_id)})],
+        )
+        row = conn.execute(query, params).fetchone()
+    return row
+
+
+def add_method(
+    conn: _psycopg.Connection[Any],
+    user_id: _uuid.UUID,
+    household_id: _uuid.UUID,
+    channel: str,
+    address: str | None = None,
+    subscription: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    row = as_member(
+        conn,
+        user_id,
+        "select public.add_contact_method(p_household_id => %s, p_channel => %s,"
+        " p_address => %s, p_subscription => %s::jsonb) as r",
+        [household_id, channel, address, None if subscription is None else _json.dumps(subscription)],
+    )
+    result: dict[str, Any] = row["r"]
+    return result
+
+
+def confirm_method(
+    conn: _psycopg.Connection[Any], user_id: _uuid.UUID, method_id: str, code: str
+) -> dict[str, Any]:
+    row = as_member(
+        conn,
+        user_id,
+        "select public.confirm_contact_method(p_method_id => %s, p_code => %s) as r",
+        [method_id, code],
+    )
+    result: dict[str, Any] = row["r"]
+    return result
+
+
+def code_in(text: str) -> str | None:
+    match = CODE.search(text)
+    return match.group(1) if match else None

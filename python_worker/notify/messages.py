@@ -64,7 +64,7 @@ def email_text(message: dict[str, Any], link: Links) -> str:
         lines.append("No need to do anything.")
     else:
         when = _when(message)
-        if when:
+        if when and "When:" not in lines[0]:  # the SQL text usually says it already
             lines += ["", f"When: {when}"]
         if link.call:
             lines += ["", f"Call her now: {link.call}"]
@@ -82,9 +82,10 @@ def email_html(message: dict[str, Any], link: Links) -> str:
             f"<p>Your CallPanion verification code is <strong>{esc(str(message.get('code')))}"
             "</strong>.</p><p>Enter it in the dashboard to receive alerts at this address.</p>"
         )
-    parts = [f"<p>{esc(str(message.get('text') or message.get('what') or ''))}</p>"]
+    text = esc(str(message.get("text") or message.get("what") or "")).replace("\n", "<br>")
+    parts = [f"<p>{text}</p>"]
     when = _when(message)
-    if when and message.get("kind") != "all_clear":
+    if when and message.get("kind") != "all_clear" and "When:" not in parts[0]:
         parts.append(f"<p>When: {esc(when)}</p>")
     if link.call:
         parts.append(f'<p><a href="{esc(link.call)}">Call her now</a></p>')

@@ -34,6 +34,7 @@ from collections.abc import Callable
 import psycopg
 
 from python_worker.errors import CallPanionError
+from python_worker.notify.senders import Notifiers
 from python_worker.push.apns import ApnsSender
 from python_worker.push.fcm import FcmSender
 from python_worker.push.retry import RetryPolicy
@@ -42,6 +43,7 @@ from python_worker.worker.cancels import CancelNotices
 from python_worker.worker.db import NextWork, WorkerDatabase
 from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.worker.metrics import Metrics
+from python_worker.worker.outbox import OutboxDelivery
 from python_worker.worker.presence import Presence, lease_owner
 from python_worker.worker.realtime import RealtimeWakeups
 from python_worker.worker.settings import WorkerSettings
@@ -94,6 +96,7 @@ class Worker:
         senders: Senders,
         source: WakeupSource,
         *,
+        notifiers: Notifiers | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -113,6 +116,15 @@ class Worker:
         self.dispatcher.batch_done = self._batch_done
         self.cancels = CancelNotices(
             self.db, senders, lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s
+        )
+        #: Family alerts, on the same lease owner, presence lock, metrics and wake-ups.
+        self.alerts = OutboxDelivery(
+            self.db,
+            notifiers or Notifiers(None, None, None, public_url=settings.public_api_url),
+            self.metrics,
+            lease_s=settings.lease_s,
+            poll_interval_s=settings.poll_interval_s,
+            clock=clock,
         )
         self.source = source
         self.clock = clock
@@ -140,11 +152,13 @@ class Worker:
         self.metrics.wakeups.inc()
         self._wake.set()
         self.cancels.wake()
+        self.alerts.wake()
 
     def _connected(self) -> None:
         self._source_connected = True
         self._wake.set()  # catch up: anything queued while the source was away
         self.cancels.wake()
+        self.alerts.wake()
 
     def _batch_done(self) -> None:
         # A fallback is due at once, a retry soon: look again now.
@@ -170,6 +184,7 @@ class Worker:
         )
         renew_task = asyncio.create_task(self._renew_leases(), name="lease-renewal")
         cancel_task = asyncio.create_task(self.cancels.run(), name="cancel-notices")
+        alerts_task = asyncio.create_task(self._alerts(), name="alerts")
         log.info(
             "worker started",
             extra={
@@ -184,13 +199,16 @@ class Worker:
             await self._loop()
         finally:
             await self._shutdown()
-            for task in (source_task, renew_task, cancel_task):
+            for task in (source_task, renew_task, cancel_task, alerts_task):
                 task.cancel()
-            await asyncio.gather(source_task, renew_task, cancel_task, return_exceptions=True)
+            await asyncio.gather(
+                source_task, renew_task, cancel_task, alerts_task, return_exceptions=True
+            )
             server.close()
             await server.wait_closed()
             await self.dispatcher.senders.aclose()
             await self.dispatcher.recorder.aclose()
+            await self.alerts.aclose()
             await self.presence.close()
             await self.db.close()
             if install_signals:
@@ -273,6 +291,13 @@ class Worker:
         log.debug("ran phase 2 for an ended ring window", extra={"released": released})
         return MIN_IDLE_S  # look again: retries may be due, the next window may have ended
 
+    async def _alerts(self) -> None:
+        """The alert outbox, once this process holds its presence lock (the call loop takes
+        it first): rows it claims are then tied to the lock, so a crash returns them at once."""
+        while not self.presence.held and not self._stop.is_set():
+            await asyncio.sleep(0.05)
+        await self.alerts.run()
+
     def _db_ok(self) -> None:
         self._last_db_ok = self.clock()
         self.metrics.db_up.set(1)
@@ -282,6 +307,7 @@ class Worker:
             await asyncio.sleep(self.settings.lease_s / 3)
             try:
                 await self.dispatcher.renew_leases()
+                await self.alerts.renew_leases()
             except psycopg.OperationalError as error:
                 self.metrics.db_errors.inc()
                 log.warning("could not renew leases", extra={"error": str(error).strip()})
@@ -289,6 +315,13 @@ class Worker:
     async def _shutdown(self) -> None:
         """Finish running sends (bounded), then give back every row this worker holds."""
         self.dispatcher.stop()
+        alerts = asyncio.create_task(self.alerts.shutdown(self.settings.shutdown_grace_s))
+        try:
+            await self._shutdown_calls()
+        finally:
+            await alerts
+
+    async def _shutdown_calls(self) -> None:
         batches = list(self._batches)
         if batches:
             _, pending = await asyncio.wait(batches, timeout=self.settings.shutdown_grace_s)
@@ -365,6 +398,14 @@ class Worker:
             return
         for status, rows in depth.items():
             self.metrics.queue_rows.labels(status).set(rows)
+        try:
+            outbox = await asyncio.wait_for(self.db.rows("outbox_depth", {}), 1.0)
+        except (psycopg.OperationalError, TimeoutError):
+            return
+        for row in outbox:
+            self.metrics.outbox_rows.labels(row["kind"], row["channel"] or "", row["status"]).set(
+                row["rows"]
+            )
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -373,6 +414,12 @@ def _log_crash(task: asyncio.Task[None]) -> None:
 
 
 async def run_worker(settings: WorkerSettings) -> None:
-    """Build the worker from settings and the FCM_* / APNS_* variables, run until SIGTERM."""
-    worker = Worker(settings, build_senders(), wakeup_source(settings))
+    """Build the worker from settings and the FCM_* / APNS_* / VAPID_* / SMTP_* / TWILIO_*
+    variables, run until SIGTERM."""
+    worker = Worker(
+        settings,
+        build_senders(),
+        wakeup_source(settings),
+        notifiers=Notifiers.from_env(settings.public_api_url),
+    )
     await worker.run()
