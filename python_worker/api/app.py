@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from python_worker import __version__
+from python_worker.api.alerts import alert_router
 from python_worker.api.db import ApiDatabase, ApiError
 from python_worker.api.elevenlabs import (
     SIGNATURE_HEADER,
@@ -677,6 +678,7 @@ def create_app(
             call_session_id=session,
         )
 
+    app.include_router(alert_router(settings, db))
     return app
 
 

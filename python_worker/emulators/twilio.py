@@ -89,6 +89,9 @@ class TwilioEmulator:
     inbound_url: str | None = None
     #: Post status callbacks (off for benchmarks that measure only acceptance).
     callbacks: bool = True
+    #: Between accepting a message and each status callback: Twilio hands the message to the
+    #: carrier and reports back in about a second, not at once.
+    callback_delay_s: float = 1.0
     faults: Faults = field(default_factory=Faults)
     inbox: Inbox = field(default_factory=Inbox)
     messages: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -239,6 +242,7 @@ class TwilioEmulator:
             ]
         )
         for status, error in steps:
+            await asyncio.sleep(self.callback_delay_s)
             message["status"] = status
             params = {
                 "AccountSid": self.account_sid,

@@ -218,8 +218,7 @@ class OutboxDelivery(PolledDuty):
                 self.in_flight.pop(row.outbox_id, None)
         if rows is None:
             log.error(
-                "could not record alert results before the lease ran out; they will be sent"
-                " again",
+                "could not record alert results before the lease ran out; they will be sent again",
                 extra={"rows": len(done)},
             )
             return

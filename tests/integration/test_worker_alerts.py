@@ -72,8 +72,10 @@ def verified_family(wdb: Conn, alerts: ThreadedAlerts, workers: Workers) -> dict
     for key, (user, method) in methods.items():
         assert method["verified"] is False
         assert method["verification_sent"] is True
-        inbox = (lambda k=key: texts(alerts, family[k])) if "phone" in key else (
-            lambda k=key: mails(alerts, family[k])
+        inbox = (
+            (lambda k=key: texts(alerts, family[k]))
+            if "phone" in key
+            else (lambda k=key: mails(alerts, family[k]))
         )
         message = wait_for(f"the code for {key}", lambda i=inbox: i())[-1]
         code = code_in(message.get("body") or message.get("text") or "")
@@ -108,27 +110,58 @@ def test_an_alert_reaches_the_admin_by_every_method_then_escalates_until_acknowl
 
     # No acknowledgement: alice by every method, then bob (the next step of the chain).
     first = raise_alert(wdb, house, "Mum did not answer 2 calls")
-    mail = wait_for("alice's email", lambda: [m for m in mails(alerts, family["alice_email"]) if "Mum did not answer 2" in m["subject"]])[0]
+    mail = wait_for(
+        "alice's email",
+        lambda: [
+            m
+            for m in mails(alerts, family["alice_email"])
+            if "Mum did not answer 2" in m["subject"]
+        ],
+    )[0]
     assert mail["tls"] is True
     assert "When:" in mail["text"]
     assert "(Europe/London)" in mail["text"]
     assert {urlsplit(u).path for u in mail["links"]} == {"/alerts/ack", "/alerts/call"}
-    push = wait_for("alice's push", lambda: [p for p in pushes(alerts, family["subscription"]) if p["payload"].get("alert_id") == str(first)])[0]
+    push = wait_for(
+        "alice's push",
+        lambda: [
+            p
+            for p in pushes(alerts, family["subscription"])
+            if p["payload"].get("alert_id") == str(first)
+        ],
+    )[0]
     assert push["payload"]["type"] == "callpanion_alert"
     assert push["payload"]["relative_name"] == "Mum"
     assert push["urgency"] == "high"
-    sms = wait_for("alice's SMS", lambda: [t for t in texts(alerts, family["alice_phone"]) if "Mum did not answer 2" in t["body"]])[0]
+    sms = wait_for(
+        "alice's SMS",
+        lambda: [
+            t for t in texts(alerts, family["alice_phone"]) if "Mum did not answer 2" in t["body"]
+        ],
+    )[0]
     assert "Reply OK" in sms["body"]
     # The chain's wait (10 minutes by default) is over: the worker's own claims reach step 2.
     wdb.execute(
         "update private.alert_escalations set next_step_at = now() where alert_id = %s", [first]
     )
-    escalated = wait_for("bob's email (step 2)", lambda: [m for m in mails(alerts, family["bob_email"]) if "Mum did not answer 2" in m["subject"]])[0]
+    escalated = wait_for(
+        "bob's email (step 2)",
+        lambda: [
+            m for m in mails(alerts, family["bob_email"]) if "Mum did not answer 2" in m["subject"]
+        ],
+    )[0]
     assert escalated["subject"].startswith("Still unacknowledged")
 
     # Acknowledged by alice's link: bob is never told.
     second = raise_alert(wdb, house, "Mum did not answer 3 calls")
-    mail = wait_for("alice's second email", lambda: [m for m in mails(alerts, family["alice_email"]) if "Mum did not answer 3" in m["subject"]])[0]
+    mail = wait_for(
+        "alice's second email",
+        lambda: [
+            m
+            for m in mails(alerts, family["alice_email"])
+            if "Mum did not answer 3" in m["subject"]
+        ],
+    )[0]
     answer = wdb.execute(
         "select public.redeem_alert_link(%s) as r", [link_token(mail, "/alerts/ack")]
     ).fetchone()
@@ -147,7 +180,9 @@ def test_an_alert_reaches_the_admin_by_every_method_then_escalates_until_acknowl
         [second],
     ).fetchall()
     assert all(s["status"] == "cancelled" for s in steps), steps
-    assert not [m for m in mails(alerts, family["bob_email"]) if "Mum did not answer 3" in m["subject"]]
+    assert not [
+        m for m in mails(alerts, family["bob_email"]) if "Mum did not answer 3" in m["subject"]
+    ]
 
 
 def test_a_dead_address_disables_the_method_with_the_reason(
@@ -170,7 +205,9 @@ def test_a_dead_address_disables_the_method_with_the_reason(
         ).fetchall()
         return rows if len(rows) == 3 else None
 
-    reasons = {r["channel"]: r["disabled_reason"] for r in wait_for("alice's 3 methods disabled", disabled)}
+    reasons = {
+        r["channel"]: r["disabled_reason"] for r in wait_for("alice's 3 methods disabled", disabled)
+    }
     assert "410" in reasons["webpush"]
     assert "550" in reasons["email"]
     assert "21610" in reasons["sms"]
