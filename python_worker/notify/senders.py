@@ -19,8 +19,8 @@ from python_worker.notify.messages import (
 )
 from python_worker.notify.outcomes import Delivery, Outcome
 from python_worker.notify.settings import smtp_settings, twilio_settings, webpush_settings
-from python_worker.notify.smtp import EmailSender
 from python_worker.notify.sms import SmsSender
+from python_worker.notify.smtp import EmailSender
 from python_worker.notify.webpush import WebPushSender
 
 #: Where Twilio posts delivery reports and replies, on the API's public URL.
