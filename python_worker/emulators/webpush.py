@@ -36,6 +36,7 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
@@ -203,7 +204,7 @@ class WebPushEmulator:
             self.faults, self._deliveries, self._set_token, self._reset, inbox=self.inbox
         )
 
-    def new_subscription(self) -> dict[str, object]:
+    def new_subscription(self) -> dict[str, Any]:
         """What `PushSubscription.toJSON()` gives the page: endpoint and public keys."""
         subscription = Subscription(
             id=uuid.uuid4().hex,

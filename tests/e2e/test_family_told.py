@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -118,7 +118,8 @@ def raise_alert(wdb: Conn, house: Any, message: str) -> uuid.UUID:
 
 def link(mail: dict[str, Any], path: str) -> str:
     [url] = [u for u in mail["links"] if urlsplit(u).path == path]
-    return url
+    found: str = url
+    return found
 
 
 def acknowledged(wdb: Conn, alert_id: uuid.UUID) -> bool:
@@ -126,6 +127,11 @@ def acknowledged(wdb: Conn, alert_id: uuid.UUID) -> bool:
         "select acknowledged_at from public.alerts where id = %s", [alert_id]
     ).fetchone()
     return bool(row and row["acknowledged_at"])
+
+
+def about(text: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches the mail (by subject) or SMS (by body) that mentions `text`."""
+    return lambda m: text in (m.get("subject") or m.get("body") or "")
 
 
 def test_the_family_is_told_escalated_and_stopped_by_the_link(
@@ -137,7 +143,6 @@ def test_the_family_is_told_escalated_and_stopped_by_the_link(
     house = family["house"]
 
     first = raise_alert(wdb, house, "Mum did not answer 2 calls")
-    about = lambda text: lambda m: text in (m.get("subject") or m.get("body") or "")  # noqa: E731
     mail = remote.wait_for("mail", family["alice_email"], about("Mum did not answer 2"))
     assert mail["tls"] is True
     assert mail["message_id"].endswith("@callpanion.test>")

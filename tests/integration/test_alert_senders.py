@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from python_worker.emulators.faults import Fault
 from python_worker.notify.messages import email_html, email_subject, email_text, links
-from python_worker.notify.outcomes import Outcome
+from python_worker.notify.outcomes import Delivery, Outcome
 from python_worker.notify.settings import smtp_settings, twilio_settings, webpush_settings
 from python_worker.notify.sms import SmsSender
 from python_worker.notify.smtp import EmailSender
 from python_worker.notify.webpush import WebPushSender
 from tests.alerts_support import ThreadedAlerts, alert_emulators
 
+T = TypeVar("T")
 MESSAGE: dict[str, Any] = {
     "kind": "alert",
     "subject": "Mum did not answer 2 calls",
@@ -46,7 +47,7 @@ def alerts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedAlerts]
         yield threaded
 
 
-def run(threaded: ThreadedAlerts, coroutine: Any) -> Any:
+def run(threaded: ThreadedAlerts, coroutine: Coroutine[Any, Any, T]) -> T:
     """Senders run on the emulators' loop: it is the only loop of the test."""
     return threaded.run(coroutine)
 
@@ -54,10 +55,12 @@ def run(threaded: ThreadedAlerts, coroutine: Any) -> Any:
 # -- Web Push ---------------------------------------------------------------------------------
 
 
-def push_once(alerts: ThreadedAlerts, subscription: dict[str, Any], payload: bytes, **kw: Any):
+def push_once(
+    alerts: ThreadedAlerts, subscription: dict[str, Any], payload: bytes, **kw: Any
+) -> Delivery:
     sender = WebPushSender.from_settings(webpush_settings(alerts.emulators.env()))  # type: ignore[arg-type]
 
-    async def go() -> Any:
+    async def go() -> Delivery:
         try:
             return await sender.send(subscription, payload, **kw)
         finally:
@@ -126,10 +129,12 @@ def test_a_subscription_with_someone_elses_keys_does_not_decrypt(alerts: Threade
 # -- SMS ----------------------------------------------------------------------------------------
 
 
-def sms_once(alerts: ThreadedAlerts, to: str, body: str, env: dict[str, str] | None = None):
+def sms_once(
+    alerts: ThreadedAlerts, to: str, body: str, env: dict[str, str] | None = None
+) -> Delivery:
     sender = SmsSender(twilio_settings(env or alerts.emulators.env()))  # type: ignore[arg-type]
 
-    async def go() -> Any:
+    async def go() -> Delivery:
         try:
             return await sender.send(to, body)
         finally:
@@ -182,7 +187,7 @@ def test_twilio_rate_limit_is_a_retry_and_bad_credentials_a_config_fault(
 
 def mail_once(
     alerts: ThreadedAlerts, to: str, env: dict[str, str] | None = None, unique: str = "u1"
-):
+) -> Delivery:
     sender = EmailSender(smtp_settings(env or alerts.emulators.env()))  # type: ignore[arg-type]
     link = links(MESSAGE, "https://api.callpanion.test")
     return run(
@@ -200,7 +205,9 @@ def mail_once(
 def test_an_email_is_read_as_sent_over_starttls_with_auth(alerts: ThreadedAlerts) -> None:
     result = mail_once(alerts, "alice@example.com", unique="outbox-1")
     assert result.outcome is Outcome.DELIVERED
-    [mail] = alerts.emulators.smtp.inbox.since("alice@example.com", 0)
+    received = alerts.emulators.smtp.inbox.since("alice@example.com", 0)
+    assert len(received) == 1
+    mail: dict[str, Any] = dict(received[0])
     assert mail["tls"] is True
     assert mail["message_id"] == result.message_id == "<outbox-1@callpanion.test>"
     assert mail["subject"] == "Mum did not answer 2 calls"

@@ -38,15 +38,15 @@ def alerts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedAlerts]
 
 
 def mails(alerts: ThreadedAlerts, address: str) -> list[dict[str, Any]]:
-    return alerts.emulators.smtp.inbox.since(address, 0)  # type: ignore[return-value]
+    return alerts.emulators.smtp.inbox.since(address, 0)
 
 
 def texts(alerts: ThreadedAlerts, number: str) -> list[dict[str, Any]]:
-    return alerts.emulators.twilio.inbox.since(number, 0)  # type: ignore[return-value]
+    return alerts.emulators.twilio.inbox.since(number, 0)
 
 
 def pushes(alerts: ThreadedAlerts, subscription: dict[str, Any]) -> list[dict[str, Any]]:
-    return alerts.emulators.webpush.inbox.since(subscription["endpoint"].rsplit("/", 1)[1], 0)  # type: ignore[return-value]
+    return alerts.emulators.webpush.inbox.since(subscription["endpoint"].rsplit("/", 1)[1], 0)
 
 
 def verified_family(wdb: Conn, alerts: ThreadedAlerts, workers: Workers) -> dict[str, Any]:
@@ -97,13 +97,14 @@ def raise_alert(wdb: Conn, house: Any, message: str) -> uuid.UUID:
 
 def link_token(mail: dict[str, Any], path: str) -> str:
     [link] = [u for u in mail["links"] if urlsplit(u).path == path]
-    return parse_qs(urlsplit(link).query)["token"][0]
+    token: str = parse_qs(urlsplit(link).query)["token"][0]
+    return token
 
 
 def test_an_alert_reaches_the_admin_by_every_method_then_escalates_until_acknowledged(
     wdb: Conn, alerts: ThreadedAlerts, workers: Workers
 ) -> None:
-    workers.start(CALLPANION_PUBLIC_API_URL=PUBLIC_URL, **alerts.emulators.env())
+    workers.start(CALLPANION_PUBLIC_API_URL=PUBLIC_URL, **alerts.emulators.env())  # type: ignore[arg-type]
     family = verified_family(wdb, alerts, workers)
     house = family["house"]
 
@@ -187,7 +188,7 @@ def test_an_alert_reaches_the_admin_by_every_method_then_escalates_until_acknowl
 def test_a_dead_address_disables_the_method_with_the_reason(
     wdb: Conn, alerts: ThreadedAlerts, workers: Workers
 ) -> None:
-    workers.start(CALLPANION_PUBLIC_API_URL=PUBLIC_URL, **alerts.emulators.env())
+    workers.start(CALLPANION_PUBLIC_API_URL=PUBLIC_URL, **alerts.emulators.env())  # type: ignore[arg-type]
     family = verified_family(wdb, alerts, workers)
     house = family["house"]
     sub_id = family["subscription"]["endpoint"].rsplit("/", 1)[1]
