@@ -71,12 +71,12 @@ def verified_family(wdb: Conn, alerts: ThreadedAlerts, workers: Workers) -> dict
     for key, (user, method) in methods.items():
         assert method["verified"] is False
         assert method["verification_sent"] is True
-        inbox = (
-            (lambda k=key: texts(alerts, family[k]))
-            if "phone" in key
-            else (lambda k=key: mails(alerts, family[k]))
-        )
-        message = wait_for(f"the code for {key}", lambda i=inbox: i())[-1]
+        address, phone = family[key], "phone" in key
+
+        def received(a: str = address, sms: bool = phone) -> list[dict[str, Any]]:
+            return texts(alerts, a) if sms else mails(alerts, a)
+
+        message = wait_for(f"the code for {key}", received)[-1]
         code = code_in(message.get("body") or message.get("text") or "")
         assert code, message
         assert confirm_method(wdb, user, method["method_id"], code)["verified"] is True
