@@ -97,7 +97,7 @@ class TwilioEmulator:
     inbox: Inbox = field(default_factory=Inbox)
     messages: dict[str, dict[str, object]] = field(default_factory=dict)
     number_states: dict[str, str] = field(default_factory=dict)
-    callbacks_posted: list[dict[str, object]] = field(default_factory=list)
+    callbacks_posted: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.admin = AdminRoutes(
@@ -220,14 +220,17 @@ class TwilioEmulator:
         """POST a form to our webhook as Twilio does, signed; its HTTP status (0: no answer)."""
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=10.0)
-        headers = {SIGNATURE_HEADER: twilio_signature(self.auth_token, url, params)}
+        signature = twilio_signature(self.auth_token, url, params)
+        headers = {SIGNATURE_HEADER: signature}
         try:
             response = await self._client.post(url, data=params, headers=headers)
         except httpx.HTTPError:
             status = 0
         else:
             status = response.status_code
-        self.callbacks_posted.append({"url": url, "params": params, "status": status})
+        self.callbacks_posted.append(
+            {"url": url, "params": params, "signature": signature, "status": status}
+        )
         return status
 
     async def _status_callbacks(self, sid: str, url: str) -> None:
