@@ -102,6 +102,29 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         unit=("tests/test_worker_units.py", "tests/test_dispatcher_results.py"),
         integration=("tests/test_dispatcher_senders.py",),
     ),
+    PythonTarget(
+        name="notify_outcomes",
+        path="python_worker/notify/outcomes.py",
+        # The alert senders' classification: provider answer -> outcome.
+        functions=("classify_webpush", "classify_twilio", "classify_smtp"),
+        unit=("tests/unit/test_alert_classify.py",),
+        integration=("tests/integration/test_alert_senders.py",),
+    ),
+    PythonTarget(
+        name="outbox",
+        path="python_worker/worker/outbox.py",
+        # The delivery result mapping: classified answer -> record_outbox_results element.
+        functions=("result_json",),
+        unit=("tests/unit/test_alert_classify.py",),
+        integration=("tests/integration/test_worker_alerts.py",),
+    ),
+    PythonTarget(
+        name="notify_senders",
+        path="python_worker/notify/senders.py",
+        functions=("not_configured",),
+        unit=("tests/unit/test_alert_classify.py",),
+        integration=("tests/integration/test_alert_senders.py",),
+    ),
 )
 
 #: cosmic-ray operators left out, as regular expressions on the operator name. Binary
