@@ -419,6 +419,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 bench_dispatch.bench_dispatch(stack, args.calls, args.workers, args.rounds)
             )
         )
+    if args.bench == "alerts":
+        from python_worker.bench import alerts as bench_alerts
+
+        return bench_alerts.bench_command(stack, args.alerts, args.workers)
     if args.bench == "schedule":
         if args.schedules < 1:
             raise CallPanionError("--schedules must be at least 1")
@@ -435,7 +439,17 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         if args.calls < 2:
             raise CallPanionError("--calls must be at least 2")
         config = dataclasses.replace(config, calls=args.calls)
-    outcomes = chaos.run_chaos(config, args.scenario, args.worker_checkout)
+    scenarios = list(args.scenario or [])
+    if "alerts-kill" in scenarios:  # the family alerts' SIGKILL (bench/alerts.py)
+        from python_worker.bench import alerts as bench_alerts
+
+        scenarios.remove("alerts-kill")
+        stack = LocalStack(stack_settings())
+        stack.up()
+        bench_alerts.chaos_command(stack, args.calls or 1000)
+        if not scenarios:
+            return 0
+    outcomes = chaos.run_chaos(config, scenarios or None, args.worker_checkout)
     print(chaos.report_chaos(outcomes, config))
     return 0
 
@@ -653,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--calls", type=int, default=10_000, help="default: 10000")
     dispatch.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     dispatch.add_argument("--rounds", type=int, default=1, help="bursts (default 1; median)")
+    from python_worker.bench import alerts as bench_alerts
+
+    bench_alerts.add_bench_parser(bench_sub)
     bench_parser.set_defaults(func=cmd_bench)
 
     chaos_parser = sub.add_parser(
@@ -665,7 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="run only this scenario (repeatable): baseline, kill-in-flight, kill-recording,"
         " pg-restart-short, pg-restart-long, storm-clearing, storm-forever, twins,"
-        " twins-one-stopped, past-deadline",
+        " twins-one-stopped, past-deadline; alerts-kill (family alerts across a worker"
+        " SIGKILL, on the local stack)",
     )
     chaos_parser.add_argument("--calls", type=int, help="calls per burst (default 2000)")
     chaos_parser.add_argument(

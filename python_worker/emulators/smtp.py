@@ -129,7 +129,11 @@ class SmtpEmulator:
 
     # -- admin ----------------------------------------------------------------------------
     def _deliveries(self) -> dict[str, object]:
-        return {"accepted": self.accepted, "refused": self.refused}
+        return {
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "deliveries": self.inbox.received(),
+        }
 
     def _set_token(self, body: dict[str, object]) -> dict[str, object]:
         token, state = body.get("token"), body.get("state")

@@ -292,6 +292,7 @@ class TwilioEmulator:
         return {
             "accepted": len(self.messages),
             "callbacks": self.callbacks_posted[-100:],
+            "deliveries": self.inbox.received(),
         }
 
     def _set_token(self, body: dict[str, object]) -> dict[str, object]:

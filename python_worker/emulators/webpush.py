@@ -221,6 +221,14 @@ class WebPushEmulator:
     def handle(self, request: Request) -> object:
         path = urlsplit(request.path).path
         if path == "/_emulator/subscriptions" and request.method == "POST":
+            # {"count": n} makes n at once (benchmarks); otherwise one, as a browser does.
+            try:
+                count = int(json.loads(request.body or b"{}").get("count", 0))
+            except (ValueError, AttributeError):
+                return json_response(400, {"error": "count must be an integer"})
+            if count:
+                made = [self.new_subscription() for _ in range(min(count, 100_000))]
+                return json_response(201, {"subscriptions": made})
             return json_response(201, self.new_subscription())
         if path.startswith("/_emulator/"):
             return self.admin.handle(request)
@@ -285,7 +293,11 @@ class WebPushEmulator:
         return Response(201, [("location", f"{self.origin}/message/{message_id}")])
 
     def _deliveries(self) -> dict[str, object]:
-        return {"accepted": self.accepted, "refused": dict(self.refused)}
+        return {
+            "accepted": self.accepted,
+            "refused": dict(self.refused),
+            "deliveries": self.inbox.received(),
+        }
 
     def _set_token(self, body: dict[str, object]) -> dict[str, object]:
         token, state = body.get("token"), body.get("state")
