@@ -185,6 +185,8 @@ create table public.member_alert_settings (
          or private.reject_value('member_alert_settings.quiet_end', quiet_end::text,
                                  'must differ from quiet_start')))
 );
+-- A member leaving (the cascade) looks rows up by user.
+create index member_alert_settings_user_idx on public.member_alert_settings (user_id);
 create trigger member_alert_settings_touch before update on public.member_alert_settings
   for each row execute function private.touch_updated_at();
 
@@ -196,7 +198,7 @@ create table public.escalation_policies (
   -- Between one step and the next.
   wait interval not null default interval '10 minutes'
     constraint escalation_policies_wait_check
-    check (private.between_('escalation_policies.wait', wait, interval '1 minute', interval '24 hours')),
+    check (private.between_('escalation_policies.wait', wait, interval '5 seconds', interval '24 hours')),
   -- How many times the whole chain starts again from the first step after the last one.
   repeats smallint not null default 0
     constraint escalation_policies_repeats_check
@@ -225,6 +227,7 @@ create table public.escalation_contacts (
   foreign key (household_id, user_id)
     references public.household_members (household_id, user_id) on delete cascade
 );
+create index escalation_contacts_user_idx on public.escalation_contacts (user_id);
 create trigger escalation_contacts_touch before update on public.escalation_contacts
   for each row execute function private.touch_updated_at();
 
@@ -332,8 +335,17 @@ create table private.sms_replies (
   received_at timestamptz not null default now()
 );
 
+-- Twilio status callbacks for a sid not recorded yet (they can overtake the worker's record).
+create table private.sms_status_pending (
+  message_sid text primary key,
+  status text not null,
+  error_code text,
+  received_at timestamptz not null
+);
+create index sms_status_pending_received_idx on private.sms_status_pending (received_at);
+
 revoke all on private.alert_escalations, private.outbox, private.alert_link_uses,
-  private.sms_replies from public, anon, authenticated, service_role;
+  private.sms_replies, private.sms_status_pending from public, anon, authenticated, service_role;
 
 -- RLS -------------------------------------------------------------------------------------
 alter table public.contact_methods enable row level security;

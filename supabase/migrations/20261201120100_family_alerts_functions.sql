@@ -389,7 +389,7 @@ create trigger alerts_stop_telling after update of acknowledged_at on public.ale
   for each row when (old.acknowledged_at is null and new.acknowledged_at is not null)
   execute function private.on_alert_closed();
 
--- Trigger (after a call session is answered: connected, or completed after an answer): the
+-- Trigger (at commit, after a call session is answered: connected, or completed after an answer): the
 -- relative's open alerts that say she could not be reached are resolved, which stops their
 -- escalation and sends the all clear. A worrying conversation (concerning_content) and our
 -- own configuration faults (provider_config) are not resolved by a call.
@@ -412,7 +412,11 @@ begin
 end
 $$;
 
-create trigger call_sessions_answered after update of status on public.call_sessions
+-- Deferred to the end of the transaction: the call-event path first closes the alerts of the
+-- answered occurrence itself, with its own wording (private.withdraw_after_conversation);
+-- this then resolves whatever else is still open.
+create constraint trigger call_sessions_answered after update of status on public.call_sessions
+  deferrable initially deferred
   for each row
   when (new.status is distinct from old.status
         and (new.status = 'in_progress'
@@ -609,6 +613,10 @@ declare
   v_mine uuid[];
   v_bad text;
   v_max integer := (select s.max_attempts from private.alert_settings s);
+  v_sid text;
+  v_status text;
+  v_code text;
+  v_at timestamptz;
 begin
   perform private.check_worker_args(p_worker, null, null);
   if p_results is null or jsonb_typeof(p_results) <> 'array' then
@@ -712,6 +720,16 @@ begin
   from r where r.outcome = 'config_fault'
   order by r.household_id, r.o_channel
   on conflict (dedupe_key) do nothing;
+
+  -- Status callbacks that overtook this record (see record_sms_status).
+  for v_sid, v_status, v_code, v_at in
+    delete from private.sms_status_pending p
+     using private.outbox o
+     where o.id = any (v_mine) and o.channel = 'sms' and o.provider_message_id = p.message_sid
+    returning p.message_sid, p.status, p.error_code, p.received_at
+  loop
+    perform public.record_sms_status(v_sid, v_status, v_code, v_at);
+  end loop;
 
   return query
   select x.outbox_id,
@@ -948,9 +966,23 @@ begin
 end
 $$;
 
--- A Twilio status callback: the message's later fate, newest state wins (queued < sending <
--- sent < delivered | undelivered | failed). 30005 (unknown destination) and 30006 (landline
--- or unreachable carrier) disable the number.
+-- How far along a Twilio message status is: queued < accepted < sending < sent < a final one
+-- (delivered, undelivered, failed: equal, so the later report of two finals wins).
+create or replace function private.sms_status_rank(p_status text) returns integer
+language sql immutable
+set search_path = ''
+as $$
+  -- (least() skips nulls: an unknown status must stay null.)
+  select case when p.pos is not null then least(p.pos, 5) end
+  from (select array_position(array['queued', 'accepted', 'sending', 'sent', 'delivered',
+                                    'undelivered', 'failed'], p_status) as pos) p
+$$;
+
+-- A Twilio status callback: the message's later fate, newest state wins. 30005 (unknown
+-- destination) and 30006 (landline or unreachable carrier) disable the number. A callback can
+-- overtake the worker's record of the sid (Twilio answers the send, then calls back at once):
+-- an unknown sid's newest status is kept a day in private.sms_status_pending and applied when
+-- record_outbox_results stores that sid (answer "pending").
 create or replace function public.record_sms_status(
   p_message_sid text, p_status text, p_error_code text default null,
   p_now timestamptz default now())
@@ -960,26 +992,32 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_rank integer := array_position(array['queued', 'accepted', 'sending', 'sent', 'delivered',
-                                         'undelivered', 'failed'], p_status);
+  v_rank integer := private.sms_status_rank(p_status);
   v_row private.outbox;
 begin
   if v_rank is null then
     raise exception 'invalid p_status: "%" is not one of queued, accepted, sending, sent, delivered, undelivered, failed',
       left(p_status, 50) using errcode = '22023';
   end if;
+  if p_message_sid is null or p_message_sid !~ '^[A-Za-z]{2}[0-9A-Za-z]{1,64}$' then
+    raise exception 'invalid p_message_sid: a Twilio message SID is required' using errcode = '22023';
+  end if;
   select o.* into v_row from private.outbox o
    where o.provider_message_id = p_message_sid and o.channel = 'sms' for update;
   if v_row.id is null then
-    return jsonb_build_object('outbox_id', null, 'result', 'unknown_message');
+    delete from private.sms_status_pending p where p.received_at < p_now - interval '1 day';
+    insert into private.sms_status_pending as p (message_sid, status, error_code, received_at)
+    values (p_message_sid, p_status, nullif(p_error_code, ''), p_now)
+    on conflict (message_sid) do update
+      set status = excluded.status, error_code = excluded.error_code, received_at = excluded.received_at
+      where private.sms_status_rank(p.status) <= private.sms_status_rank(excluded.status);
+    return jsonb_build_object('outbox_id', null, 'result', 'pending');
   end if;
   update private.outbox o
      set delivery_status = p_status, delivery_error = nullif(p_error_code, ''),
          delivery_updated_at = p_now
    where o.id = v_row.id
-     and coalesce(least(array_position(array['queued', 'accepted', 'sending', 'sent', 'delivered',
-                                             'undelivered', 'failed'], o.delivery_status), 5), 0)
-         <= least(v_rank, 5);
+     and coalesce(private.sms_status_rank(o.delivery_status), 0) <= v_rank;
   if p_error_code in ('30005', '30006') then
     update public.contact_methods m
        set disabled_at = coalesce(m.disabled_at, p_now),
@@ -1065,8 +1103,9 @@ begin
   end if;
   if p_channel = 'webpush' then
     if p_subscription is null or jsonb_typeof(p_subscription) <> 'object'
-       or jsonb_typeof(p_subscription -> 'endpoint') <> 'string'
-       or jsonb_typeof(p_subscription -> 'keys') <> 'object' then
+       or coalesce(jsonb_typeof(p_subscription -> 'endpoint'), '') <> 'string'
+       or coalesce(jsonb_typeof(p_subscription #> '{keys,p256dh}'), '') <> 'string'
+       or coalesce(jsonb_typeof(p_subscription #> '{keys,auth}'), '') <> 'string' then
       raise exception 'invalid p_subscription: PushSubscription.toJSON() is required: {endpoint, keys: {p256dh, auth}}'
         using errcode = '22023';
     end if;
@@ -1294,7 +1333,7 @@ revoke all on function
   private.on_alert_raised(), private.on_alert_closed(), private.on_relative_answered(),
   private.outbox_has_presence_claims(), private.reclaim_orphaned_outbox(bigint[]),
   private.issue_contact_code(public.contact_methods, timestamptz),
-  private.own_contact_method(uuid), private.ensure_alert_jobs(),
+  private.own_contact_method(uuid), private.ensure_alert_jobs(), private.sms_status_rank(text),
   private.alert_kinds(), private.is_alert_kinds(text, text[])
   from public, anon, authenticated, service_role;
 -- CHECK constraints call these as whoever writes the row.
