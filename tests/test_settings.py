@@ -15,12 +15,22 @@ import pytest
 from python_worker.api.settings import ApiSettings, api_settings
 from python_worker.config import load_env, variables
 from python_worker.errors import CallPanionError
+from python_worker.notify.settings import SmtpSettings, TwilioSettings, WebPushSettings
 from python_worker.push.settings import ApnsSettings, FcmSettings
 from python_worker.stack.settings import StackSettings, stack_settings
 from python_worker.worker.settings import WorkerSettings, worker_settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-SETTINGS = (StackSettings, FcmSettings, ApnsSettings, ApiSettings, WorkerSettings)
+SETTINGS = (
+    StackSettings,
+    FcmSettings,
+    ApnsSettings,
+    ApiSettings,
+    WorkerSettings,
+    WebPushSettings,
+    SmtpSettings,
+    TwilioSettings,
+)
 #: Read by something other than a settings class: the Makefile, scripts and `callpanion
 #: migrate` (its --database-url fallback), every program's database fallback, and the
 #: CLI's settings file (read before any settings class).
