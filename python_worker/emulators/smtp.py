@@ -125,7 +125,7 @@ class SmtpEmulator:
         ok = data.login.decode() == self.username and data.password.decode() == self.password
         # handled=False on failure: aiosmtpd then answers 535 itself (True would mean "already
         # answered" and leave the client waiting).
-        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+        return AuthResult(success=ok, handled=False)
 
     # -- admin ----------------------------------------------------------------------------
     def _deliveries(self) -> dict[str, object]:
@@ -165,12 +165,15 @@ class SmtpServer:
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
+        self._sessions: list[SMTP] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
 
         def protocol() -> SMTP:
-            return SMTP(
+            # Clients keep sessions open between mails: remember them to close them on stop.
+            self._sessions = [p for p in self._sessions if p.transport is not None]
+            session = SMTP(
                 self.mailbox,
                 hostname="localhost",
                 tls_context=self.tls,
@@ -180,6 +183,8 @@ class SmtpServer:
                 authenticator=self.mailbox.authenticator,
                 loop=loop,
             )
+            self._sessions.append(session)
+            return session
 
         self._server = await loop.create_server(protocol, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -187,6 +192,11 @@ class SmtpServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for session in self._sessions:
+                if session.transport is not None:
+                    session.transport.close()
+                if session._handler_coroutine is not None:
+                    session._handler_coroutine.cancel()
             await self._server.wait_closed()
             self._server = None
 

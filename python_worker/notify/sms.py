@@ -9,6 +9,7 @@ find it); errors carry Twilio's `code` (PROTOCOLS.md, "SMS"), classified in outc
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import httpx
@@ -16,6 +17,9 @@ import httpx
 from python_worker.notify.outcomes import Delivery, Outcome, classify_twilio
 from python_worker.notify.settings import TwilioSettings
 from python_worker.push.retry import parse_retry_after
+
+#: Concurrent requests to Twilio (HTTP/1.1: one connection each).
+MAX_CONNECTIONS = 50
 
 
 class SmsSender:
@@ -32,9 +36,14 @@ class SmsSender:
             auth=(settings.account_sid, settings.auth_token),
             verify=verify,
             timeout=httpx.Timeout(10.0),
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=50),
+            limits=httpx.Limits(
+                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
+            ),
         )
         self._path = f"/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
+        # Requests wait for a connection here, not in the pool (whose wait counts towards
+        # the request's timeout: a burst would time out in the queue, not at Twilio).
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def send(self, to: str, body: str) -> Delivery:
         """Send one SMS; its classified answer."""
@@ -46,7 +55,8 @@ class SmsSender:
         if self.status_callback:
             form["StatusCallback"] = self.status_callback
         try:
-            response = await self._client.post(self._path, data=form)
+            async with self._slots:
+                response = await self._client.post(self._path, data=form)
         except httpx.HTTPError as error:
             return Delivery(
                 "sms", Outcome.RETRY, 0, type(error).__name__, detail=str(error) or None

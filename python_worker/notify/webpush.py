@@ -9,6 +9,7 @@ signature per alert for nothing.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from typing import Any
@@ -25,6 +26,8 @@ from python_worker.push.retry import parse_retry_after
 #: The JWT's lifetime (RFC 8292 allows at most 24 h) and how long one is reused.
 JWT_LIFETIME_S = 12 * 3600
 JWT_REUSE_S = 3600
+#: Pushes in flight at once (HTTP/2 multiplexes them over a few connections).
+MAX_IN_FLIGHT = 200
 #: RFC 8030 section 5.4 (the topic must be at most 32 base64url characters).
 MAX_TOPIC = 32
 
@@ -61,6 +64,8 @@ class WebPushSender:
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=50),
         )
         self._tokens: dict[str, tuple[float, str]] = {}
+        # Requests wait here, not in httpx's pool (see sms.py).
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     @classmethod
     def from_settings(cls, settings: WebPushSettings) -> WebPushSender:
@@ -107,7 +112,8 @@ class WebPushSender:
         if topic:
             headers["Topic"] = topic[:MAX_TOPIC]
         try:
-            response = await self._client.post(endpoint, content=body, headers=headers)
+            async with self._slots:
+                response = await self._client.post(endpoint, content=body, headers=headers)
         except httpx.HTTPError as error:
             return Delivery(
                 "webpush", Outcome.RETRY, 0, type(error).__name__, detail=str(error) or None

@@ -44,8 +44,10 @@ log = logging.getLogger("callpanion.worker.alerts")
 KINDS = ("alert", "all_clear", "verification")
 #: Rows per claim: a burst of a thousand alerts is a few claims.
 BATCH_SIZE = 500
-#: Rows claimed and not yet recorded, at most (SMTP sessions are the slow part).
-MAX_IN_FLIGHT = 5000
+#: Rows claimed and not yet recorded, at most: about what the senders can have in flight
+#: (20 SMTP sessions, 50 Twilio connections, 200 pushes) times a few, so a claimed row does
+#: not wait long for its turn (its lease is renewed meanwhile, but a crash would hold more).
+MAX_IN_FLIGHT = 1500
 #: Backoff between attempts of one message: 1 s, 2 s, 4 s, ... capped at 5 minutes (an alert
 #: waits for a person, not for a ring window; the SQL side gives up after 8 attempts).
 ALERT_RETRY = RetryPolicy(base_s=1.0, cap_s=300.0)
