@@ -217,7 +217,7 @@ def watch_family(
         out(f"{clock()}  told {who} by {how} (step {step}, {after:.3f} s after the alert)")
         return message
 
-    mail = tell(ALICE, "email", ALICE, 1, about, "email (in the local SMTP server, STARTTLS)")
+    tell(ALICE, "email", ALICE, 1, about, "email (in the local SMTP server, STARTTLS)")
     push_id = family["subscription"]
     tell(
         ALICE,
@@ -259,5 +259,4 @@ def watch_family(
         "acknowledged": {"by": BOB, "via": "link", "after_alert_s": after},
         "escalation_stopped": bool(stopped and stopped["stop_reason"] == "acknowledged"),
         "alice_emails_for_this_alert": len(alice_mails),
-        "links_in_alices_email": mail.get("links", []),
     }
