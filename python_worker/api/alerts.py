@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
@@ -93,8 +93,13 @@ def _link_refusal(error: psycopg.Error) -> ApiError | None:
     return None
 
 
-def alert_router(settings: ApiSettings, db: ApiDatabase) -> APIRouter:
-    """The routes above, on the app's database pool and settings."""
+def alert_router(
+    settings: ApiSettings,
+    db: ApiDatabase,
+    errors: Callable[..., dict[int | str, dict[str, Any]]],
+) -> APIRouter:
+    """The routes above, on the app's database pool and settings; `errors(*statuses)`
+    documents refusals in the app's error shape."""
     router = APIRouter()
     form_doc: dict[str, Any] = {
         "requestBody": {
@@ -153,24 +158,46 @@ def alert_router(settings: ApiSettings, db: ApiDatabase) -> APIRouter:
             return _page("Already acknowledged", "<p>Someone is already on it.</p>")
         return _page("Thank you", f"<p>Acknowledged: nobody else will be told about {name}.</p>")
 
-    @router.get(ACK_PATH, response_class=HTMLResponse, tags=["alerts"])
-    def ack_page(token: TokenQuery) -> HTMLResponse:
+    @router.get(
+        ACK_PATH,
+        tags=["alerts"],
+        response_class=Response,
+        responses={200: {"content": {"text/html": {}}}, **errors(422)},
+    )
+    def ack_page(token: TokenQuery) -> Response:
         """The acknowledgement link: a page with one button (nothing happens on GET)."""
         return confirm_page(ACK_PATH, token, "Are you on it?", "I'm on it: acknowledge")
 
-    @router.post(ACK_PATH, tags=["alerts"], response_model=LinkResult, openapi_extra=form_doc)
+    @router.post(
+        ACK_PATH,
+        tags=["alerts"],
+        response_model=LinkResult,
+        openapi_extra=form_doc,
+        responses=errors(403, 409, 410, 413, 422, 503),
+    )
     async def ack(request: Request) -> Response:
         """Acknowledge the alert the token names: the escalation stops for everyone. Forged
         (403), expired (410) or already used (409) tokens are refused."""
         token = await form_token(request)
         return done_page(await run_in_threadpool(redeem, token, "ack"), request)
 
-    @router.get(CALL_PATH, response_class=HTMLResponse, tags=["alerts"])
-    def call_page(token: TokenQuery) -> HTMLResponse:
+    @router.get(
+        CALL_PATH,
+        tags=["alerts"],
+        response_class=Response,
+        responses={200: {"content": {"text/html": {}}}, **errors(422)},
+    )
+    def call_page(token: TokenQuery) -> Response:
         """The "call her now" link: a page with one button (nothing happens on GET)."""
         return confirm_page(CALL_PATH, token, "Call now?", "Call now")
 
-    @router.post(CALL_PATH, tags=["alerts"], response_model=LinkResult, openapi_extra=form_doc)
+    @router.post(
+        CALL_PATH,
+        tags=["alerts"],
+        response_model=LinkResult,
+        openapi_extra=form_doc,
+        responses=errors(403, 409, 410, 413, 422, 503),
+    )
     async def call(request: Request) -> Response:
         """Ring the alert's relative now (`request_call_now`); 409 when a call is under way
         (the token is then not used up)."""
@@ -213,7 +240,7 @@ def alert_router(settings: ApiSettings, db: ApiDatabase) -> APIRouter:
         response_class=Response,
         tags=["webhooks"],
         openapi_extra=webhook_doc,
-        responses={200: {"content": {"text/xml": {}}}},
+        responses={200: {"content": {"text/xml": {}}}, **errors(401, 413, 422, 503)},
     )
     async def twilio_sms(request: Request) -> Response:
         """A reply to our SMS: `OK` acknowledges the newest alert told to that number; STOP
@@ -234,7 +261,12 @@ def alert_router(settings: ApiSettings, db: ApiDatabase) -> APIRouter:
             twiml = f"<Response><Message>{html.escape(str(reply))}</Message></Response>"
         return Response('<?xml version="1.0" encoding="UTF-8"?>' + twiml, media_type="text/xml")
 
-    @router.post(TWILIO_STATUS_PATH, tags=["webhooks"], openapi_extra=webhook_doc)
+    @router.post(
+        TWILIO_STATUS_PATH,
+        tags=["webhooks"],
+        openapi_extra=webhook_doc,
+        responses=errors(401, 413, 422, 503),
+    )
     async def twilio_status(request: Request) -> dict[str, Any]:
         """A delivery report for one of our SMS (`MessageStatus`, `ErrorCode`)."""
         form = await verified_form(request)

@@ -678,7 +678,7 @@ def create_app(
             call_session_id=session,
         )
 
-    app.include_router(alert_router(settings, db))
+    app.include_router(alert_router(settings, db, _errors))
     return app
 
 
