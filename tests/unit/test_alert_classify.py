@@ -122,7 +122,9 @@ def test_a_retry_or_config_fault_waits_the_backoff_of_its_attempt(outcome: Outco
 
 
 def test_a_providers_retry_after_is_a_floor() -> None:
-    got = result_json(row(1), Delivery("webpush", R, 429, "429", retry_after_s=42.0), fixed_policy())
+    got = result_json(
+        row(1), Delivery("webpush", R, 429, "429", retry_after_s=42.0), fixed_policy()
+    )
     assert got["retry_after_s"] == 42.0
 
 
