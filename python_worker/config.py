@@ -4,7 +4,7 @@ Each program declares its own settings class in its own package (`api/settings.p
 `worker/settings.py`, `push/settings.py`, `stack/settings.py`); this module holds what they
 share: the base class, the reader that turns a validation failure into one sentence naming
 the variable, the value and the rule, and `.env` loading. Every variable is documented in
-README.md ("Configuration"); `tests/test_settings.py` checks that the table and the classes
+README.md ("Configuration"); `tests/unit/test_settings.py` checks that the table and the classes
 agree.
 """
 

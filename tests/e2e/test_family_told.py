@@ -26,7 +26,7 @@ import pytest
 
 from python_worker.emulators.alerts import TWILIO_NUMBER
 from python_worker.stack.cluster import free_port
-from tests.alerts_support import (
+from tests.support.alerts import (
     Process,
     RemoteAlerts,
     add_method,
@@ -35,8 +35,8 @@ from tests.alerts_support import (
     confirm_method,
     http_ok,
 )
-from tests.worker_support import Conn, Workers, wait_for
-from tests.world import add_household
+from tests.support.worker import Conn, Workers, wait_for
+from tests.support.world import add_household
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from twilio.rest import Client
 from python_worker.api.alerts import twilio_signature
 from python_worker.emulators.alerts import TWILIO_NUMBER
 from python_worker.emulators.webpush import b64url
-from tests.alerts_support import ThreadedAlerts, alert_emulators
-from tests.worker_support import wait_for
+from tests.support.alerts import ThreadedAlerts, alert_emulators
+from tests.support.worker import wait_for
 
 
 @pytest.fixture(scope="module")

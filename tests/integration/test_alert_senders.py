@@ -26,7 +26,7 @@ from python_worker.notify.settings import smtp_settings, twilio_settings, webpus
 from python_worker.notify.sms import SmsSender
 from python_worker.notify.smtp import EmailSender
 from python_worker.notify.webpush import WebPushSender
-from tests.alerts_support import ThreadedAlerts, alert_emulators
+from tests.support.alerts import ThreadedAlerts, alert_emulators
 
 T = TypeVar("T")
 MESSAGE: dict[str, Any] = {

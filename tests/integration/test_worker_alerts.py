@@ -18,15 +18,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.alerts_support import (
+from tests.support.alerts import (
     ThreadedAlerts,
     add_method,
     alert_emulators,
     code_in,
     confirm_method,
 )
-from tests.worker_support import Conn, Workers, wait_for
-from tests.world import add_household
+from tests.support.worker import Conn, Workers, wait_for
+from tests.support.world import add_household
 
 PUBLIC_URL = "https://api.callpanion.test"
 
