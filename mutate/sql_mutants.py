@@ -336,10 +336,10 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         name="escalation_skips_the_chain_freeze",
         migration=ALERTS,
         original=(
-            "    from public.escalation_contacts c\n    where c.household_id = new.household_id "
-            "group by c.step) s;"
+            "          from public.escalation_contacts c"
+            " join homes h on h.household_id = c.household_id\n"
         ),
-        mutated="    from public.escalation_contacts c\n    where false group by c.step) s;",
+        mutated="          from public.escalation_contacts c join homes h on false\n",
         tests=(f"{ALERT_TESTS}::test_chain_is_frozen_when_the_alert_is_raised",),
     ),
     SqlMutant(
@@ -356,10 +356,9 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         name="critical_kinds_held_by_quiet_hours",
         migration=ALERTS,
         original=(
-            "           case when private.alert_is_critical(a.kind)"
-            " and not coalesce(st.quiet_hours_hold_critical, false)\n"
+            "           case when a.critical and not coalesce(st.quiet_hours_hold_critical, false)"
         ),
-        mutated="           case when false\n",
+        mutated="           case when false",
         tests=(
             f"{ALERT_TESTS}::test_critical_kinds_pass_quiet_hours_unless_the_member_says_otherwise",
         ),
@@ -367,18 +366,16 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
     SqlMutant(
         name="unverified_methods_told",
         migration=ALERTS,
-        original=(
-            "      and m.verified_at is not null and m.disabled_at is null\n      and (m.kinds"
-        ),
-        mutated="      and m.disabled_at is null\n      and (m.kinds",
+        original="    where m.verified_at is not null and m.disabled_at is null\n",
+        mutated="    where m.disabled_at is null\n",
         tests=(f"{ALERT_TESTS}::test_unverified_and_disabled_methods_are_not_told",),
     ),
     SqlMutant(
         name="link_signature_unchecked",
         migration=ALERTS,
         original=(
-            "  if private.alert_link_signature(v_parts[1], v_id, v_exp) is distinct "
-            "from v_parts[4] then\n"
+            "  if private.alert_link_token(private.alert_key(), v_parts[1], v_id, v_exp)"
+            " is distinct from p_token then\n"
         ),
         mutated="  if false then\n",
         tests=(

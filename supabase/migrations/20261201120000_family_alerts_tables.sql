@@ -32,6 +32,11 @@ create table private.alert_settings (
   codes_per_hour integer not null default 5
     constraint alert_settings_codes_per_hour_check
     check (private.between_('alert_settings.codes_per_hour', codes_per_hour, 1, 100)),
+  -- Codes one member may have sent an hour over all their methods: adding stranger after
+  -- stranger must not turn us into a way to message strangers.
+  codes_per_member_hour integer not null default 10
+    constraint alert_settings_codes_per_member_hour_check
+    check (private.between_('alert_settings.codes_per_member_hour', codes_per_member_hour, 1, 1000)),
   -- A message is tried at most this many times, and never after the deadline.
   max_attempts integer not null default 8
     constraint alert_settings_max_attempts_check

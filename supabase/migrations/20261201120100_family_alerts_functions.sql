@@ -47,29 +47,24 @@ language sql stable
 set search_path = ''
 as $$ select k.key from private.alert_link_keys k $$;
 
--- The signature of a link: HMAC-SHA256 under the server key of
--- "callpanion-alert-link:v1:<action>:<outbox id>:<expiry unix>", first 128 bits, base64url.
-create or replace function private.alert_link_signature(p_action text, p_outbox_id uuid, p_exp bigint)
+-- A link token: "<a|c>.<outbox id, base64url>.<expiry, unix seconds>.<signature>", the
+-- signature the first 128 bits of HMAC-SHA256 under the server key of
+-- "callpanion-alert-link:v1:<action>:<outbox id>:<expiry>", base64url. One expression with
+-- the key passed in (no nested calls): a claim makes two tokens per row, and a redeem checks
+-- one by making it again from its parts and comparing.
+create or replace function private.alert_link_token(
+  p_key bytea, p_action text, p_outbox_id uuid, p_exp bigint)
 returns text
-language sql stable
-set search_path = ''
-as $$
-  select private.b64url(substring(extensions.hmac(
-    convert_to(format('callpanion-alert-link:v1:%s:%s:%s', p_action, p_outbox_id, p_exp), 'UTF8'),
-    private.alert_key(), 'sha256') from 1 for 16))
-$$;
-
--- A link token: "<a|c>.<outbox id, base64url>.<expiry, unix seconds>.<signature>".
-create or replace function private.alert_link_token(p_action text, p_outbox_id uuid, p_expires timestamptz)
-returns text
-language sql stable
+language sql immutable
 set search_path = ''
 as $$
   select concat_ws('.', p_action,
-                   private.b64url(decode(replace(p_outbox_id::text, '-', ''), 'hex')),
-                   floor(extract(epoch from p_expires))::bigint,
-                   private.alert_link_signature(p_action, p_outbox_id,
-                                                floor(extract(epoch from p_expires))::bigint))
+    rtrim(translate(encode(decode(replace(p_outbox_id::text, '-', ''), 'hex'), 'base64'),
+                    E'+/\n', '-_'), '='),
+    p_exp,
+    rtrim(translate(encode(substring(extensions.hmac(
+            convert_to(format('callpanion-alert-link:v1:%s:%s:%s', p_action, p_outbox_id, p_exp), 'UTF8'),
+            p_key, 'sha256') from 1 for 16), 'base64'), E'+/\n', '-_'), '='))
 $$;
 
 -- HMAC of a verification code, salted by its method.
@@ -134,83 +129,89 @@ $$;
 
 -- Writing an alert's rows -------------------------------------------------------------------
 
--- Write the outbox rows of one step of an alert: every verified, enabled method of those
--- members that carries the alert's kind, held past the member's quiet hours unless the kind
--- is critical (and the member did not ask to hold those too). Returns the rows written.
-create or replace function private.enqueue_alert_step(
-  p_alert_id uuid, p_users uuid[], p_step integer, p_steps_total integer, p_now timestamptz)
-returns integer
+-- Write the outbox rows of steps of alerts (p_alert_ids[i] at step p_steps[i], its members
+-- from the alert's frozen chain): every verified, enabled method of those members that
+-- carries the alert's kind, held past the member's quiet hours unless the kind is critical
+-- (and the member did not ask to hold those too). Set-based, so a burst of alerts raised in
+-- one statement is one insert. Returns, for every item, the rows written.
+create or replace function private.enqueue_alert_steps(
+  p_alert_ids uuid[], p_steps integer[], p_now timestamptz)
+returns table (alert_id uuid, step integer, written integer)
 language plpgsql
 security definer
 set search_path = ''
 as $$
+#variable_conflict use_column
 declare
+  v_deadline interval := (select s.alert_deadline from private.alert_settings s);
   v_rows integer;
   v_earliest timestamptz;
-  v_deadline interval := (select s.alert_deadline from private.alert_settings s);
+  v_counts jsonb;
 begin
-  with a as (
-    select al.*, rel.display_name as relative_name, rel.timezone as relative_zone,
-           h.name as household_name
-    from public.alerts al
+  with items as (
+    select i.alert_id, i.step from unnest(p_alert_ids, p_steps) as i(alert_id, step)
+  ),
+  a as (
+    select al.id, al.household_id, al.relative_id, al.kind, al.severity, al.message,
+           al.created_at, i.step, e.steps_total,
+           array(select u.value::uuid
+                 from jsonb_array_elements_text(
+                   e.chain -> ((i.step - 1) % greatest(jsonb_array_length(e.chain), 1))) u) as users,
+           rel.display_name as relative_name, rel.timezone as relative_zone,
+           h.name as household_name,
+           al.kind in ('missed_calls', 'concerning_content') as critical
+    from items i
+    join private.alert_escalations e on e.alert_id = i.alert_id
+    join public.alerts al on al.id = i.alert_id
     join public.households h on h.id = al.household_id
     left join public.relatives rel on rel.id = al.relative_id
-    where al.id = p_alert_id and al.acknowledged_at is null
+    where al.acknowledged_at is null
   ),
   targets as (
-    select m.id as method_id, m.user_id, m.channel, a.*,
-           coalesce(st.timezone, a.relative_zone, 'UTC') as zone,
-           case when private.alert_is_critical(a.kind) and not coalesce(st.quiet_hours_hold_critical, false)
-                  then p_now
-                else private.after_quiet_hours(p_now, coalesce(st.timezone, a.relative_zone, 'UTC'),
-                                               st.quiet_start, st.quiet_end) end as go_at
+    select m.id as method_id, m.user_id, m.channel, a.*, z.zone,
+           case when a.critical and not coalesce(st.quiet_hours_hold_critical, false) then p_now
+                else private.after_quiet_hours(p_now, z.zone, st.quiet_start, st.quiet_end) end
+             as go_at,
+           to_char(a.created_at at time zone z.zone, 'Dy DD Mon YYYY HH24:MI') as local_at
     from a
-    join public.contact_methods m on m.household_id = a.household_id
+    join public.contact_methods m on m.household_id = a.household_id and m.user_id = any (a.users)
     left join public.member_alert_settings st
       on st.household_id = m.household_id and st.user_id = m.user_id
-    where m.user_id = any (p_users)
-      and m.verified_at is not null and m.disabled_at is null
+    cross join lateral (select coalesce(st.timezone, a.relative_zone, 'UTC') as zone) z
+    where m.verified_at is not null and m.disabled_at is null
       and (m.kinds is null or a.kind = any (m.kinds))
   ),
   written as (
     insert into private.outbox (kind, household_id, alert_id, user_id, method_id, channel, step,
                                 payload, send_at, deadline_at)
-    select 'alert', t.household_id, t.id, t.user_id, t.method_id, t.channel, p_step,
+    select 'alert', t.household_id, t.id, t.user_id, t.method_id, t.channel, t.step,
            jsonb_build_object(
              'kind', 'alert',
-             'subject', left(case when p_step > 1 then 'Still unacknowledged: ' else '' end
+             'subject', left(case when t.step > 1 then 'Still unacknowledged: ' else '' end
                              || t.message, 200),
-             'text', t.message || E'\n' || 'When: '
-                     || to_char(t.created_at at time zone t.zone, 'Dy DD Mon YYYY HH24:MI')
-                     || ' (' || t.zone || ')'
-                     || case when p_step > 1 then E'\nNobody has acknowledged this yet.' else '' end,
-             'alert_kind', t.kind, 'severity', t.severity,
-             'critical', private.alert_is_critical(t.kind),
+             'text', t.message || E'\nWhen: ' || t.local_at || ' (' || t.zone || ')'
+                     || case when t.step > 1 then E'\nNobody has acknowledged this yet.' else '' end,
+             'alert_kind', t.kind, 'severity', t.severity, 'critical', t.critical,
              'relative_id', t.relative_id, 'relative_name', t.relative_name,
              'household_name', t.household_name, 'member_name', null,
-             'what', t.message, 'happened_at', t.created_at,
-             'happened_at_local', to_char(t.created_at at time zone t.zone, 'Dy DD Mon YYYY HH24:MI'),
-             'member_timezone', t.zone,
-             'step', p_step, 'escalation_steps', p_steps_total),
+             'what', t.message, 'happened_at', t.created_at, 'happened_at_local', t.local_at,
+             'member_timezone', t.zone, 'step', t.step, 'escalation_steps', t.steps_total),
            t.go_at, greatest(t.go_at, t.created_at + v_deadline)
     from targets t
     on conflict on constraint outbox_once do nothing
-    returning send_at
+    returning alert_id, send_at
+  ),
+  counts as (
+    select w.alert_id, count(*) as n, min(w.send_at) as first_at from written w group by w.alert_id
   )
-  select count(*), min(send_at) into v_rows, v_earliest from written;
+  select coalesce(sum(c.n), 0), min(c.first_at), coalesce(jsonb_object_agg(c.alert_id::text, c.n), '{}')
+    into v_rows, v_earliest, v_counts
+  from counts c;
   perform private.notify_outbox(v_rows, v_earliest);
-  return v_rows;
+  return query
+  select i.alert_id, i.step, coalesce((v_counts ->> i.alert_id::text)::integer, 0)
+  from unnest(p_alert_ids, p_steps) as i(alert_id, step);
 end
-$$;
-
--- The members of step n of a frozen chain (steps count on through the repeats).
-create or replace function private.chain_step_users(p_chain jsonb, p_step integer)
-returns uuid[]
-language sql immutable
-set search_path = ''
-as $$
-  select coalesce(array_agg(u.value::uuid), '{}')
-  from jsonb_array_elements_text(p_chain -> ((p_step - 1) % greatest(jsonb_array_length(p_chain), 1))) u
 $$;
 
 -- Reach the escalation's next step (and the ones after it, while a step reaches nobody), then
@@ -233,8 +234,8 @@ begin
   end if;
   loop
     exit when v_esc.next_step > v_esc.steps_total;
-    v_written := private.enqueue_alert_step(p_alert_id, private.chain_step_users(v_esc.chain, v_esc.next_step),
-                                            v_esc.next_step, v_esc.steps_total, p_now);
+    select w.written into v_written
+      from private.enqueue_alert_steps(array[p_alert_id], array[v_esc.next_step], p_now) w;
     v_rows := v_rows + v_written;
     v_esc.next_step := v_esc.next_step + 1;
     exit when v_written > 0;
@@ -247,56 +248,95 @@ begin
 end
 $$;
 
--- Trigger (after insert on alerts): freeze the chain and tell step 1 now. An alert the outbox
+-- Trigger (after an insert into alerts, once per statement): freeze each new alert's chain and
+-- tell its step 1 now, all of the statement's alerts in one insert (phase 2 raises a burst in
+-- one statement). A chain: the household's escalation_contacts by step, or the admins then
+-- the other members; only step 1 for a kind the policy does not escalate. An alert the outbox
 -- raised about itself (a provider refusing our configuration) is not messaged, so a broken
 -- channel cannot feed on its own alerts.
-create or replace function private.on_alert_raised()
+create or replace function private.on_alerts_raised()
 returns trigger
 language plpgsql
 security definer
 set search_path = ''
 as $$
 declare
-  v_policy public.escalation_policies;
-  v_chain jsonb;
-  v_escalates boolean;
-  v_total integer;
+  v_now timestamptz := now();
+  v_ids uuid[];
+  v_alert uuid;
 begin
-  if new.acknowledged_at is not null or new.details ? 'outbox_config' then
+  with fresh as (
+    select n.id, n.household_id, n.kind from new_alerts n
+    where n.acknowledged_at is null and not (n.details ? 'outbox_config')
+  ),
+  homes as (select distinct f.household_id from fresh f),
+  custom as (
+    select s.household_id, jsonb_agg(s.users order by s.step) as chain
+    from (select c.household_id, c.step, jsonb_agg(c.user_id order by c.created_at, c.user_id) as users
+          from public.escalation_contacts c join homes h on h.household_id = c.household_id
+          group by c.household_id, c.step) s
+    group by s.household_id
+  ),
+  fallback as (
+    -- Nothing set: the admins, then the other members.
+    select s.household_id, jsonb_agg(s.users order by s.step) as chain
+    from (select m.household_id, case m.role when 'admin' then 1 else 2 end as step,
+                 jsonb_agg(m.user_id order by m.created_at, m.user_id) as users
+          from public.household_members m join homes h on h.household_id = m.household_id
+          group by 1, 2) s
+    group by s.household_id
+  ),
+  plans as (
+    select f.id, f.household_id,
+           coalesce(p.wait, interval '10 minutes') as wait,
+           f.kind = any (coalesce(p.escalate_kinds, '{missed_calls,concerning_content}')) as escalates,
+           coalesce(p.repeats, 0) as repeats,
+           coalesce(c.chain, d.chain, '[]'::jsonb) as chain
+    from fresh f
+    left join public.escalation_policies p on p.household_id = f.household_id
+    left join custom c on c.household_id = f.household_id
+    left join fallback d on d.household_id = f.household_id
+  ),
+  frozen as (
+    insert into private.alert_escalations (alert_id, household_id, chain, wait, repeats,
+                                           steps_total, next_step, next_step_at)
+    select x.id, x.household_id, x.chain, x.wait, x.repeats,
+           jsonb_array_length(x.chain) * (x.repeats + 1), 2, null
+    from (select pl.id, pl.household_id, pl.wait,
+                 case when pl.escalates then pl.chain
+                      else jsonb_build_array(coalesce(pl.chain -> 0, '[]'::jsonb)) end as chain,
+                 case when pl.escalates then pl.repeats else 0 end as repeats
+          from plans pl) x
+    returning alert_id
+  )
+  select array_agg(fr.alert_id) into v_ids from frozen fr;
+  if v_ids is null then
     return null;
   end if;
-  select p.* into v_policy from public.escalation_policies p where p.household_id = new.household_id;
-  v_policy.wait := coalesce(v_policy.wait, interval '10 minutes');
-  v_policy.repeats := coalesce(v_policy.repeats, 0);
-  v_escalates := new.kind = any (coalesce(v_policy.escalate_kinds, '{missed_calls,concerning_content}'));
-  select jsonb_agg(s.users order by s.step) into v_chain from (
-    select c.step, jsonb_agg(c.user_id order by c.created_at, c.user_id) as users
-    from public.escalation_contacts c
-    where c.household_id = new.household_id group by c.step) s;
-  if v_chain is null then
-    -- Nothing set: the admins, then the other members.
-    select jsonb_agg(s.users order by s.step) into v_chain from (
-      select case m.role when 'admin' then 1 else 2 end as step,
-             jsonb_agg(m.user_id order by m.created_at, m.user_id) as users
-      from public.household_members m
-      where m.household_id = new.household_id group by 1) s;
-  end if;
-  v_chain := coalesce(v_chain, '[]'::jsonb);
-  if not v_escalates then
-    v_chain := jsonb_build_array(coalesce(v_chain -> 0, '[]'::jsonb));
-    v_policy.repeats := 0;
-  end if;
-  v_total := jsonb_array_length(v_chain) * (v_policy.repeats + 1);
-  insert into private.alert_escalations (alert_id, household_id, chain, wait, repeats,
-                                         steps_total, next_step, next_step_at)
-  values (new.id, new.household_id, v_chain, v_policy.wait, v_policy.repeats, v_total, 1, null);
-  perform private.advance_escalation(new.id, new.created_at);
+  -- Step 1 of them all at once; then when each next step is due.
+  with w as (
+    select * from private.enqueue_alert_steps(v_ids, array_fill(1, array[cardinality(v_ids)]), v_now)
+  )
+  update private.alert_escalations e
+     set next_step_at = case when e.steps_total >= 2 then v_now + e.wait end
+    from w
+   where e.alert_id = w.alert_id and w.written > 0;
+  -- A step 1 that reached nobody passes to the next step at once (rare: one at a time).
+  for v_alert in
+    select e.alert_id from private.alert_escalations e
+     where e.alert_id = any (v_ids) and e.next_step = 2 and e.next_step_at is null
+       and e.steps_total >= 2
+       and not exists (select 1 from private.outbox o where o.alert_id = e.alert_id)
+  loop
+    perform private.advance_escalation(v_alert, v_now);
+  end loop;
   return null;
 end
 $$;
 
 create trigger alerts_tell_the_family after insert on public.alerts
-  for each row execute function private.on_alert_raised();
+  referencing new table as new_alerts
+  for each statement execute function private.on_alerts_raised();
 
 -- Escalation steps that are due: each is reached once (row lock, skip locked). Returns the
 -- rows written. pg_cron runs it every minute; every claim_outbox runs it first.
@@ -521,6 +561,7 @@ as $$
 declare
   v_present timestamptz;
   v_ttl interval := (select s.link_ttl from private.alert_settings s);
+  v_key bytea := private.alert_key();
 begin
   perform private.check_worker_args(p_worker, p_limit, p_lease);
   if private.worker_is_live(p_worker, private.live_worker_keys()) then
@@ -584,9 +625,11 @@ begin
     returning o.id, o.kind, o.channel, o.household_id, o.alert_id, o.user_id, o.method_id, o.step,
               o.attempts, r.destination,
               o.payload || case when o.kind = 'alert' then jsonb_build_object(
-                  'ack_token', private.alert_link_token('a', o.id, o.created_at + v_ttl),
+                  'ack_token', private.alert_link_token(v_key, 'a', o.id,
+                                 floor(extract(epoch from o.created_at + v_ttl))::bigint),
                   'call_token', case when o.payload ->> 'relative_id' is not null
-                                     then private.alert_link_token('c', o.id, o.created_at + v_ttl) end,
+                                     then private.alert_link_token(v_key, 'c', o.id,
+                                            floor(extract(epoch from o.created_at + v_ttl))::bigint) end,
                   'tokens_expire_at', o.created_at + v_ttl)
                 else '{}'::jsonb end,
               coalesce(o.next_attempt_at, o.send_at) as go_at, o.deadline_at, o.locked_until
@@ -844,7 +887,7 @@ begin
   end if;
   v_id := encode(v_id_bytes, 'hex')::uuid;
   v_exp := v_parts[3]::bigint;
-  if private.alert_link_signature(v_parts[1], v_id, v_exp) is distinct from v_parts[4] then
+  if private.alert_link_token(private.alert_key(), v_parts[1], v_id, v_exp) is distinct from p_token then
     raise exception 'invalid link token: forged' using errcode = '28000';
   end if;
   if v_exp < extract(epoch from p_now) then
@@ -1048,6 +1091,13 @@ begin
   if (select count(*) from private.contact_verifications v
        where v.method_id = p_method.id and v.created_at > p_now - interval '1 hour') >= v_cfg.codes_per_hour then
     raise exception 'too many codes for this contact method: at most % an hour', v_cfg.codes_per_hour
+      using errcode = 'P0001', hint = 'Wait, then ask for a new code.';
+  end if;
+  if (select count(*) from private.contact_verifications v
+       join public.contact_methods m on m.id = v.method_id
+       where m.user_id = p_method.user_id and v.created_at > p_now - interval '1 hour')
+     >= v_cfg.codes_per_member_hour then
+    raise exception 'too many codes sent for this member: at most % an hour', v_cfg.codes_per_member_hour
       using errcode = 'P0001', hint = 'Wait, then ask for a new code.';
   end if;
   v_code := lpad(((('x' || encode(extensions.gen_random_bytes(6), 'hex'))::bit(48)::bigint)
@@ -1324,13 +1374,13 @@ select private.ensure_alert_jobs();
 
 revoke all on function
   private.alert_is_critical(text), private.b64url(bytea), private.b64url_decode(text),
-  private.alert_key(), private.alert_link_signature(text, uuid, bigint),
-  private.alert_link_token(text, uuid, timestamptz), private.contact_code_hash(uuid, text),
+  private.alert_key(), private.alert_link_token(bytea, text, uuid, bigint),
+  private.contact_code_hash(uuid, text),
   private.mask_address(text, text), private.after_quiet_hours(timestamptz, text, time, time),
   private.notify_outbox(integer, timestamptz),
-  private.enqueue_alert_step(uuid, uuid[], integer, integer, timestamptz),
-  private.chain_step_users(jsonb, integer), private.advance_escalation(uuid, timestamptz),
-  private.on_alert_raised(), private.on_alert_closed(), private.on_relative_answered(),
+  private.enqueue_alert_steps(uuid[], integer[], timestamptz),
+  private.advance_escalation(uuid, timestamptz),
+  private.on_alerts_raised(), private.on_alert_closed(), private.on_relative_answered(),
   private.outbox_has_presence_claims(), private.reclaim_orphaned_outbox(bigint[]),
   private.issue_contact_code(public.contact_methods, timestamptz),
   private.own_contact_method(uuid), private.ensure_alert_jobs(), private.sms_status_rank(text),

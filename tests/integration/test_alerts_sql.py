@@ -342,10 +342,10 @@ def test_nothing_is_told_twice(db: Conn, fam: Family) -> None:
     alert = raise_alert(db, fam)
     again = one(
         db,
-        "select private.enqueue_alert_step(%s, %s, 1, 2, %s) as n",
-        [alert, [fam.alice], fam.now],
+        "select * from private.enqueue_alert_steps(%s, '{1}', %s)",
+        [[alert], fam.now],
     )
-    assert again["n"] == 0
+    assert again["written"] == 0
     with pytest.raises(errors.UniqueViolation):
         db.execute(
             """insert into private.outbox (kind, household_id, alert_id, user_id, method_id, channel, step)
@@ -1346,3 +1346,45 @@ def test_a_status_callback_that_overtakes_the_record_is_applied_with_it(
     reason = one(db, "select disabled_reason from contact_methods where id = %s", [method])
     assert "landline" in reason["disabled_reason"]
     assert rows(db, "select 1 from private.sms_status_pending where message_sid = %s", [sid]) == []
+
+
+def test_one_member_cannot_send_codes_to_stranger_after_stranger(db: Conn, fam: Family) -> None:
+    as_member(db, fam.carol)
+    for n in range(10):
+        db.execute(
+            "select add_contact_method(%s, 'email', %s)", [fam.household, f"s{n}@example.test"]
+        )
+    with pytest.raises(errors.RaiseException, match="at most 10 an hour"):
+        db.execute(
+            "select add_contact_method(%s, 'email', 'one-more@example.test')", [fam.household]
+        )
+
+
+def test_a_burst_raised_in_one_statement_tells_every_step_one(db: Conn) -> None:
+    families = [make_family(db, f"Burst {n}") for n in range(20)]
+    db.execute("delete from contact_methods where user_id = %s", [families[0].alice])
+    raised = rows(
+        db,
+        """insert into alerts (household_id, relative_id, kind, severity, message)
+           select household_id, id, 'missed_calls', 'critical', 'Mum did not answer'
+           from relatives where household_id = any (%s) returning id, household_id""",
+        [[f.household for f in families]],
+    )
+    told = {
+        r["household_id"]: r["n"]
+        for r in rows(
+            db,
+            """select household_id, count(*) as n from private.outbox
+               where alert_id = any (%s) group by household_id""",
+            [[r["id"] for r in raised]],
+        )
+    }
+    # Each household's admin by 3 methods; the first has none, so its step 2 (bob) at once.
+    assert told == {f.household: (1 if f is families[0] else 3) for f in families}
+    steps = rows(
+        db,
+        "select step, owner from (select o.step, o.user_id as owner, o.household_id"
+        " from private.outbox o) x where household_id = %s",
+        [families[0].household],
+    )
+    assert steps == [{"step": 2, "owner": families[0].bob}]
