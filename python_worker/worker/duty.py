@@ -70,5 +70,19 @@ class PolledDuty:
                     self.name,
                     extra={"error": str(error).strip(), "retry_in_s": round(wait, 2)},
                 )
+            except psycopg.Error as error:
+                # A refusal by a SQL function is a bug to see in the log, not a reason for the
+                # duty to die silently: every later row would wait for nothing.
+                failures += 1
+                wait = DB_RETRY.delay(failures)
+                self.log.error(
+                    "%s: a database call failed; retrying",
+                    self.name,
+                    extra={
+                        "error": str(error).strip(),
+                        "sqlstate": error.sqlstate,
+                        "retry_in_s": round(wait, 2),
+                    },
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)

@@ -54,6 +54,11 @@ def verified_family(wdb: Conn, alerts: ThreadedAlerts, workers: Workers) -> dict
     tag = uuid.uuid4().hex[:8]
     house = add_household(wdb, f"The Smiths {tag}", {"alice": "admin", "bob": "member"})
     alice, bob = house.members["alice"], house.members["bob"]
+    # The world's household names alice at step 1 of its chain; bob is the next contact.
+    wdb.execute(
+        "insert into public.escalation_contacts (household_id, user_id, step) values (%s, %s, 2)",
+        [house.id, bob],
+    )
     family: dict[str, Any] = {
         "house": house,
         "alice_email": f"alice-{tag}@example.com",
