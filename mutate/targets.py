@@ -69,7 +69,7 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
     PythonTarget(
         name="apns",
         path="python_worker/push/apns.py",
-        functions=("classify", "_unix_seconds", "ProviderToken.renew", "ApnsSender._send"),
+        functions=("classify", "_unix_seconds", "ProviderToken.renew", "ApnsSender.send"),
         unit=("tests/unit/push/test_apns_classify.py",),
         integration=("tests/integration/test_push_apns.py",),
     ),
@@ -120,6 +120,14 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         functions=("not_configured",),
         unit=("tests/unit/notify/test_alert_classify.py",),
         integration=("tests/integration/test_alert_senders.py",),
+    ),
+    PythonTarget(
+        name="phone_checks",
+        path="python_worker/phone/checks.py",
+        # The app's per-path conditions: a mutant that rings where the app would not (or the
+        # reverse) makes "it rings in the simulator" mean nothing.
+        functions=(),
+        unit=("tests/unit/phone/test_phone_checks.py", "tests/unit/push/test_app_push_contract.py"),
     ),
 )
 

@@ -1,5 +1,5 @@
--- Every statement the HTTP API runs, by name (python_worker/api_db.py loads this file).
--- Each is a thin call of a SQL function of supabase/migrations, where the logic lives.
+-- Every statement the HTTP API runs, by name (python_worker/api/db.py loads this file).
+-- Each is a thin call of a SQL function, where the logic lives (supabase/schema.sql).
 
 -- ping --
 -- Is the database there?
@@ -10,6 +10,12 @@ select 1 as ok
 -- with the relative's household_id when paired).
 select public.pair_device(%(pairing_id)s, %(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
                           %(label)s, %(fcm_token)s, %(voip_token)s, %(apns_token)s) as result
+
+-- pair_device_by_reference --
+-- The same claim with the reference the person typed (resolved to its pairing id in SQL).
+select public.pair_device_by_reference(%(pairing_reference)s, %(code)s, %(secret_hash)s,
+                                       %(platform)s, %(app_version)s, %(label)s, %(fcm_token)s,
+                                       %(voip_token)s, %(apns_token)s) as result
 
 -- device_upcoming_calls --
 -- The upcoming calls of the device's relative in [from, to] (the dashboard's upcoming_calls).

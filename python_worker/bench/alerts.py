@@ -309,16 +309,6 @@ def report_alerts(burst: Burst) -> str:
 CHAOS_SCENARIO = "alerts-kill"
 
 
-def add_bench_parser(bench_sub: object) -> None:
-    """`callpanion bench alerts [--alerts N] [--workers K]`."""
-    parser = bench_sub.add_parser(  # type: ignore[attr-defined]
-        "alerts",
-        help="N alerts raised at once: delay to the first contact's message (p50/p99)",
-    )
-    parser.add_argument("--alerts", type=int, default=1000, help="default: 1000")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-
-
 def bench_command(stack: LocalStack, alerts: int, workers: int) -> int:
     """Run the bench and print its figures."""
     print(report_alerts(run_alerts(stack, alerts, workers)))

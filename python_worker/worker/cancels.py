@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 
 from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
 from python_worker.push.payloads import apns_cancel_payload, fcm_cancel_message
-from python_worker.worker.db import WorkerDatabase
+from python_worker.worker.db import RecordResult, WorkerDatabase
 from python_worker.worker.dispatcher import Senders, not_configured
 from python_worker.worker.duty import PolledDuty
 
@@ -71,10 +71,11 @@ class CancelNotices(PolledDuty):
                 {"worker": self.db.worker_id, "results": Jsonb(results)},
             )
             for row, outcome in zip(rows, recorded, strict=False):
-                self.sent += outcome["result"] == "sent"
+                answer = RecordResult(outcome["result"])
+                self.sent += answer is RecordResult.SENT
                 log.info(
                     "cancel notice %s",
-                    outcome["result"],
+                    answer.value,
                     extra={
                         "notice_id": str(row["notice_id"]),
                         "call_session_id": str(row["call_session_id"]),

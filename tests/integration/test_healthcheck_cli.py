@@ -19,6 +19,8 @@ from contextlib import contextmanager
 import pytest
 
 from python_worker import cli
+from python_worker.cli import healthcheck
+from python_worker.worker.healthcheck import default_healthz_url
 from tests.support.worker import Workers
 
 #: What the container listens on; the probe must turn it into loopback.
@@ -94,7 +96,7 @@ def test_nobody_listening_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_answer_in_time_exits_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "HEALTHCHECK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(healthcheck, "HEALTHCHECK_TIMEOUT_S", 0.2)
     with socket.socket() as sock:  # the kernel accepts the connection; nobody ever answers
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -122,7 +124,7 @@ def test_default_url_is_the_worker_settings_with_loopback_for_0_0_0_0(
     ],
 )
 def test_default_url_per_listen_host(host: str, url: str) -> None:
-    assert cli.default_healthz_url(host, 9108) == url
+    assert default_healthz_url(host, 9108) == url
 
 
 def test_proxy_settings_do_not_divert_the_loopback_probe(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from python_worker import cli
+from python_worker.cli import healthcheck, serve
 from python_worker.worker.settings import DEFAULT_WORKER_HTTP_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +200,7 @@ def test_final_stage_runs_as_a_fixed_non_root_uid() -> None:
 def test_entrypoint_is_the_worker_in_exec_form() -> None:
     entrypoint = exec_form(last("ENTRYPOINT", final_stage()).args)
     assert entrypoint == ["callpanion", "worker"]
-    assert cli.build_parser().parse_args(entrypoint[1:]).func is cli.cmd_worker
+    assert cli.build_parser().parse_args(entrypoint[1:]).func is serve.cmd_worker
     assert not [i for i in final_stage() if i.keyword == "CMD"], "no CMD to append to it"
 
 
@@ -208,10 +209,12 @@ def test_healthcheck_runs_callpanion_healthcheck_within_its_timeout() -> None:
     options, _, command = args.partition("CMD ")
     probe = exec_form(command)
     assert probe[:2] == ["callpanion", "healthcheck"]
-    assert cli.build_parser().parse_args(probe[1:]).func is cli.cmd_healthcheck
+    assert cli.build_parser().parse_args(probe[1:]).func is healthcheck.cmd_healthcheck
     timeout = re.search(r"--timeout=(\d+)s", options)
     assert timeout, "HEALTHCHECK --timeout=<n>s"
-    assert int(timeout[1]) > cli.HEALTHCHECK_TIMEOUT_S, "the probe gives up before Docker does"
+    assert int(timeout[1]) > healthcheck.HEALTHCHECK_TIMEOUT_S, (
+        "the probe gives up before Docker does"
+    )
 
 
 def test_environment_port_and_stop_signal() -> None:

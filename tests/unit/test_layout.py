@@ -55,6 +55,8 @@ def test_the_import_contracts_hold() -> None:
         ("push/fcm.py", "from python_worker.worker import metrics", "programs use capabilities"),
         # an emulator importing a program
         ("emulators/fcm.py", "from python_worker.api import db", "import nothing from the"),
+        # a capability importing the command line
+        ("push/apns.py", "from python_worker.cli import stack", "programs use capabilities"),
         # a shared module importing a capability
         ("errors.py", "from python_worker.stack import cluster", "programs use capabilities"),
     ],

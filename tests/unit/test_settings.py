@@ -13,15 +13,21 @@ from pathlib import Path
 import pytest
 
 from python_worker.api.settings import ApiSettings, api_settings
+from python_worker.cli.settings import CliSettings
 from python_worker.config import load_env, variables
 from python_worker.errors import CallPanionError
 from python_worker.notify.settings import SmtpSettings, TwilioSettings, WebPushSettings
+from python_worker.phone.settings import PhoneSettings
 from python_worker.push.settings import ApnsSettings, FcmSettings
 from python_worker.stack.settings import StackSettings, stack_settings
 from python_worker.worker.settings import WorkerSettings, worker_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+#: PhoneSettings first: it reads the emulators' endpoints with no defaults of its own, so the
+#: providers' classes, later, give the defaults the table shows.
 SETTINGS = (
+    PhoneSettings,
+    CliSettings,
     StackSettings,
     FcmSettings,
     ApnsSettings,
@@ -31,15 +37,11 @@ SETTINGS = (
     SmtpSettings,
     TwilioSettings,
 )
-#: Read by something other than a settings class: the Makefile, scripts and `callpanion
-#: migrate` (its --database-url fallback), every program's database fallback, and the
-#: CLI's settings file (read before any settings class).
+#: Read by something other than a settings class: the Makefile and scripts.
 NOT_SETTINGS = {
-    "DATABASE_URL",
     "PYTHON",
     "CALLPANION_PG_MAJOR",
     "CALLPANION_APT_LOCK_TIMEOUT",
-    "CALLPANION_ENV_FILE",
 }
 
 
