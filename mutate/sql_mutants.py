@@ -309,7 +309,10 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "+ v_esc.wait end"
         ),
         mutated="next_step_at = case when v_esc.next_step <= v_esc.steps_total then p_now end",
-        tests=(f"{ALERT_TESTS}::test_escalation_waits_then_tells_the_next_step_once",),
+        tests=(
+            f"{ALERT_TESTS}::test_escalation_waits_then_tells_the_next_step_once",
+            f"{ALERT_TESTS}::test_repeats_start_the_chain_again",
+        ),
     ),
     SqlMutant(
         name="escalation_not_stopped_by_acknowledgement",
