@@ -111,6 +111,29 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         integration=("tests/integration/test_dispatcher_senders.py",),
     ),
     PythonTarget(
+        name="notify_outcomes",
+        path="python_worker/notify/outcomes.py",
+        # The alert senders' classification: provider answer -> outcome.
+        functions=("classify_webpush", "classify_twilio", "classify_smtp"),
+        unit=("tests/unit/notify/test_alert_classify.py",),
+        integration=("tests/integration/test_alert_senders.py",),
+    ),
+    PythonTarget(
+        name="outbox",
+        path="python_worker/worker/outbox.py",
+        # The delivery result mapping: classified answer -> record_outbox_results element.
+        functions=("result_json",),
+        unit=("tests/unit/notify/test_alert_classify.py",),
+        integration=("tests/integration/test_worker_alerts.py",),
+    ),
+    PythonTarget(
+        name="notify_senders",
+        path="python_worker/notify/senders.py",
+        functions=("not_configured",),
+        unit=("tests/unit/notify/test_alert_classify.py",),
+        integration=("tests/integration/test_alert_senders.py",),
+    ),
+    PythonTarget(
         name="phone_checks",
         path="python_worker/phone/checks.py",
         # The app's per-path conditions: a mutant that rings where the app would not (or the

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from python_worker import __version__
 from python_worker.api import metrics as api_metrics
+from python_worker.api.alerts import alert_router
 from python_worker.api.db import ApiDatabase, ApiError
 from python_worker.api.elevenlabs import (
     SIGNATURE_HEADER,
@@ -878,6 +879,7 @@ def create_app(
         await spooled.flush()
         return spooled
 
+    app.include_router(alert_router(settings, db, _errors))
     return app
 
 

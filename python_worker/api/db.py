@@ -34,6 +34,7 @@ STATUS_BY_SQLSTATE = {
     "CP409": 409,  # illegal transition / conflict, naming the current state
     "CP410": 410,  # the call is over
     "CP422": 422,  # invalid input, naming the field
+    "22023": 422,  # invalid_parameter_value: a bad argument, naming it
     "23514": 422,  # check_violation from a table constraint (private.reject_value)
     "23505": 409,  # unique_violation
     "22P02": 422,  # invalid_text_representation
@@ -173,6 +174,10 @@ class ApiDatabase:
             with self._pool.connection(timeout=wait) as conn:
                 return conn.execute(query, params).fetchall()
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            raise
+        except psycopg.errors.InvalidAuthorizationSpecification:
+            # SQLSTATE 28000 is an OperationalError to psycopg, but here it is a refusal by a
+            # SQL function (a forged, expired or used link token), not an absent database.
             raise
         except (PoolTimeout, psycopg.OperationalError) as error:
             log.warning("database unavailable", extra={"error": str(error)[:300]})

@@ -23,6 +23,8 @@ DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_CONCERN_FIELDS = ("wellbeing_concern", "safety_concern")
 #: post_call_audio carries a base64 MP3 of the whole call: allow long calls, refuse the absurd.
 DEFAULT_WEBHOOK_MAX_BYTES = 64 * 1024 * 1024
+#: The API's public URL (as the worker's CALLPANION_PUBLIC_API_URL).
+DEFAULT_PUBLIC_API_URL = "http://127.0.0.1:8000"
 #: Pairing requests one client address may make per window (in-process, per API instance).
 DEFAULT_PAIRING_RATE_LIMIT = 10
 DEFAULT_PAIRING_RATE_WINDOW_SECS = 600
@@ -80,6 +82,11 @@ class ApiSettings(EnvSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
+    #: Where Twilio reaches us (its webhooks' signatures cover this URL, not the local one).
+    public_api_url: Annotated[str, Field(alias="CALLPANION_PUBLIC_API_URL")] = (
+        DEFAULT_PUBLIC_API_URL
+    )
+    twilio_auth_token: Annotated[str | None, Field(alias="TWILIO_AUTH_TOKEN")] = None
 
     @field_validator("concern_fields", mode="before")
     @classmethod
@@ -88,7 +95,7 @@ class ApiSettings(EnvSettings):
             return tuple(f.strip() for f in value.split(",") if f.strip())
         return value
 
-    @field_validator("elevenlabs_base_url")
+    @field_validator("elevenlabs_base_url", "public_api_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")

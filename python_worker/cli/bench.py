@@ -13,7 +13,8 @@ from python_worker.stack.settings import stack_settings
 
 _SCENARIOS = (
     "baseline, kill-in-flight, kill-recording, pg-restart-short, pg-restart-long, "
-    "storm-clearing, storm-forever, twins, twins-one-stopped, past-deadline"
+    "storm-clearing, storm-forever, twins, twins-one-stopped, past-deadline; alerts-kill"
+    " (family alerts across a worker SIGKILL, on the local stack)"
 )
 
 
@@ -53,6 +54,11 @@ def configure(sub: argparse._SubParsersAction[Any]) -> None:
         action="append",
         help="run the API from this checkout (repeatable; default: this one)",
     )
+    alerts = bench_sub.add_parser(
+        "alerts", help="N alerts raised at once: delay to the first contact's message (p50/p99)"
+    )
+    alerts.add_argument("--alerts", type=int, default=1000, help="default: 1000")
+    alerts.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     bench_parser.set_defaults(func=cmd_bench)
 
     chaos_parser = sub.add_parser(
@@ -108,6 +114,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         print(report)
         return 0
+    if args.bench == "alerts":
+        from python_worker.bench import alerts as bench_alerts
+
+        return bench_alerts.bench_command(stack, args.alerts, args.workers)
     if args.bench == "dispatch":
         from python_worker.bench import dispatch as bench_dispatch
 
@@ -132,6 +142,16 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         if args.calls < 2:
             raise CallPanionError("--calls must be at least 2")
         config = dataclasses.replace(config, calls=args.calls)
-    outcomes = chaos.run_chaos(config, args.scenario, args.worker_checkout)
+    scenarios = list(args.scenario or [])
+    if "alerts-kill" in scenarios:  # the family alerts' SIGKILL (bench/alerts.py)
+        from python_worker.bench import alerts as bench_alerts
+
+        scenarios.remove("alerts-kill")
+        stack = LocalStack(stack_settings())
+        stack.up()
+        bench_alerts.chaos_command(stack, args.calls or 1000)
+        if not scenarios:
+            return 0
+    outcomes = chaos.run_chaos(config, scenarios or None, args.worker_checkout)
     print(chaos.report_chaos(outcomes, config))
     return 0

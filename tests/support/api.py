@@ -116,6 +116,8 @@ def settings_for(database_url: str, **overrides: Any) -> ApiSettings:
         "webhook_max_bytes": 256 * 1024,
         "pairing_rate_limit": 100_000,
         "pairing_rate_window_secs": 600,
+        # Twilio's webhooks verify against this token (unsigned requests get 401, not 503).
+        "twilio_auth_token": "twilio-test-token",
     }
     values.update(overrides)
     return ApiSettings.model_validate(values)  # exactly these values, not the environment
