@@ -3,7 +3,7 @@
 -- migration, then run `make schema` and commit this file with it (tests check it is fresh).
 --
 -- Start here to read a table, a policy or the current body of a function. The migrations are
--- the history; the last migration applied to make this file: 20261201140000_pairing_reference.
+-- the history; the last migration applied to make this file: 20261201200000_advisors_clean.
 --
 -- What is here: the schemas public and private as pg_dump prints them (by kind, then name),
 -- then the supabase_realtime publication's tables and the pg_cron jobs (from queries).
@@ -18,6 +18,12 @@
 --
 
 --
+-- Name: private; Type: SCHEMA; Schema: -
+--
+
+CREATE SCHEMA private;
+
+--
 -- Name: public; Type: SCHEMA; Schema: -
 --
 
@@ -30,17 +36,12 @@ CREATE SCHEMA public;
 COMMENT ON SCHEMA public IS 'standard public schema';
 
 --
--- Name: private; Type: SCHEMA; Schema: -
---
-
-CREATE SCHEMA private;
-
---
 -- Name: between_(text, anycompatible, anycompatible, anycompatible); Type: FUNCTION; Schema: private
 --
 
 CREATE FUNCTION private.between_(p_field text, p_value anycompatible, p_min anycompatible, p_max anycompatible) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_value is null or p_value between p_min and p_max then true
@@ -55,6 +56,7 @@ $$;
 
 CREATE FUNCTION private.one_of(p_field text, p_value text, p_allowed text[]) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_value is null or p_value = any (p_allowed) then true
@@ -118,6 +120,7 @@ CREATE TYPE private.webhook_match AS (
 
 CREATE FUNCTION private.is_text(p_field text, p_value text, p_max_length integer) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_value is null or (btrim(p_value) <> '' and length(p_value) <= p_max_length) then true
@@ -132,6 +135,7 @@ $$;
 
 CREATE FUNCTION private.matches(p_field text, p_value text, p_pattern text, p_rule text) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_value is null or p_value ~ p_pattern then true
@@ -362,6 +366,7 @@ $_$;
 
 CREATE FUNCTION private.call_payload(p_relative_name text, p_household_name text, p_title text, p_ring_timeout interval) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select jsonb_build_object(
     'relative_name', p_relative_name,
@@ -691,6 +696,12 @@ CREATE TABLE public.webhook_events (
 );
 
 --
+-- Name: TABLE webhook_events; Type: COMMENT; Schema: public
+--
+
+COMMENT ON TABLE public.webhook_events IS 'Every inbound webhook as received (audit, replay, dedupe). RLS is enabled with no policy on purpose (the advisors'' rls_enabled_no_policy): anon and authenticated must never read it; the webhook route writes it through SQL functions as service_role (which bypasses RLS), and the dashboard reads outcomes from call_logs, never raw payloads.';
+
+--
 -- Name: ingest_transcription(public.webhook_events, text[]); Type: FUNCTION; Schema: private
 --
 
@@ -928,6 +939,7 @@ $$;
 
 CREATE FUNCTION private.is_concerning(p_value jsonb) RETURNS boolean
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select case jsonb_typeof(p_value)
            when 'boolean' then p_value = 'true'::jsonb
@@ -969,6 +981,7 @@ $$;
 
 CREATE FUNCTION private.is_time_of_day(p_field text, p_time time without time zone) RETURNS boolean
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_time is null or p_time < time '24:00' then true
@@ -1096,6 +1109,7 @@ $$;
 
 CREATE FUNCTION private.json_number(p_value jsonb) RETURNS numeric
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$ select case when jsonb_typeof(p_value) = 'number' then (p_value #>> '{}')::numeric end $$;
 
 --
@@ -1104,6 +1118,7 @@ CREATE FUNCTION private.json_number(p_value jsonb) RETURNS numeric
 
 CREATE FUNCTION private.json_object(p_value jsonb) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$ select case when jsonb_typeof(p_value) = 'object' then p_value else '{}'::jsonb end $$;
 
 --
@@ -1112,6 +1127,7 @@ CREATE FUNCTION private.json_object(p_value jsonb) RETURNS jsonb
 
 CREATE FUNCTION private.json_text(p_value jsonb) RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select case jsonb_typeof(p_value) when 'string' then p_value #>> '{}'
                                     when 'number' then p_value #>> '{}'
@@ -1253,6 +1269,7 @@ $$;
 
 CREATE FUNCTION private.notify_channel() RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$ select 'callpanion_queue' $$;
 
 --
@@ -1312,6 +1329,7 @@ $$;
 
 CREATE FUNCTION private.occurrences_between(p_kind text, p_local_time time without time zone, p_days smallint[], p_zone text, p_run_at timestamp with time zone, p_from timestamp with time zone, p_to timestamp with time zone) RETURNS TABLE(occurrence_at timestamp with time zone)
     LANGUAGE sql STABLE ROWS 2 PARALLEL SAFE
+    SET search_path TO ''
     AS $$
   select p_run_at
   where p_kind = 'one_off' and p_run_at between p_from and p_to
@@ -1824,6 +1842,7 @@ END OR private.reject_value('schedules.kind'::text, kind, 'needs local_time and 
 
 CREATE FUNCTION private.schedule_next_run(s public.schedules, p_now timestamp with time zone) RETURNS timestamp with time zone
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case when s.active then
     private.next_occurrence(s.kind, s.local_time, s.days_of_week, s.timezone, s.run_at,
@@ -1837,6 +1856,7 @@ $$;
 
 CREATE FUNCTION private.schedule_still_wants(s public.schedules, p_occurrence timestamp with time zone) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select s.active
      and (s.paused_until is null or s.paused_until <= p_occurrence)
@@ -2022,6 +2042,7 @@ $$;
 
 CREATE FUNCTION private.unreachable_reason(p_device_id uuid, p_provider text) RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select case when p_device_id is null then 'no active paired device'
               when p_provider is null then 'the paired device has no valid push token' end
@@ -2033,6 +2054,7 @@ $$;
 
 CREATE FUNCTION private.webhook_clock_tolerance() RETURNS interval
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$ select interval '2 minutes' $$;
 
 --
@@ -5180,6 +5202,12 @@ CREATE TABLE public.notification_queue (
 );
 
 --
+-- Name: TABLE notification_queue; Type: COMMENT; Schema: public
+--
+
+COMMENT ON TABLE public.notification_queue IS 'One row per push attempt of one occurrence. RLS is enabled with no policy on purpose (the advisors'' rls_enabled_no_policy): anon and authenticated must never read or write it; the phases and the worker (service_role, which bypasses RLS) change it through SQL functions.';
+
+--
 -- Name: relatives; Type: TABLE; Schema: public
 --
 
@@ -5538,6 +5566,12 @@ CREATE INDEX outbox_ready_idx ON private.outbox USING btree (COALESCE(next_attem
 CREATE INDEX sms_status_pending_received_idx ON private.sms_status_pending USING btree (received_at);
 
 --
+-- Name: alerts_acknowledged_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX alerts_acknowledged_by_idx ON public.alerts USING btree (acknowledged_by);
+
+--
 -- Name: alerts_device_idx; Type: INDEX; Schema: public
 --
 
@@ -5550,10 +5584,10 @@ CREATE INDEX alerts_device_idx ON public.alerts USING btree (device_id);
 CREATE INDEX alerts_household_idx ON public.alerts USING btree (household_id, created_at DESC);
 
 --
--- Name: alerts_relative_idx; Type: INDEX; Schema: public
+-- Name: alerts_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX alerts_relative_idx ON public.alerts USING btree (relative_id);
+CREATE INDEX alerts_relative_household_idx ON public.alerts USING btree (relative_id, household_id);
 
 --
 -- Name: alerts_session_idx; Type: INDEX; Schema: public
@@ -5574,10 +5608,10 @@ CREATE INDEX call_logs_conversation_idx ON public.call_logs USING btree (convers
 CREATE INDEX call_logs_household_idx ON public.call_logs USING btree (household_id, created_at DESC);
 
 --
--- Name: call_logs_relative_idx; Type: INDEX; Schema: public
+-- Name: call_logs_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX call_logs_relative_idx ON public.call_logs USING btree (relative_id);
+CREATE INDEX call_logs_relative_household_idx ON public.call_logs USING btree (relative_id, household_id);
 
 --
 -- Name: call_sessions_conversation_idx; Type: INDEX; Schema: public
@@ -5610,10 +5644,10 @@ CREATE UNIQUE INDEX call_sessions_occurrence_key ON public.call_sessions USING b
 CREATE INDEX call_sessions_open_idx ON public.call_sessions USING btree (COALESCE(answered_at, ringing_at, created_at)) WHERE (status = ANY (ARRAY['accepted'::text, 'in_progress'::text]));
 
 --
--- Name: call_sessions_relative_idx; Type: INDEX; Schema: public
+-- Name: call_sessions_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX call_sessions_relative_idx ON public.call_sessions USING btree (relative_id);
+CREATE INDEX call_sessions_relative_household_idx ON public.call_sessions USING btree (relative_id, household_id);
 
 --
 -- Name: call_sessions_ringing_idx; Type: INDEX; Schema: public
@@ -5640,6 +5674,12 @@ CREATE INDEX contact_methods_sms_idx ON public.contact_methods USING btree (addr
 CREATE INDEX contact_methods_user_idx ON public.contact_methods USING btree (user_id);
 
 --
+-- Name: device_pairs_created_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX device_pairs_created_by_idx ON public.device_pairs USING btree (created_by);
+
+--
 -- Name: device_pairs_household_idx; Type: INDEX; Schema: public
 --
 
@@ -5664,10 +5704,10 @@ CREATE UNIQUE INDEX device_pairs_one_pending_idx ON public.device_pairs USING bt
 CREATE UNIQUE INDEX device_pairs_pending_reference_idx ON public.device_pairs USING btree (pairing_reference) WHERE (status = 'pending'::text);
 
 --
--- Name: device_pairs_relative_idx; Type: INDEX; Schema: public
+-- Name: device_pairs_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX device_pairs_relative_idx ON public.device_pairs USING btree (relative_id);
+CREATE INDEX device_pairs_relative_household_idx ON public.device_pairs USING btree (relative_id, household_id);
 
 --
 -- Name: escalation_contacts_user_idx; Type: INDEX; Schema: public
@@ -5680,6 +5720,12 @@ CREATE INDEX escalation_contacts_user_idx ON public.escalation_contacts USING bt
 --
 
 CREATE INDEX household_members_user_idx ON public.household_members USING btree (user_id);
+
+--
+-- Name: households_created_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX households_created_by_idx ON public.households USING btree (created_by);
 
 --
 -- Name: member_alert_settings_user_idx; Type: INDEX; Schema: public
@@ -5718,6 +5764,12 @@ CREATE INDEX notification_queue_ready_idx ON public.notification_queue USING btr
 CREATE INDEX relatives_household_idx ON public.relatives USING btree (household_id);
 
 --
+-- Name: schedules_created_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX schedules_created_by_idx ON public.schedules USING btree (created_by);
+
+--
 -- Name: schedules_due_idx; Type: INDEX; Schema: public
 --
 
@@ -5730,10 +5782,10 @@ CREATE INDEX schedules_due_idx ON public.schedules USING btree (next_run_at) WHE
 CREATE INDEX schedules_household_idx ON public.schedules USING btree (household_id);
 
 --
--- Name: schedules_relative_idx; Type: INDEX; Schema: public
+-- Name: schedules_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX schedules_relative_idx ON public.schedules USING btree (relative_id);
+CREATE INDEX schedules_relative_household_idx ON public.schedules USING btree (relative_id, household_id);
 
 --
 -- Name: webhook_events_conversation_idx; Type: INDEX; Schema: public
@@ -6455,19 +6507,19 @@ CREATE POLICY schedules_update ON public.schedules FOR UPDATE TO authenticated U
 ALTER TABLE public.webhook_events ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: SCHEMA private; Type: ACL; Schema: -
+--
+
+GRANT USAGE ON SCHEMA private TO authenticated;
+GRANT USAGE ON SCHEMA private TO service_role;
+
+--
 -- Name: SCHEMA public; Type: ACL; Schema: -
 --
 
 GRANT USAGE ON SCHEMA public TO anon;
 GRANT USAGE ON SCHEMA public TO authenticated;
 GRANT USAGE ON SCHEMA public TO service_role;
-
---
--- Name: SCHEMA private; Type: ACL; Schema: -
---
-
-GRANT USAGE ON SCHEMA private TO authenticated;
-GRANT USAGE ON SCHEMA private TO service_role;
 
 --
 -- Name: FUNCTION between_(p_field text, p_value anycompatible, p_min anycompatible, p_max anycompatible); Type: ACL; Schema: private

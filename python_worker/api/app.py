@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from python_worker import __version__
+from python_worker.api import metrics as api_metrics
 from python_worker.api.db import ApiDatabase, ApiError
 from python_worker.api.elevenlabs import (
     SIGNATURE_HEADER,
@@ -396,6 +397,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.database = db
+    app.state.metrics = api_metrics.install(app)
 
     def count_rejection(reason: str) -> None:
         # The refusal stands even when the counter cannot be written.

@@ -15,8 +15,19 @@ import pytest
 from python_worker.stack.cluster import LocalStack
 from tests.support.api import api, api_database, elevenlabs, webhook_secret
 from tests.support.db import migrated_stack
+from tests.support.push import emulator_suite, emulators, endpoints
 
-__all__ = ["api", "api_database", "database_url", "elevenlabs", "pg_stack", "webhook_secret"]
+__all__ = [
+    "api",
+    "api_database",
+    "database_url",
+    "elevenlabs",
+    "emulator_suite",
+    "emulators",
+    "endpoints",
+    "pg_stack",
+    "webhook_secret",
+]
 
 
 @pytest.fixture(scope="session")
