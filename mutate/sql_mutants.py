@@ -49,6 +49,11 @@ LIFECYCLE = "20261126100100_call_lifecycle_scheduler.sql"
 CANCELLED_IS_OVER = "20261126180000_cancelled_call_is_over.sql"
 CRASH = "20261126210000_crash_recovery.sql"
 PHASE2 = "20261126211000_phase2_reclaims_orphans.sql"
+LIFECYCLE_EVENTS = "20261126100200_call_lifecycle_events.sql"
+ENDED_WITH_CONVERSATION = "20261126230200_ended_with_conversation.sql"
+
+WITHDRAWAL = "tests/integration/test_withdrawal_scope.py"
+EDGES = "tests/integration/test_state_edges.py"
 
 SQL_MUTANTS: tuple[SqlMutant, ...] = (
     SqlMutant(
@@ -222,3 +227,220 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         note="record_push_results (dispatch work may rewrite it)",
     ),
 )
+
+#: The call state machine (issue 26): withdrawal after a conversation, the webhook's rule per
+#: state, its equal timestamps, and the fields nobody read back. Anchored on the latest
+#: definitions (withdraw_after_conversation, record_call_event and ingest_transcription in
+#: LIFECYCLE_EVENTS; record_device_event in ENDED_WITH_CONVERSATION). Not mutated, being
+#: equivalent: `c.id <> p_session.id` in the withdrawal (the session that talked is
+#: in_progress or completed by then, outside the statuses withdrawn) and
+#: `a.relative_id = p_session.relative_id` (an alert naming the session or the schedule's
+#: occurrence is the relative's already).
+STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
+    SqlMutant(
+        name="withdrawal_reaches_the_schedules_other_occurrences",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "and c.schedule_id = p_session.schedule_id and c.occurrence_at = p_session.occurrence_at"
+        ),
+        mutated="and c.schedule_id = p_session.schedule_id",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_reaches_other_schedules_at_that_time",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "and c.schedule_id = p_session.schedule_id and c.occurrence_at = p_session.occurrence_at"
+        ),
+        mutated="and c.occurrence_at = p_session.occurrence_at",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_spares_a_ringing_sibling",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> p_session.id and c.status in ('queued', 'ringing')",
+        mutated="and c.id <> p_session.id and c.status in ('queued')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_spares_queued_attempts",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> p_session.id and c.status in ('queued', 'ringing')",
+        mutated="and c.id <> p_session.id and c.status in ('ringing')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_rewrites_a_missed_attempt",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> p_session.id and c.status in ('queued', 'ringing')",
+        mutated="and c.id <> p_session.id and c.status in ('queued', 'ringing', 'missed')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_cancels_a_claimed_queue_row",
+        migration=LIFECYCLE_EVENTS,
+        original="where q.call_session_id = w.id and q.status in ('queued', 'due')",
+        mutated="where q.call_session_id = w.id and q.status in ('queued', 'due', 'claimed')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_leaves_a_due_queue_row",
+        migration=LIFECYCLE_EVENTS,
+        original="where q.call_session_id = w.id and q.status in ('queued', 'due')",
+        mutated="where q.call_session_id = w.id and q.status in ('queued')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_leaves_a_queued_queue_row",
+        migration=LIFECYCLE_EVENTS,
+        original="where q.call_session_id = w.id and q.status in ('queued', 'due')",
+        mutated="where q.call_session_id = w.id and q.status in ('due')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_closes_the_next_occurrences_alert",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "and a.details ->> 'schedule_id' = p_session.schedule_id::text\n"
+            "              and (a.details ->> 'occurrence_at')::timestamptz = p_session.occurrence_at));"
+        ),
+        mutated="and a.details ->> 'schedule_id' = p_session.schedule_id::text));",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_closes_another_schedules_alert",
+        migration=LIFECYCLE_EVENTS,
+        original="and a.details ->> 'schedule_id' = p_session.schedule_id::text\n",
+        mutated="\n",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_finds_alerts_by_occurrence_only",
+        migration=LIFECYCLE_EVENTS,
+        original="     and (a.call_session_id = p_session.id\n",
+        mutated="     and (false\n",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_closes_other_kinds_of_alert",
+        migration=LIFECYCLE_EVENTS,
+        original="a.relative_id = p_session.relative_id and a.kind = 'missed_calls'",
+        mutated="a.relative_id = p_session.relative_id",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_after_connected_skipped",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "    if v_next = 'in_progress' then\n"
+            "      perform private.withdraw_after_conversation(v_session);"
+        ),
+        mutated="    if v_next = 'in_progress' then\n      null;",
+        tests=(f"{WITHDRAWAL}::test_connected_withdraws_only_this_occurrences_unanswered_attempts",),
+    ),
+    SqlMutant(
+        name="second_completed_attempt_while_one_is_accepted",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="and c.id <> v_session.id and c.status in ('in_progress', 'completed')",
+        tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
+    ),
+    SqlMutant(
+        name="second_completed_attempt_while_one_is_in_progress",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="and c.id <> v_session.id and c.status in ('accepted', 'completed')",
+        tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
+    ),
+    SqlMutant(
+        name="second_completed_attempt_after_one_completed",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="and c.id <> v_session.id and c.status in ('accepted', 'in_progress')",
+        tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
+    ),
+    SqlMutant(
+        name="report_as_old_as_the_applied_one_applied",
+        migration=LIFECYCLE_EVENTS,
+        original="if v_newest >= p_event.event_timestamp then",
+        mutated="if v_newest > p_event.event_timestamp then",
+        tests=(f"{EDGES}::test_a_report_as_old_as_the_applied_one_is_superseded",),
+    ),
+    SqlMutant(
+        name="failed_answer_without_ended_at",
+        migration=LIFECYCLE_EVENTS,
+        original="ended_at = case when v_next in ('declined', 'missed', 'completed', 'failed')",
+        mutated="ended_at = case when v_next in ('declined', 'missed', 'completed')",
+        tests=(
+            f"{EDGES}::test_an_answered_call_that_ends_before_connecting_fails_at_the_devices_time",
+        ),
+    ),
+    SqlMutant(
+        name="reopened_session_keeps_its_failure_reason",
+        migration=LIFECYCLE_EVENTS,
+        original="failure_reason = case when c.status = 'completed' then c.failure_reason end,",
+        mutated="failure_reason = c.failure_reason,",
+        tests=(f"{EDGES}::test_a_missed_call_a_report_reopens_loses_its_failure_reason",),
+    ),
+    SqlMutant(
+        name="report_clears_no_end_event",
+        migration=LIFECYCLE_EVENTS,
+        original="failure_reason = case when c.status = 'completed' then c.failure_reason end,",
+        mutated="failure_reason = null,",
+        tests=(f"{EDGES}::test_a_completed_sessions_own_failure_reason_stays",),
+    ),
+    SqlMutant(
+        name="connected_conversation_of_another_call_unique_violation",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "               where c.conversation_id = p_conversation_id and c.id <> p_session_id) then"
+        ),
+        mutated="               where false) then",
+        tests=(f"{EDGES}::test_a_conversation_of_another_call_is_409_not_a_unique_violation",),
+    ),
+    SqlMutant(
+        name="ended_conversation_of_another_call_unique_violation",
+        migration=ENDED_WITH_CONVERSATION,
+        original="where c.conversation_id = v_conversation and c.id <> p_session_id) then",
+        mutated="where false) then",
+        tests=(f"{EDGES}::test_a_failed_answer_learning_a_conversation_of_another_call_is_409",),
+    ),
+    SqlMutant(
+        name="webhook_rule_missed_is_kept",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "v_completes := v_session.status in ('queued', 'ringing', 'accepted', 'in_progress',"
+            " 'missed',"
+        ),
+        mutated=(
+            "v_completes := v_session.status in ('queued', 'ringing', 'accepted', 'in_progress',"
+        ),
+        tests=(f"{EDGES}::test_a_missed_call_a_report_reopens_loses_its_failure_reason",),
+    ),
+    SqlMutant(
+        name="webhook_rule_failed_before_an_answer_completes",
+        migration=LIFECYCLE_EVENTS,
+        original="or (v_session.status = 'failed' and v_session.answered_at is not null);",
+        mutated="or (v_session.status = 'failed');",
+        tests=("tests/test_call_lifecycle.py::test_what_a_conversation_report_does_in_each_state",),
+    ),
+    SqlMutant(
+        name="ended_after_an_answer_completes",
+        migration=CANCELLED_IS_OVER,
+        original="                           when p_status = 'accepted' then 'failed'\n",
+        mutated="                           when p_status = 'accepted' then 'completed'\n",
+        tests=(
+            f"{EDGES}::test_an_answered_call_that_ends_before_connecting_fails_at_the_devices_time",
+        ),
+    ),
+    SqlMutant(
+        name="ring_window_ending_now_is_sent_again",
+        migration=CRASH,
+        original="when q.ring_expires_at <= p_now then 'ring_window' end as overdue",
+        mutated="when q.ring_expires_at < p_now then 'ring_window' end as overdue",
+        tests=(f"{EDGES}::test_a_ring_window_ending_exactly_now_is_not_sent_again",),
+        note="claim_due_calls (dispatch work may rewrite it)",
+    ),
+)
+
+SQL_MUTANTS = SQL_MUTANTS + STATE_MACHINE_MUTANTS
