@@ -236,23 +236,22 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
 #: in_progress or completed by then, outside the statuses withdrawn) and
 #: `a.relative_id = p_session.relative_id` (an alert naming the session or the schedule's
 #: occurrence is the relative's already).
+SAME_OCCURRENCE = (
+    "c.schedule_id = p_session.schedule_id and c.occurrence_at = p_session.occurrence_at"
+)
 STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
     SqlMutant(
         name="withdrawal_reaches_the_schedules_other_occurrences",
         migration=LIFECYCLE_EVENTS,
-        original=(
-            "and c.schedule_id = p_session.schedule_id and c.occurrence_at = p_session.occurrence_at"
-        ),
-        mutated="and c.schedule_id = p_session.schedule_id",
+        original=SAME_OCCURRENCE,
+        mutated="c.schedule_id = p_session.schedule_id",
         tests=(WITHDRAWAL,),
     ),
     SqlMutant(
         name="withdrawal_reaches_other_schedules_at_that_time",
         migration=LIFECYCLE_EVENTS,
-        original=(
-            "and c.schedule_id = p_session.schedule_id and c.occurrence_at = p_session.occurrence_at"
-        ),
-        mutated="and c.occurrence_at = p_session.occurrence_at",
+        original=SAME_OCCURRENCE,
+        mutated="c.occurrence_at = p_session.occurrence_at",
         tests=(WITHDRAWAL,),
     ),
     SqlMutant(
@@ -301,10 +300,11 @@ STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
         name="withdrawal_closes_the_next_occurrences_alert",
         migration=LIFECYCLE_EVENTS,
         original=(
-            "and a.details ->> 'schedule_id' = p_session.schedule_id::text\n"
-            "              and (a.details ->> 'occurrence_at')::timestamptz = p_session.occurrence_at));"
+            "p_session.schedule_id::text\n"
+            "              and (a.details ->> 'occurrence_at')::timestamptz"
+            " = p_session.occurrence_at));"
         ),
-        mutated="and a.details ->> 'schedule_id' = p_session.schedule_id::text));",
+        mutated="p_session.schedule_id::text));",
         tests=(WITHDRAWAL,),
     ),
     SqlMutant(
@@ -336,27 +336,29 @@ STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
             "      perform private.withdraw_after_conversation(v_session);"
         ),
         mutated="    if v_next = 'in_progress' then\n      null;",
-        tests=(f"{WITHDRAWAL}::test_connected_withdraws_only_this_occurrences_unanswered_attempts",),
+        tests=(
+            f"{WITHDRAWAL}::test_connected_withdraws_only_this_occurrences_unanswered_attempts",
+        ),
     ),
     SqlMutant(
         name="second_completed_attempt_while_one_is_accepted",
         migration=LIFECYCLE_EVENTS,
-        original="and c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
-        mutated="and c.id <> v_session.id and c.status in ('in_progress', 'completed')",
+        original="c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="c.id <> v_session.id and c.status in ('in_progress', 'completed')",
         tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
     ),
     SqlMutant(
         name="second_completed_attempt_while_one_is_in_progress",
         migration=LIFECYCLE_EVENTS,
-        original="and c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
-        mutated="and c.id <> v_session.id and c.status in ('accepted', 'completed')",
+        original="c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="c.id <> v_session.id and c.status in ('accepted', 'completed')",
         tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
     ),
     SqlMutant(
         name="second_completed_attempt_after_one_completed",
         migration=LIFECYCLE_EVENTS,
-        original="and c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
-        mutated="and c.id <> v_session.id and c.status in ('accepted', 'in_progress')",
+        original="c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="c.id <> v_session.id and c.status in ('accepted', 'in_progress')",
         tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
     ),
     SqlMutant(
@@ -392,10 +394,8 @@ STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
     SqlMutant(
         name="connected_conversation_of_another_call_unique_violation",
         migration=LIFECYCLE_EVENTS,
-        original=(
-            "               where c.conversation_id = p_conversation_id and c.id <> p_session_id) then"
-        ),
-        mutated="               where false) then",
+        original="where c.conversation_id = p_conversation_id and c.id <> p_session_id) then",
+        mutated="where false) then",
         tests=(f"{EDGES}::test_a_conversation_of_another_call_is_409_not_a_unique_violation",),
     ),
     SqlMutant(
