@@ -102,6 +102,33 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         unit=("tests/test_worker_units.py", "tests/test_dispatcher_results.py"),
         integration=("tests/test_dispatcher_senders.py",),
     ),
+    # Issue 26: the code added most recently, against the tests written for it.
+    PythonTarget(
+        name="phone_checks",
+        path="python_worker/phone/checks.py",
+        functions=(),
+        unit=("tests/unit/test_phone_check_refusals.py", "tests/test_phone_checks.py"),
+    ),
+    PythonTarget(
+        name="recorder",
+        path="python_worker/worker/recorder.py",
+        functions=(),
+        unit=("tests/unit/test_recorder_batching.py", "tests/test_worker_units.py"),
+    ),
+    PythonTarget(
+        name="cancels",
+        path="python_worker/worker/cancels.py",
+        functions=(),
+        unit=(),
+        integration=("tests/integration/test_cancel_notice_sends.py",),
+    ),
+    PythonTarget(
+        name="presence",
+        path="python_worker/worker/presence.py",
+        functions=(),
+        unit=(),
+        integration=("tests/integration/test_presence.py",),
+    ),
 )
 
 #: cosmic-ray operators left out, as regular expressions on the operator name. Binary
