@@ -126,7 +126,7 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         name="presence",
         path="python_worker/worker/presence.py",
         functions=(),
-        unit=(),
+        unit=("tests/unit/test_lease_owner.py",),
         integration=("tests/integration/test_presence.py",),
     ),
 )
