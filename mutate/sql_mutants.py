@@ -444,3 +444,129 @@ STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
 )
 
 SQL_MUTANTS = SQL_MUTANTS + STATE_MACHINE_MUTANTS
+
+PAIRING_BY_ID = "20261126160000_pairing_by_id.sql"
+PAIRING = "tests/integration/test_pairing_refusals.py"
+CRASH_EDGES = "tests/integration/test_crash_recovery_edges.py"
+
+#: Pairing's refusals (issue 26), anchored on claim_pairing_code's latest definition
+#: (PAIRING_BY_ID; pair_device wraps it without redefining it). The security work on pairing
+#: budgets rewrites this function: re-anchor these then (test_sql_mutants.py says so).
+PAIRING_MUTANTS: tuple[SqlMutant, ...] = (
+    SqlMutant(
+        name="pairing_code_expiring_now_accepted",
+        migration=PAIRING_BY_ID,
+        original="     or v_pending.pairing_code_expires_at <= now()\n",
+        mutated="     or v_pending.pairing_code_expires_at < now()\n",
+        tests=(f"{PAIRING}::test_wrong_expired_locked_and_unknown_get_one_answer_byte_for_byte",),
+    ),
+    SqlMutant(
+        name="pairing_code_at_its_failure_limit_weighed",
+        migration=PAIRING_BY_ID,
+        original="     or v_pending.pairing_failed_attempts >= v_settings.max_failures then\n",
+        mutated="     or v_pending.pairing_failed_attempts > v_settings.max_failures then\n",
+        tests=(f"{PAIRING}::test_a_code_is_locked_at_its_last_allowed_failure",),
+    ),
+    SqlMutant(
+        name="pairing_guess_at_a_paired_device_weighed",
+        migration=PAIRING_BY_ID,
+        original="   where d.id = p_pairing_id and d.status = 'pending'\n   for update of d;\n",
+        mutated="   where d.id = p_pairing_id\n   for update of d;\n",
+        tests=(f"{PAIRING}::test_a_guess_at_a_paired_devices_id_costs_nothing",),
+    ),
+    SqlMutant(
+        name="pairing_claim_without_row_lock",
+        migration=PAIRING_BY_ID,
+        original="   where d.id = p_pairing_id and d.status = 'pending'\n   for update of d;\n",
+        mutated="   where d.id = p_pairing_id and d.status = 'pending';\n",
+        tests=(f"{PAIRING}::test_two_apps_claiming_one_code_at_once_pair_one_device",),
+    ),
+    SqlMutant(
+        name="pairing_wrong_guess_not_counted",
+        migration=PAIRING_BY_ID,
+        original="       set pairing_failed_attempts = d.pairing_failed_attempts + 1\n",
+        mutated="       set pairing_failed_attempts = d.pairing_failed_attempts + 0\n",
+        tests=(f"{PAIRING}::test_a_code_is_locked_at_its_last_allowed_failure",),
+    ),
+    SqlMutant(
+        name="pairing_replaces_a_revoked_device",
+        migration=PAIRING_BY_ID,
+        original="   where d.relative_id = v_pending.relative_id and d.status = 'active'\n",
+        mutated="   where d.relative_id = v_pending.relative_id and d.status <> 'pending'\n",
+        tests=(f"{PAIRING}::test_with_only_revoked_devices_nothing_is_replaced",),
+    ),
+    SqlMutant(
+        name="pairing_replaces_another_relatives_device",
+        migration=PAIRING_BY_ID,
+        original="   where d.relative_id = v_pending.relative_id and d.status = 'active'\n",
+        mutated="   where d.household_id = v_pending.household_id and d.status = 'active'\n",
+        tests=(f"{PAIRING}::test_pairing_replaces_the_active_device_and_names_it",),
+    ),
+)
+
+#: Crash recovery under concurrency and restarts (issue 26), anchored on CRASH: the reclaim,
+#: the live keys and the presence test are defined there and nowhere later.
+CRASH_MUTANTS: tuple[SqlMutant, ...] = (
+    SqlMutant(
+        name="reclaim_without_skip_locked",
+        migration=CRASH,
+        original=(
+            "                    and not private.worker_is_live(e.locked_by, v_live)\n"
+            "                  for update skip locked);"
+        ),
+        mutated=(
+            "                    and not private.worker_is_live(e.locked_by, v_live)\n"
+            "                  for update);"
+        ),
+        tests=(
+            f"{CRASH_EDGES}::test_a_reclaim_skips_an_orphan_another_worker_holds_and_takes_it_later",
+        ),
+    ),
+    SqlMutant(
+        name="reclaim_rows_claimed_before_the_restart",
+        migration=CRASH,
+        original="and e.presence_claimed_at >= pg_catalog.pg_postmaster_start_time()\n",
+        mutated="\n",
+        tests=(f"{CRASH_EDGES}::test_rows_claimed_before_a_restart_are_left_to_their_lease",),
+    ),
+    SqlMutant(
+        name="reclaim_rows_of_a_live_worker",
+        migration=CRASH,
+        original="                    and not private.worker_is_live(e.locked_by, v_live)\n",
+        mutated="",
+        tests=(f"{CRASH_EDGES}::test_an_owner_whose_lock_key_is_negative_is_still_seen_alive",),
+    ),
+    SqlMutant(
+        name="worker_lock_key_compared_signed",
+        migration=CRASH,
+        original="select (private.worker_lock_key(p_worker)::bigint & 4294967295) = any (p_live)",
+        mutated="select private.worker_lock_key(p_worker)::bigint = any (p_live)",
+        tests=(f"{CRASH_EDGES}::test_an_owner_whose_lock_key_is_negative_is_still_seen_alive",),
+    ),
+    SqlMutant(
+        name="live_keys_of_every_database",
+        migration=CRASH,
+        original=(
+            "    and l.database = (select d.oid from pg_catalog.pg_database d\n"
+            "                      where d.datname = pg_catalog.current_database())\n"
+        ),
+        mutated="\n",
+        tests=(
+            f"{CRASH_EDGES}::test_a_lock_of_the_same_name_in_another_database_does_not_keep_rows",
+        ),
+    ),
+    SqlMutant(
+        name="lockless_claims_marked_present",
+        migration=CRASH,
+        original=(
+            "  if private.worker_is_live(p_worker, private.live_worker_keys()) then\n"
+            "    v_present := now();"
+        ),
+        mutated="  if true then\n    v_present := now();",
+        tests=(
+            "tests/test_dispatch_sql.py::test_rows_claimed_without_a_presence_lock_keep_their_lease",
+        ),
+    ),
+)
+
+SQL_MUTANTS = SQL_MUTANTS + PAIRING_MUTANTS + CRASH_MUTANTS
