@@ -90,7 +90,7 @@ def add_session(
     status: str,
     *,
     max_attempts: int = 5,
-    **times: datetime,
+    **times: Any,
 ) -> uuid.UUID:
     """A session of `schedule` (None: call now) in `status`, with the times given and the
     ones its state implies (ringing_at for a rung call, answered_at for an answered one)."""

@@ -67,7 +67,7 @@ def occurrences(db: Conn, answer_status: str, queued_row_status: str) -> Occurre
     family = add_family(db)
     schedule = add_schedule(db, family)
     other = add_schedule(db, family)
-    answer_times = {"ringing_at": OCCURRENCE + timedelta(minutes=10)}
+    answer_times: dict[str, Any] = {"ringing_at": OCCURRENCE + timedelta(minutes=10)}
     if answer_status == "accepted":
         answer_times["answered_at"] = OCCURRENCE + timedelta(minutes=10, seconds=4)
     queued = add_session(db, family, schedule, OCCURRENCE, 4, "queued")
