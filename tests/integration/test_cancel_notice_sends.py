@@ -11,14 +11,18 @@ counted, and the sleep until the next notice follows the database's clock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import logging
 import random
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from python_worker.emulators.faults import Fault
 from python_worker.emulators.suite import ThreadedSuite
@@ -243,3 +247,85 @@ def test_the_duty_sleeps_until_the_next_notice_or_the_poll_interval(
     wdb.execute("delete from private.cancel_notices")
     add_notice(wdb, gran, "apns", send_in_s=3600.0, deadline_in_s=3700.0)
     assert run(duty, duty._seconds_to_next()) == POLL_S  # far away: never longer than a poll
+
+
+def test_a_wake_up_sends_a_new_notice_at_once_not_at_the_next_poll(
+    wdb: Conn, duty: CancelNotices, emulators: ThreadedSuite
+) -> None:
+    duty.poll_interval_s = 3600.0  # only a wake-up can make it look again within the test
+
+    async def go() -> None:
+        task = asyncio.create_task(duty.run())
+        try:
+            for n in (1, 2):  # the wake-up is spent each time: a second one works too
+                add_notice(wdb, add_relative(wdb, "ios"), "apns")
+                duty.wake()
+                while duty.sent < n:
+                    await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    run(duty, asyncio.wait_for(go(), 30))
+    assert duty.sent == 2
+
+
+def test_the_backoff_while_the_database_is_away_grows_and_starts_again_after_a_success(
+    wdb: Conn, duty: CancelNotices, caplog: pytest.LogCaptureFixture, database_url: str
+) -> None:
+    # The database refuses connections (as during a restart) and the pool's connections are
+    # cut: each loop fails, and waits DB_RETRY's backoff of its failure count, logged.
+    database = wdb.execute("select current_database() as d").fetchone()
+    assert database is not None
+    name = sql.Identifier(database["d"])
+    duty.poll_interval_s = 3600.0
+
+    def away(allow: bool) -> None:
+        # From the cluster's main database: a database cannot refuse its own session.
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("alter database {} with allow_connections {}").format(
+                name, sql.SQL("true" if allow else "false")))  # fmt: skip
+            if not allow:
+                admin.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where datname = %s and pid <> %s",
+                    [database["d"], wdb.info.backend_pid],
+                )
+
+    def waits() -> list[float]:
+        return [
+            r.retry_in_s  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.getMessage() == "cancel notices: database unavailable; retrying"
+        ]
+
+    async def until(count: int) -> None:
+        while len(waits()) < count:
+            await asyncio.sleep(0.05)
+
+    async def go() -> None:
+        task = asyncio.create_task(duty.run())
+        try:
+            await asyncio.sleep(0)
+            away(False)
+            await asyncio.wait_for(until(2), 60)
+            away(True)
+            add_notice(wdb, add_relative(wdb, "ios"), "apns")
+            while duty.sent < 1:  # back: a loop succeeds (the notice is sent)
+                await asyncio.sleep(0.05)
+            away(False)
+            duty.wake()
+            await asyncio.wait_for(until(3), 60)
+        finally:
+            away(True)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    with caplog.at_level(logging.WARNING, logger="callpanion.worker.cancels"):
+        run(duty, asyncio.wait_for(go(), 120))
+    first, second, after_success = waits()[:3]
+    assert 0.5 <= first <= 1.0  # failure 1: base 1 s, equal jitter
+    assert 1.0 <= second <= 2.0  # failure 2: doubled
+    assert 0.5 <= after_success <= 1.0  # counted from 1 again after a success
