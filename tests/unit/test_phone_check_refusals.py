@@ -7,6 +7,7 @@ cluster, no network.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from python_worker.phone.checks import Paired, PushRefused, check_push, read_push
+from python_worker.phone.checks import PUSH_CHECKS, Paired, PushRefused, check_push, read_push
 from python_worker.push.payloads import IncomingCall, apns_voip_payload, fcm_data
 
 SESSION = uuid.uuid4()
@@ -198,3 +199,33 @@ def test_the_ring_carries_what_the_app_shows() -> None:
     assert ring.extra["sessionId"] == str(SESSION)
     nameless = apns(nameCaller=None)
     assert check_push("apns", nameless, PAIRED).caller == ""
+
+
+LOW, HIGH = "00000000-0000-4000-8000-000000000000", "ffffffff-ffff-4fff-bfff-ffffffffffff"
+
+
+@pytest.mark.parametrize("other", [LOW, HIGH])
+def test_ids_are_compared_for_equality_not_order(other: str) -> None:
+    # One id sorting before the expected one and one after: both are refused.
+    assert refused(apns(relativeId=other, extra_relativeId=other))[0] == "relativeId"
+    assert refused(apns(extra_relativeId=other))[0] == "extra.relativeId"
+    assert refused(apns(extra_householdId=other))[0] == "extra.householdId"
+    assert refused(apns(sessionId=other, extra_sessionId=other)) == SAME_ID_RULE
+    assert refused(apns(extra_sessionId=other)) == SAME_ID_RULE
+    assert refused(apns(id=other)) == SAME_ID_RULE
+
+
+def test_a_uuid_with_its_hyphens_moved_is_not_canonical() -> None:
+    hexed = SESSION.hex
+    moved = "-".join([hexed[:4], hexed[4:12], hexed[12:16], hexed[16:20], hexed[20:]])
+    assert moved < str(SESSION)  # sorts before the canonical form, so order cannot pass it
+    assert refused(apns(id=moved, sessionId=moved, extra_sessionId=moved)) == UUID_RULE
+
+
+def test_what_the_checks_hand_over_cannot_be_changed_afterwards() -> None:
+    ring = check_push("apns", apns(), PAIRED)
+    for value, attribute in ((ring, "call_id"), (PAIRED, "household_id")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, attribute, "x")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PUSH_CHECKS[0].key = "x"  # type: ignore[misc]
