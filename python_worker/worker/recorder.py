@@ -53,6 +53,8 @@ class ResultRecorder(Generic[T]):
         """Queue one result; it is recorded within about `interval_s`."""
         self._pending.append(item)
         self._added += 1
+        # equivalent mutant: `==`: results come one at a time, so the count meets max_rows
+        # on its way up, and a batch at or over it is taken without waiting anyway.
         if len(self._pending) >= self.max_rows:
             self._full.set()
         if self._task is None or self._task.done():

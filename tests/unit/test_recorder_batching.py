@@ -8,7 +8,10 @@ because time passed; the loop is stepped with `asyncio.sleep(0)` and the batches
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+
+import pytest
 
 from python_worker.worker.recorder import RECORD_EVERY_S, ResultRecorder
 
@@ -184,3 +187,43 @@ def test_by_default_a_statement_carries_up_to_a_thousand_results() -> None:
     asyncio.run(go())
     assert RECORD_EVERY_S == 0.02
     assert batches == [1000, 1000, 501]
+
+
+def test_a_failed_statement_is_logged_and_what_came_meanwhile_still_goes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    batches: list[list[int]] = []
+    failing = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def record(items: Sequence[int]) -> None:
+        batches.append(list(items))
+        if len(batches) == 1:
+            failing.set()
+            await go_on.wait()
+            raise RuntimeError("the database said no")
+
+    async def go() -> None:
+        recorder: ResultRecorder[int] = ResultRecorder(record, interval_s=0.0)
+        recorder.add(1)
+        await asyncio.wait_for(failing.wait(), GUARD_S)
+        recorder.add(2)  # arrives while the failing statement is in flight
+        go_on.set()
+        # No further add: the recorder itself goes on to record it.
+        await asyncio.wait_for(recorder.flushed(), GUARD_S)
+        await recorder.aclose()
+
+    with caplog.at_level(logging.ERROR, logger="callpanion.dispatch"):
+        asyncio.run(go())
+    assert batches == [[1], [2]]
+    [failed] = [r for r in caplog.records if r.getMessage() == "recording results failed"]
+    assert failed.rows == 1  # type: ignore[attr-defined]
+    assert failed.exc_info is not None
+
+
+def test_the_interval_and_the_batch_size_are_named_never_positional() -> None:
+    async def record(items: Sequence[int]) -> None:
+        raise AssertionError("nothing to record")
+
+    with pytest.raises(TypeError):
+        ResultRecorder(record, 0.5)  # type: ignore[call-arg]
