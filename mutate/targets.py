@@ -113,7 +113,12 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         name="recorder",
         path="python_worker/worker/recorder.py",
         functions=(),
-        unit=("tests/unit/test_recorder_batching.py", "tests/test_worker_units.py"),
+        unit=(
+            "tests/unit/test_recorder_batching.py",
+            "tests/test_worker_units.py::"
+            "test_the_recorder_records_in_small_batches_in_order_and_flushed_waits_for_them",
+            "tests/test_worker_units.py::test_a_failing_record_does_not_wedge_the_recorder",
+        ),
     ),
     PythonTarget(
         name="cancels",
