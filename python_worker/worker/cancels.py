@@ -76,9 +76,9 @@ class CancelNotices:
             except psycopg.OperationalError as error:
                 failures += 1
                 wait = DB_RETRY.delay(failures)
-                # equivalent mutant: round(wait, 3): the logged figure's precision only.
                 log.warning(
                     "cancel notices: database unavailable; retrying",
+                    # equivalent mutant: round(wait, 3): the logged figure's precision only.
                     extra={"error": str(error).strip(), "retry_in_s": round(wait, 2)},
                 )
             with contextlib.suppress(TimeoutError):

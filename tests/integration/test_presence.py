@@ -83,6 +83,8 @@ def test_the_lock_is_taken_held_as_the_service_role_and_dropped_on_close(url: st
         assert presence._conn is not None
         cursor = await presence._conn.execute("select current_user, pg_backend_pid()")
         assert await cursor.fetchone() == ("service_role", pid)
+        # Autocommit: never left idle in a transaction (which a pooler or a timeout ends).
+        assert presence._conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         await presence.ensure()  # asked again: the same lock, not a second one
         assert holders(url, who) == [pid]
         await presence.close()
@@ -131,10 +133,10 @@ def test_a_lost_connection_is_noticed_at_the_next_check_and_the_lock_taken_again
         await presence.ensure()
         [first] = holders(url, who)
         terminate(url, first)
-        clock.now += 0.999  # checked less than a second ago: not asked again yet
+        clock.now += 0.75  # checked less than a second ago: not asked again yet
         await presence.ensure()
         assert holders(url, who) == []
-        clock.now += 0.001  # a second since the last check: checked, found dead, re-taken
+        clock.now += 0.25  # exactly a second since the last check: checked, found dead, re-taken
         await presence.ensure()
         assert presence.held
         [second] = holders(url, who)
@@ -207,3 +209,20 @@ def test_the_lock_is_taken_again_after_the_database_restarts(
         await presence.close()
 
     asyncio.run(go())
+
+
+def test_a_registration_the_database_refuses_closes_its_connection(url: str) -> None:
+    presence = Presence(url, None, "", clock=Clock())  # no owner: register_worker refuses
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        asyncio.run(presence.ensure())
+    assert not presence.held
+    with psycopg.connect(url, autocommit=True) as conn:
+
+        def alone() -> bool:
+            row = conn.execute(
+                "select count(*) from pg_stat_activity where datname = current_database()"
+                " and pid <> pg_backend_pid() and backend_type = 'client backend'"
+            ).fetchone()
+            return row == (0,)
+
+        wait_for("the refused connection to be closed", alone, timeout=10)
