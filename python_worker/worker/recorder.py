@@ -68,6 +68,8 @@ class ResultRecorder(Generic[T]):
 
     async def _run(self) -> None:
         while self._pending:
+            # equivalent mutant: `<=`: a full batch has set `_full` (add() sets it when the
+            # count reaches max_rows, and nothing clears it before this wait), so no wait.
             if len(self._pending) < self.max_rows:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.interval_s)
