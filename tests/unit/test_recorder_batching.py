@@ -227,3 +227,23 @@ def test_the_interval_and_the_batch_size_are_named_never_positional() -> None:
 
     with pytest.raises(TypeError):
         ResultRecorder(record, 0.5)  # type: ignore[call-arg]
+
+
+def test_flushed_returns_when_a_batch_recorded_more_than_it_waited_for() -> None:
+    batches: list[list[int]] = []
+
+    async def record(items: Sequence[int]) -> None:
+        batches.append(list(items))
+
+    async def go() -> None:
+        recorder: ResultRecorder[int] = ResultRecorder(record, interval_s=HOUR, max_rows=2)
+        recorder.add(1)
+        waiter = asyncio.ensure_future(recorder.flushed())
+        await steps()  # the waiter waits for result 1 only
+        assert not waiter.done()
+        recorder.add(2)  # full: 1 and 2 are recorded together, past what the waiter needs
+        await asyncio.wait_for(waiter, GUARD_S)
+        assert batches == [[1, 2]]
+        await recorder.aclose()
+
+    asyncio.run(go())
