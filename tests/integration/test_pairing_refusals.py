@@ -143,7 +143,21 @@ def test_a_guess_at_a_paired_devices_id_costs_nothing(db: Conn, status: str) -> 
 
 def test_pairing_replaces_the_active_device_and_names_it(db: Conn) -> None:
     family = add_family(db)
-    neighbour = add_family(db)  # another relative's active device is not touched
+    # Another relative's active device, in the same household and in another: not touched.
+    sibling = row(
+        db,
+        "insert into relatives (household_id, display_name, timezone)"
+        " values (%s, 'Grandad', 'UTC') returning id",
+        [family.household],
+    )["id"]
+    siblings_device = row(
+        db,
+        """insert into device_pairs (household_id, relative_id, status, platform, voip_token,
+               secret_hash, paired_at)
+           values (%s, %s, 'active', 'ios', %s, 'h', now()) returning id""",
+        [family.household, sibling, secrets.token_hex(32)],
+    )["id"]
+    neighbour = add_family(db)
     pending = add_pending(db, family)
     answer = claim(db, pending, CODE)
     assert (answer["outcome"], answer["device_id"], answer["replaced_device_id"]) == (
@@ -157,6 +171,7 @@ def test_pairing_replaces_the_active_device_and_names_it(db: Conn) -> None:
         "replaced by a newly paired device",
     )
     assert device(db, neighbour.device)["status"] == "active"
+    assert device(db, siblings_device)["status"] == "active"
 
 
 def test_with_only_revoked_devices_nothing_is_replaced(db: Conn) -> None:
