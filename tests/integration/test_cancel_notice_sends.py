@@ -304,6 +304,17 @@ def test_the_backoff_while_the_database_is_away_grows_and_starts_again_after_a_s
         while len(waits()) < count:
             await asyncio.sleep(0.05)
 
+    before_success: list[int] = []
+    completed: list[str] = []  # the duty's queries that returned, in order
+    real_rows = duty.db.rows
+
+    async def rows(name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        result = await real_rows(name, params)
+        completed.append(name)
+        return result
+
+    duty.db.rows = rows  # type: ignore[method-assign]
+
     async def go() -> None:
         task = asyncio.create_task(duty.run())
         try:
@@ -312,11 +323,14 @@ def test_the_backoff_while_the_database_is_away_grows_and_starts_again_after_a_s
             await asyncio.wait_for(until(2), 60)
             away(True)
             add_notice(wdb, add_relative(wdb, "ios"), "apns")
-            while duty.sent < 1:  # back: a loop succeeds (the notice is sent)
+            # Back: a loop succeeds, to its last query (then the failure count is reset).
+            while not (duty.sent and completed[-1:] == ["next_cancel_notice_at"]):
                 await asyncio.sleep(0.05)
+            # (A loop already failing when connections came back may have logged more.)
+            before_success.append(len(waits()))
             away(False)
             duty.wake()
-            await asyncio.wait_for(until(3), 60)
+            await asyncio.wait_for(until(before_success[0] + 1), 60)
         finally:
             away(True)
             task.cancel()
@@ -325,7 +339,8 @@ def test_the_backoff_while_the_database_is_away_grows_and_starts_again_after_a_s
 
     with caplog.at_level(logging.WARNING, logger="callpanion.worker.cancels"):
         run(duty, asyncio.wait_for(go(), 120))
-    first, second, after_success = waits()[:3]
+    first, second = waits()[:2]
+    after_success = waits()[before_success[0]]
     assert 0.5 <= first <= 1.0  # failure 1: base 1 s, equal jitter
     assert 1.0 <= second <= 2.0  # failure 2: doubled
     assert 0.5 <= after_success <= 1.0  # counted from 1 again after a success
