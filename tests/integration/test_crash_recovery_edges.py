@@ -90,8 +90,12 @@ def test_an_owner_whose_lock_key_is_negative_is_still_seen_alive(
     with psycopg.connect(worker_database, autocommit=True) as presence:
         assert presence.execute("select register_worker(%s)", [worker]).fetchone() == (True,)
         assert claim(wdb, worker) == [qid]
+        assert queue(wdb, qid)["presence_claimed_at"] is not None  # claimed as present
         assert claim(wdb, "worker-b") == []
         assert (queue(wdb, qid)["status"], queue(wdb, qid)["locked_by"]) == ("claimed", worker)
+    # Once its session ends, the same key is seen gone and the row comes back at once.
+    wait_for(f"{worker}'s lock to go", lambda: not wdb.execute(LIVE, [worker]).fetchall())
+    assert claim(wdb, "worker-b") == [qid]
 
 
 def test_a_lock_of_the_same_name_in_another_database_does_not_keep_rows(
