@@ -145,6 +145,12 @@ def test_a_lost_connection_is_noticed_at_the_next_check_and_the_lock_taken_again
         clock.now += 1.0
         await presence.ensure()
         assert holders(url, who) == [second]
+        # Any longer since the last check (a busy loop, a slow claim) is a check as well.
+        terminate(url, second)
+        clock.now += 1.5
+        await presence.ensure()
+        [third] = holders(url, who)
+        assert third not in (first, second)
         await presence.close()
 
     asyncio.run(go())
