@@ -60,6 +60,8 @@ class Presence:
         self.clock = clock
         self._queries = load_queries(QUERIES_FILE)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        # equivalent mutant: any start value: it is read only once the lock was held, and
+        # every path that holds it sets it first.
         self._checked = 0.0
         self._registered = False  # the lock was held once (this process's first start)
 
