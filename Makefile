@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stop lint mutate os-packages npm-tools types
+.PHONY: demo test stop lint mutate os-packages npm-tools types schema
 
 demo: os-packages $(STAMP)
 	$(BIN)/callpanion demo
@@ -47,3 +47,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# Regenerate supabase/schema.sql (the current schema, read it first) from the migrations.
+schema: os-packages $(STAMP)
+	$(BIN)/callpanion schema

@@ -1,11 +1,11 @@
 """Hand-made SQL mutants for the invariants the database holds, and the tests that must kill them.
 
-Each mutant replaces one exact piece of text in one landed migration. `make mutate` applies
-it to a copy of the project, so the test session's fresh cluster (and every scratch database
-the tests make) is migrated with the mutant, and runs the matching tests: they must fail.
-tests/test_sql_mutants.py checks, fast, that every `original` is still found exactly once in
-its migration and that every mutant still migrates a scratch database, so the list cannot
-silently rot when a migration is added or a function is rewritten.
+Each mutant replaces one exact piece of text in one landed migration. `make mutate` applies it
+to a copy of the project, so the test session's fresh cluster (and every scratch database the
+tests make) is migrated with the mutant, and runs the matching tests: they must fail.
+tests/integration/test_sql_mutants.py checks, fast, that every `original` is still found
+exactly once in its migration and that every mutant still migrates a scratch database, so the
+list cannot silently rot when a migration is added or a function is rewritten.
 
 Anchors are chosen on text that other work rarely touches (constraints, RLS policies, the
 claim's row locking); the ones inside functions that are being rewritten say so in `note`.
@@ -62,7 +62,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         original="    limit p_limit\n    for update of q skip locked\n",
         mutated="    limit p_limit\n    for update of q\n",
         tests=(
-            "tests/test_dispatch_sql.py::test_a_claim_skips_rows_another_worker_holds_instead_of_waiting",
+            "tests/integration/test_dispatch_sql.py::test_a_claim_skips_rows_another_worker_holds_instead_of_waiting",
         ),
         note="claim_due_calls (dispatch work may rewrite it)",
     ),
@@ -77,7 +77,9 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "create unique index call_sessions_occurrence_key on public.call_sessions\n"
             "  (schedule_id, occurrence_at, attempt, id) where withdrawn_at is null;"
         ),
-        tests=("tests/test_constraints.py::test_one_session_per_schedule_occurrence_and_attempt",),
+        tests=(
+            "tests/integration/test_constraints.py::test_one_session_per_schedule_occurrence_and_attempt",
+        ),
     ),
     SqlMutant(
         name="queue_occurrence_key_widened",
@@ -91,7 +93,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "  (schedule_id, occurrence_at, attempt, id) where status <> 'cancelled';"
         ),
         tests=(
-            "tests/test_constraints.py::test_one_queue_row_per_schedule_occurrence_and_attempt",
+            "tests/integration/test_constraints.py::test_one_queue_row_per_schedule_occurrence_and_attempt",
         ),
     ),
     SqlMutant(
@@ -100,7 +102,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         original="case when q.deadline_at < p_now then 'deadline'",
         mutated="case when q.deadline_at <= p_now then 'deadline'",
         tests=(
-            "tests/test_dispatch_sql.py::test_a_row_is_claimed_at_the_very_instant_of_its_deadline",
+            "tests/integration/test_dispatch_sql.py::test_a_row_is_claimed_at_the_very_instant_of_its_deadline",
         ),
         note="claim_due_calls (dispatch work may rewrite it)",
     ),
@@ -110,7 +112,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         original="and q.locked_by = p_worker and q.locked_until >= p_now\n    for update of q) x;",
         mutated="and q.locked_by = p_worker\n    for update of q) x;",
         tests=(
-            "tests/test_dispatch_sql.py::test_a_lease_is_not_recorded_once_expired_even_if_nobody_took_it",
+            "tests/integration/test_dispatch_sql.py::test_a_lease_is_not_recorded_once_expired_even_if_nobody_took_it",
         ),
         note="record_push_results (dispatch work may rewrite it)",
     ),
@@ -120,7 +122,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         original="and q.locked_by = p_worker and q.locked_until >= p_now\n    for update of q) x;",
         mutated="and q.locked_by = p_worker and q.locked_until > p_now\n    for update of q) x;",
         tests=(
-            "tests/test_dispatch_sql.py::test_a_result_is_recorded_at_the_last_instant_of_the_lease",
+            "tests/integration/test_dispatch_sql.py::test_a_result_is_recorded_at_the_last_instant_of_the_lease",
         ),
         note="record_push_results (dispatch work may rewrite it)",
     ),
@@ -129,7 +131,9 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         migration=CRASH,
         original="       and p_now + r.delay <= r.deadline_at\n",
         mutated="       and p_now + r.delay < r.deadline_at\n",
-        tests=("tests/test_dispatch_sql.py::test_a_retry_landing_exactly_on_the_deadline_is_kept",),
+        tests=(
+            "tests/integration/test_dispatch_sql.py::test_a_retry_landing_exactly_on_the_deadline_is_kept",
+        ),
         note="record_push_results (dispatch work may rewrite it)",
     ),
     SqlMutant(
@@ -137,7 +141,9 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         migration=CRASH,
         original="where e.status = 'claimed' and e.locked_until < p_now",
         mutated="where e.status = 'claimed' and e.locked_until <= p_now",
-        tests=("tests/test_dispatch_sql.py::test_a_lease_is_not_taken_back_at_its_last_instant",),
+        tests=(
+            "tests/integration/test_dispatch_sql.py::test_a_lease_is_not_taken_back_at_its_last_instant",
+        ),
         note="claim_due_calls (dispatch work may rewrite it)",
     ),
     SqlMutant(
@@ -145,7 +151,9 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         migration=PHASE2,
         original="where q.status in ('queued', 'due') and q.deadline_at < p_now",
         mutated="where q.status in ('queued', 'due') and q.deadline_at <= p_now",
-        tests=("tests/test_dispatch_sql.py::test_phase2_leaves_a_row_whose_deadline_is_now",),
+        tests=(
+            "tests/integration/test_dispatch_sql.py::test_phase2_leaves_a_row_whose_deadline_is_now",
+        ),
         note="release_due_calls (state-machine work may rewrite it)",
     ),
     # Not schedules' own WITH CHECK clauses: they are defence in depth and mutating them
@@ -163,7 +171,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "create policy relatives_insert on public.relatives for insert to authenticated\n"
             "  with check (household_id in (select private.member_household_ids()));"
         ),
-        tests=("tests/test_rls.py::test_rls_matrix",),
+        tests=("tests/integration/test_rls.py::test_rls_matrix",),
     ),
     SqlMutant(
         name="household_members_insert_with_check_open",
@@ -173,7 +181,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "  with check (household_id in (select private.admin_household_ids()));"
         ),
         mutated="on public.household_members for insert to authenticated\n  with check (true);",
-        tests=("tests/test_rls.py::test_rls_matrix",),
+        tests=("tests/integration/test_rls.py::test_rls_matrix",),
     ),
     SqlMutant(
         name="relatives_select_using_open",
@@ -186,7 +194,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "create policy relatives_select on public.relatives for select to authenticated\n"
             "  using (true);"
         ),
-        tests=("tests/test_rls.py::test_rls_matrix",),
+        tests=("tests/integration/test_rls.py::test_rls_matrix",),
     ),
     SqlMutant(
         name="households_update_using_members",
@@ -201,7 +209,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "  using (id in (select private.member_household_ids()))\n"
             "  with check (id in (select private.member_household_ids()));"
         ),
-        tests=("tests/test_rls.py::test_rls_matrix",),
+        tests=("tests/integration/test_rls.py::test_rls_matrix",),
     ),
     SqlMutant(
         name="accept_after_decline",
@@ -211,7 +219,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "when 'accepted' then case when p_status in ('queued', 'ringing', 'declined')"
             " then 'accepted'"
         ),
-        tests=("tests/test_api_calls.py",),
+        tests=("tests/integration/test_api_calls.py",),
         note="the call-event transitions (state-machine work may rewrite them)",
     ),
     SqlMutant(
@@ -222,7 +230,7 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         ),
         mutated="     where c.id = r.session_id and r.outcome = 'delivered'\n",
         tests=(
-            "tests/test_dispatch_sql.py::test_delivered_leaves_a_session_the_phone_already_answered",
+            "tests/integration/test_dispatch_sql.py::test_delivered_leaves_a_session_the_phone_already_answered",
         ),
         note="record_push_results (dispatch work may rewrite it)",
     ),

@@ -1,12 +1,13 @@
 """What `make mutate` mutates, and which tests must kill each module's mutants.
 
-Each critical module is run against only the tests that cover it, in two tiers: its unit
-tests (pytest without conftest.py: no cluster, no emulators, about a second to start), then,
-only when those all pass, its integration tests (the emulators over HTTP/2 + TLS, or the API
-on a real cluster). pytest stops at the first failure, so most mutants die in a second or two
-and only the survivors of the unit tier pay for the rest. `functions` limits the mutants to
-the code the issue names (the provider classification, the dispatcher's result mapping); an
-empty tuple mutates the whole module.
+Each critical module is run against only the tests that cover it, in two tiers: its unit tests
+(`tests/unit/`, run without conftests: no cluster, no emulators, about a second to start),
+then, only when those all pass, its integration tests (`tests/integration/`: the emulators over
+HTTP/2 + TLS, or the API on a real cluster). pytest stops at the first failure, so most mutants
+die in a second or two and only the survivors of the unit tier pay for the rest. `functions`
+limits the mutants to the code the issue names (the provider classification, the dispatcher's
+result mapping); an empty tuple mutates the whole module. A folder names every test in it (the
+tiers of tests/); files are listed where a folder would run more than the module's own tests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 #: Plugins no target's tests need; loading them costs seconds per mutant.
 PLUGINS_OFF = ("-p", "no:schemathesis", "-p", "no:anyio", "-p", "no:cacheprovider")
-#: Unit tiers run without tests/conftest.py (its plugins start emulators and import the API).
+#: Unit tiers run without tests/support/db.py (its plugins start emulators and import the API).
 UNIT_OPTIONS = ("--noconftest",)
 
 
@@ -44,49 +45,44 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "parse_webhook",
             "without_audio",
         ),
-        unit=(
-            "tests/test_signature.py",
-            "tests/test_api_fuzz.py::test_a_correct_signature_verifies_within_the_window",
-            "tests/test_api_fuzz.py::test_any_change_to_the_body_breaks_the_signature",
-            "tests/test_api_fuzz.py::test_timestamps_outside_the_window_are_refused",
-            "tests/test_api_fuzz.py::test_arbitrary_headers_never_verify_and_never_crash",
-            "tests/test_api_fuzz.py::test_the_right_signature_among_several_v0_values_verifies",
-            "tests/test_api_fuzz.py::test_the_parser_accepts_events_or_names_the_field",
-            "tests/test_api_fuzz.py::test_well_formed_envelopes_parse_with_unknown_fields_kept",
-        ),
-        integration=("tests/test_api_webhook.py",),
+        unit=("tests/unit/api/test_signature.py", "tests/unit/api/test_webhook_fuzz.py"),
+        integration=("tests/integration/test_api_webhook.py",),
     ),
     PythonTarget(
         name="payloads",
         path="python_worker/push/payloads.py",
         functions=(),
         unit=(
-            "tests/test_payloads.py",
-            "tests/test_cancel_payloads.py",
-            "tests/test_worker_units.py",
+            "tests/unit/push/test_payloads.py",
+            "tests/unit/push/test_cancel_payloads.py",
+            "tests/unit/worker/test_worker_units.py",
         ),
-        integration=("tests/test_push_fcm.py", "tests/test_push_apns.py"),
+        integration=("tests/integration/test_push_fcm.py", "tests/integration/test_push_apns.py"),
     ),
     PythonTarget(
         name="fcm",
         path="python_worker/push/fcm.py",
         functions=("classify",),
-        unit=("tests/test_fcm_classify.py",),
-        integration=("tests/test_push_fcm.py",),
+        unit=("tests/unit/push/test_fcm_classify.py",),
+        integration=("tests/integration/test_push_fcm.py",),
     ),
     PythonTarget(
         name="apns",
         path="python_worker/push/apns.py",
-        functions=("classify", "_unix_seconds", "ProviderToken.renew", "ApnsSender._send"),
-        unit=("tests/test_apns_classify.py",),
-        integration=("tests/test_push_apns.py",),
+        functions=("classify", "_unix_seconds", "ProviderToken.renew", "ApnsSender.send"),
+        unit=("tests/unit/push/test_apns_classify.py",),
+        integration=("tests/integration/test_push_apns.py",),
     ),
     PythonTarget(
         name="retry",
         path="python_worker/push/retry.py",
         functions=(),
-        unit=("tests/test_retry.py", "tests/test_fcm_classify.py", "tests/test_apns_classify.py"),
-        integration=("tests/test_push_fcm.py", "tests/test_push_apns.py"),
+        unit=(
+            "tests/unit/push/test_retry.py",
+            "tests/unit/push/test_fcm_classify.py",
+            "tests/unit/push/test_apns_classify.py",
+        ),
+        integration=("tests/integration/test_push_fcm.py", "tests/integration/test_push_apns.py"),
     ),
     PythonTarget(
         name="dispatcher",
@@ -99,8 +95,8 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "result_json",
             "Dispatcher._send_one",
         ),
-        unit=("tests/test_worker_units.py", "tests/test_dispatcher_results.py"),
-        integration=("tests/test_dispatcher_senders.py",),
+        unit=("tests/unit/worker/",),
+        integration=("tests/integration/test_dispatcher_senders.py",),
     ),
     # Issue 26: the code added most recently, against the tests written for it.
     PythonTarget(

@@ -1,10 +1,11 @@
 """Configuration declared as pydantic-settings classes, read once and passed in explicitly.
 
 Each program declares its own settings class in its own package (`api/settings.py`,
-`worker/settings.py`, `push/settings.py`, `stack/settings.py`); this module holds what they
+`worker/settings.py`, `push/settings.py`, `stack/settings.py`, `phone/settings.py`,
+`cli/settings.py`); this module holds what they
 share: the base class, the reader that turns a validation failure into one sentence naming
 the variable, the value and the rule, and `.env` loading. Every variable is documented in
-README.md ("Configuration"); `tests/test_settings.py` checks that the table and the classes
+README.md ("Configuration"); `tests/unit/test_settings.py` checks that the table and the classes
 agree.
 """
 

@@ -1,5 +1,5 @@
--- Every statement the HTTP API runs, by name (python_worker/api_db.py loads this file).
--- Each is a thin call of a SQL function of supabase/migrations, where the logic lives.
+-- Every statement the HTTP API runs, by name (python_worker/api/db.py loads this file).
+-- Each is a thin call of a SQL function, where the logic lives (supabase/schema.sql).
 
 -- ping --
 -- Is the database there?

@@ -172,12 +172,12 @@ class ApnsEmulator:
             request.path.removeprefix("/3/device/") if request.path.startswith("/3/device/") else ""
         )
         fault = self.faults.take(token.lower()) if self.faults else None
-        if fault is not None and fault.latency_s > 0:
+        if fault is not None and fault.delays:
             return asyncio.ensure_future(self._later(request, fault))
         return self._answer(request, fault)
 
     async def _later(self, request: Request, fault: Fault) -> Response | Action:
-        await asyncio.sleep(fault.latency_s)
+        await fault.wait()
         return self._answer(request, fault)
 
     def _fast(self, request: Request) -> Response:

@@ -2,14 +2,17 @@
 
 A fault is looked up by the push token of a request, then by "*" (any token). It may add
 latency, answer with a provider error (status, reason, Retry-After), drop the connection or
-send GOAWAY, for a number of requests (`times`) or until cleared. Tests set faults through
+send GOAWAY, for a number of requests (`times`) or until cleared. From Python a fault may also
+`hold` its answer until a test sets an event, so a test can keep a push unanswered for
+exactly as long as it needs, not for a guessed number of seconds. Tests set faults through
 the Python API; chaos runs and the demo through `POST /_emulator/faults` with the same fields.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 ANY = "*"
@@ -27,6 +30,19 @@ class Fault:
     action: Literal["drop", "goaway"] | None = None
     # How many requests it applies to; None means until cleared.
     times: int | None = None
+    # Python only: no answer until this is set (then `latency_s`, then the answer).
+    hold: threading.Event | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def delays(self) -> bool:
+        """Whether the answer waits (for `hold`, or `latency_s`)."""
+        return self.hold is not None or self.latency_s > 0
+
+    async def wait(self) -> None:
+        """Wait for `hold` (in a thread: it is set from the test's), then for `latency_s`."""
+        if self.hold is not None:
+            await asyncio.to_thread(self.hold.wait)
+        await asyncio.sleep(self.latency_s)
 
     @classmethod
     def from_json(cls, body: dict[str, object]) -> tuple[str, Fault]:
@@ -66,7 +82,7 @@ class Fault:
         )
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hold"}
 
 
 class Faults:

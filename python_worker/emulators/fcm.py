@@ -295,12 +295,12 @@ class FcmEmulator:
             except (ValueError, AttributeError):
                 pass
             fault = self.faults.take(token)
-        if fault is not None and fault.latency_s > 0:
+        if fault is not None and fault.delays:
             return asyncio.ensure_future(self._later(request, fault))
         return self._send(request, fault)
 
     async def _token_later(self, request: Request, fault: Fault) -> Response | Action:
-        await asyncio.sleep(fault.latency_s)
+        await fault.wait()
         if fault.action is not None:
             return Action(fault.action)
         if fault.status is not None:
@@ -308,7 +308,7 @@ class FcmEmulator:
         return self._token(request)
 
     async def _later(self, request: Request, fault: Fault) -> Response | Action:
-        await asyncio.sleep(fault.latency_s)
+        await fault.wait()
         return self._send(request, fault)
 
     def _fast(self, request: Request) -> Response:

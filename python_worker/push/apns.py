@@ -8,6 +8,8 @@
 - VoIP: `apns-topic: <bundle>.voip`, `apns-push-type: voip`, priority 10, `apns-expiration`
   from the call deadline, `apns-id` = our queue row id. Alerts ("missed call", "call
   cancelled") go to the app's regular APNs token with topic = bundle id: never as VoIP.
+- One send path (`ApnsSender.send`) for every kind of push; a `PushKind` (VOIP, ALERT,
+  BACKGROUND) holds what differs: topic, push type, priority and size limit.
 - Every answer is classified per the APNs table of PROTOCOLS.md into a `SendResult`.
 """
 
@@ -18,6 +20,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
@@ -166,6 +169,25 @@ def _unix_seconds(when: dt.datetime | int | None) -> str | None:
     return str(max(int(when), 0))
 
 
+@dataclass(frozen=True)
+class PushKind:
+    """What differs between the kinds of push one app receives: topic, type, priority, size."""
+
+    description: str  # in PayloadTooLarge's message
+    topic_suffix: str  # after the bundle id
+    push_type: bytes
+    priority: bytes
+    limit: int
+
+
+#: PushKit VoIP: an incoming call and nothing else, to `<bundle>.voip`, at once.
+VOIP = PushKind("VoIP", ".voip", b"voip", b"10", APNS_VOIP_LIMIT)
+#: A regular alert to the app's APNs token (topic = bundle id), at once.
+ALERT = PushKind("alert", "", b"alert", b"10", APNS_ALERT_LIMIT)
+#: A background push (content-available): Apple requires priority 5 for these.
+BACKGROUND = PushKind("background", "", b"background", b"5", APNS_ALERT_LIMIT)
+
+
 class ApnsSender:
     """Sends APNs pushes for one app (bundle id) with one .p8 key."""
 
@@ -255,14 +277,10 @@ class ApnsSender:
         attempt: int = 1,
     ) -> SendResult:
         """A PushKit VoIP push (an incoming call and nothing else)."""
-        if len(payload) > APNS_VOIP_LIMIT:
-            raise PayloadTooLarge("APNs VoIP payload", len(payload), APNS_VOIP_LIMIT)
-        return await self._send(
+        return await self.send(
+            VOIP,
             device_token,
             payload,
-            topic=f"{self.bundle_id}.voip",
-            push_type=b"voip",
-            priority=b"10",
             apns_id=apns_id,
             expiration=expiration,
             collapse_id=collapse_id,
@@ -280,14 +298,10 @@ class ApnsSender:
         attempt: int = 1,
     ) -> SendResult:
         """A regular alert push to the app's APNs token ("missed call", "call cancelled")."""
-        if len(payload) > APNS_ALERT_LIMIT:
-            raise PayloadTooLarge("APNs alert payload", len(payload), APNS_ALERT_LIMIT)
-        return await self._send(
+        return await self.send(
+            ALERT,
             device_token,
             payload,
-            topic=self.bundle_id,
-            push_type=b"alert",
-            priority=b"10",
             apns_id=apns_id,
             expiration=expiration,
             collapse_id=collapse_id,
@@ -305,38 +319,34 @@ class ApnsSender:
     ) -> SendResult:
         """A background push (content-available, no alert) to the app's regular APNs token,
         e.g. "stop ringing: the call was cancelled". Apple requires priority 5 for these."""
-        if len(payload) > APNS_ALERT_LIMIT:
-            raise PayloadTooLarge("APNs background payload", len(payload), APNS_ALERT_LIMIT)
-        return await self._send(
+        return await self.send(
+            BACKGROUND,
             device_token,
             payload,
-            topic=self.bundle_id,
-            push_type=b"background",
-            priority=b"5",
             apns_id=apns_id,
             expiration=expiration,
-            collapse_id=None,
             attempt=attempt,
         )
 
-    async def _send(
+    async def send(
         self,
+        kind: PushKind,
         device_token: str,
         payload: bytes,
         # equivalent mutant: `*` -> `/`: every caller passes the rest by keyword.
         *,
-        topic: str,
-        push_type: bytes,
-        priority: bytes,
         apns_id: uuid.UUID | str,
         expiration: dt.datetime | int | None,
-        collapse_id: str | None,
-        attempt: int,
+        collapse_id: str | None = None,
+        attempt: int = 1,
     ) -> SendResult:
+        """The one send path: a push of `kind`, its size checked against the kind's limit."""
+        if len(payload) > kind.limit:
+            raise PayloadTooLarge(f"APNs {kind.description} payload", len(payload), kind.limit)
         headers = [
-            (b"apns-topic", topic.encode()),
-            (b"apns-push-type", push_type),
-            (b"apns-priority", priority),
+            (b"apns-topic", (self.bundle_id + kind.topic_suffix).encode()),
+            (b"apns-push-type", kind.push_type),
+            (b"apns-priority", kind.priority),
             unique(b"apns-id", str(apns_id).lower().encode()),
             (b"content-type", b"application/json"),
         ]

@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from python_worker.push.outcomes import Outcome, SendResult
 from python_worker.push.payloads import apns_cancel_payload, fcm_cancel_message
 from python_worker.push.retry import RetryPolicy
-from python_worker.worker.db import WorkerDatabase
+from python_worker.worker.db import RecordResult, WorkerDatabase
 from python_worker.worker.dispatcher import Senders, not_configured
 
 log = logging.getLogger("callpanion.worker.cancels")
@@ -102,10 +102,11 @@ class CancelNotices:
             )
             # equivalent mutant: strict=True: record_cancel_results answers once per notice.
             for row, outcome in zip(rows, recorded, strict=False):
-                self.sent += outcome["result"] == "sent"
+                answer = RecordResult(outcome["result"])
+                self.sent += answer is RecordResult.SENT
                 log.info(
                     "cancel notice %s",
-                    outcome["result"],
+                    answer.value,
                     extra={
                         "notice_id": str(row["notice_id"]),
                         "call_session_id": str(row["call_session_id"]),

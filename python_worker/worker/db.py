@@ -9,6 +9,7 @@ retry `psycopg.OperationalError` with backoff.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 import uuid
 from collections.abc import Sequence
@@ -27,6 +28,42 @@ from python_worker.named_queries import load_queries
 QUERIES_FILE = Path(__file__).with_name("queries.sql")
 Row = dict[str, Any]
 AsyncConn = psycopg.AsyncConnection[Row]
+
+
+class RecordResult(enum.StrEnum):
+    """What `record_push_results` and `record_cancel_results` answer for one result.
+
+    `lost_lease`: another owner holds the row, so the result changed nothing. Otherwise the
+    row's status after recording: `retry` (due again) and `fallback` (due again, on another
+    token) for a push, and the final `sent`, `failed`, `expired`, `cancelled`; `queued` and
+    `claimed` only for a row nothing could move. tests/integration/test_record_results.py
+    checks, from the functions' bodies and the status constraints, that the SQL can answer
+    nothing else.
+    """
+
+    SENT = "sent"
+    RETRY = "retry"
+    FALLBACK = "fallback"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    LOST_LEASE = "lost_lease"
+
+
+#: Results worth a warning line: the push did not reach the phone and will not be retried
+#: (`lost_lease`: another worker owns the call now).
+UNSENT_RESULTS = frozenset({RecordResult.LOST_LEASE, RecordResult.FAILED, RecordResult.EXPIRED})
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedPush:
+    """One answer of `record_push_results`."""
+
+    queue_id: uuid.UUID
+    call_session_id: uuid.UUID | None
+    result: RecordResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +178,15 @@ class WorkerDatabase:
         )
         return [ClaimedRow(**row) for row in rows]
 
-    async def record(self, results: Sequence[dict[str, Any]]) -> list[Row]:
-        return await self._rows(
+    async def record(self, results: Sequence[dict[str, Any]]) -> list[RecordedPush]:
+        rows = await self._rows(
             "record_push_results",
             {"worker": self.worker_id, "results": Jsonb(list(results), dumps=_dumps)},
         )
+        return [
+            RecordedPush(row["queue_id"], row["call_session_id"], RecordResult(row["result"]))
+            for row in rows
+        ]
 
     async def renew(self, ids: Sequence[uuid.UUID], lease_s: float) -> list[uuid.UUID]:
         rows = await self._rows(

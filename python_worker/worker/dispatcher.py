@@ -27,7 +27,7 @@ from python_worker.push.fcm import FcmSender
 from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
 from python_worker.push.payloads import IncomingCall
 from python_worker.push.retry import RetryPolicy
-from python_worker.worker.db import ClaimedRow, WorkerDatabase
+from python_worker.worker.db import UNSENT_RESULTS, ClaimedRow, RecordResult, WorkerDatabase
 from python_worker.worker.metrics import Metrics
 from python_worker.worker.recorder import ResultRecorder
 
@@ -289,12 +289,12 @@ class Dispatcher:
             self.metrics.in_flight.set(len(self.in_flight))
         by_id = {row.queue_id: row for row, _ in done}
         for item in rows:
-            self.metrics.results.labels(item["result"]).inc()
-            if item["result"] == "retry":
+            self.metrics.results.labels(item.result.value).inc()
+            if item.result is RecordResult.RETRY:
                 self.metrics.retries.inc()
-            if item["result"] in ("lost_lease", "failed", "expired"):
-                row = by_id[item["queue_id"]]
-                log.warning("push %s", item["result"], extra=row.ids)
+            if item.result in UNSENT_RESULTS:
+                row = by_id[item.queue_id]
+                log.warning("push %s", item.result.value, extra=row.ids)
 
     async def _release(self, ids: Sequence[uuid.UUID]) -> None:
         try:

@@ -6,7 +6,7 @@ lease (a graceful stop gives back only this process's rows). It holds a session-
 advisory lock for that owner (`register_worker`) on a connection kept only for that. When
 the process dies, Postgres ends the session and drops the lock at once, and the next claim by
 any worker takes the dead worker's rows back without waiting for their leases to run out
-(`private.reclaim_orphaned_leases`, 20261126210000_crash_recovery.sql).
+(`private.reclaim_orphaned_leases` in supabase/schema.sql).
 
 The connection is checked now and then; after a database restart it is opened again and the
 lock taken again. Until then, claims still work: they are simply not tied to the lock and

@@ -1,5 +1,6 @@
--- The worker's SQL: thin calls of the functions in supabase/migrations/*_dispatch.sql.
--- Named blocks (`-- name --`, a description, the statement), loaded by worker_db.py.
+-- The worker's SQL: thin calls of SQL functions; read their current bodies in
+-- supabase/schema.sql. Named blocks (`-- name --`, a description, the statement), loaded by
+-- worker/db.py (the call path) and worker/cancels.py (through WorkerDatabase.rows).
 
 -- claim_due_calls --
 -- Claim ready rows, and rows due within the claim-ahead horizon, under a lease.

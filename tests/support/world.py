@@ -1,0 +1,139 @@
+"""Test data: two households with one row in every table, built inside the test transaction."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+
+from tests.support.db import Conn, one
+
+
+def apns_token() -> str:
+    return secrets.token_hex(32)
+
+
+def fcm_token() -> str:
+    return f"{secrets.token_urlsafe(16)}:APA91b{secrets.token_urlsafe(100)}"
+
+
+@dataclass
+class Household:
+    id: uuid.UUID
+    relative: uuid.UUID
+    device: uuid.UUID
+    schedule: uuid.UUID
+    session: uuid.UUID
+    spare_session: uuid.UUID  # a session with no queue row or log, for insert checks
+    queue_row: uuid.UUID
+    call_log: uuid.UUID
+    webhook_event: uuid.UUID
+    alert: uuid.UUID
+    members: dict[str, uuid.UUID] = field(default_factory=dict)
+
+
+@dataclass
+class World:
+    a: Household
+    b: Household
+    outsider: uuid.UUID
+
+
+def add_user(conn: Conn, email: str | None = None) -> uuid.UUID:
+    row = one(
+        conn,
+        "insert into auth.users (email) values (%s) returning id",
+        [email or f"{uuid.uuid4().hex}@example.test"],
+    )
+    return row["id"]  # type: ignore[return-value]
+
+
+def add_household(conn: Conn, name: str, people: dict[str, str]) -> Household:
+    """A household with its members (label -> role) and one row in every table."""
+    hid = one(conn, "insert into households (name) values (%s) returning id", [name])["id"]
+    members: dict[str, uuid.UUID] = {}
+    for label, role in people.items():
+        uid = add_user(conn)
+        conn.execute(
+            "insert into household_members (household_id, user_id, role) values (%s, %s, %s)",
+            [hid, uid, role],
+        )
+        members[label] = uid
+    rel = one(
+        conn,
+        "insert into relatives (household_id, display_name, timezone)"
+        " values (%s, 'Mum', 'Europe/London') returning id",
+        [hid],
+    )["id"]
+    dev = one(
+        conn,
+        """insert into device_pairs (household_id, relative_id, status, platform, voip_token,
+               apns_token, fcm_token, secret_hash, paired_at)
+           values (%s, %s, 'active', 'ios', %s, %s, %s, 'hash-of-secret', now()) returning id""",
+        [hid, rel, apns_token(), apns_token(), fcm_token()],
+    )["id"]
+    sched = one(
+        conn,
+        "insert into schedules (relative_id, local_time, days_of_week)"
+        " values (%s, '09:30', '{1,3,5}') returning id",
+        [rel],
+    )["id"]
+    sessions = []
+    for minutes in (0, 1):
+        sessions.append(
+            one(
+                conn,
+                """insert into call_sessions (household_id, relative_id, schedule_id, device_id,
+                       occurrence_at) values (%s, %s, %s, %s, now() + make_interval(mins => %s))
+                   returning id""",
+                [hid, rel, sched, dev, minutes],
+            )["id"]
+        )
+    queue = one(
+        conn,
+        """insert into notification_queue (call_session_id, household_id, schedule_id, device_id,
+               occurrence_at, send_at, deadline_at, platform, provider, push_token)
+           select id, household_id, schedule_id, device_id, occurrence_at, occurrence_at,
+                  occurrence_at + interval '2 minutes', 'ios', 'apns', %s
+           from call_sessions where id = %s returning id""",
+        [apns_token(), sessions[0]],
+    )["id"]
+    log = one(
+        conn,
+        """insert into call_logs (call_session_id, household_id, relative_id, outcome, summary)
+           values (%s, %s, %s, 'completed', 'Talked about the garden') returning id""",
+        [sessions[0], hid, rel],
+    )["id"]
+    hook = one(
+        conn,
+        """insert into webhook_events (event_type, dedupe_key, payload, household_id)
+           values ('post_call_transcription', %s, '{}', %s) returning id""",
+        [uuid.uuid4().hex, hid],
+    )["id"]
+    alert = one(
+        conn,
+        """insert into alerts (household_id, relative_id, kind, message)
+           values (%s, %s, 'missed_calls', 'Mum missed 3 calls') returning id""",
+        [hid, rel],
+    )["id"]
+    return Household(
+        id=hid,  # type: ignore[arg-type]
+        relative=rel,  # type: ignore[arg-type]
+        device=dev,  # type: ignore[arg-type]
+        schedule=sched,  # type: ignore[arg-type]
+        session=sessions[0],  # type: ignore[arg-type]
+        spare_session=sessions[1],  # type: ignore[arg-type]
+        queue_row=queue,  # type: ignore[arg-type]
+        call_log=log,  # type: ignore[arg-type]
+        webhook_event=hook,  # type: ignore[arg-type]
+        alert=alert,  # type: ignore[arg-type]
+        members=members,
+    )
+
+
+def build_world(conn: Conn) -> World:
+    a = add_household(
+        conn, "Household A", {"admin_a": "admin", "member_a": "member", "member_a2": "member"}
+    )
+    b = add_household(conn, "Household B", {"admin_b": "admin"})
+    return World(a=a, b=b, outsider=add_user(conn))
