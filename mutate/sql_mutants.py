@@ -430,7 +430,9 @@ STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
         migration=LIFECYCLE_EVENTS,
         original="or (v_session.status = 'failed' and v_session.answered_at is not null);",
         mutated="or (v_session.status = 'failed');",
-        tests=("tests/test_call_lifecycle.py::test_what_a_conversation_report_does_in_each_state",),
+        tests=(
+            "tests/integration/test_call_lifecycle.py::test_what_a_conversation_report_does_in_each_state",
+        ),
     ),
     SqlMutant(
         name="ended_after_an_answer_completes",
@@ -572,7 +574,7 @@ CRASH_MUTANTS: tuple[SqlMutant, ...] = (
         ),
         mutated="  if true then\n    v_present := now();",
         tests=(
-            "tests/test_dispatch_sql.py::test_rows_claimed_without_a_presence_lock_keep_their_lease",
+            "tests/integration/test_dispatch_sql.py::test_rows_claimed_without_a_presence_lock_keep_their_lease",
         ),
     ),
 )

@@ -103,17 +103,20 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         name="phone_checks",
         path="python_worker/phone/checks.py",
         functions=(),
-        unit=("tests/unit/test_phone_check_refusals.py", "tests/test_phone_checks.py"),
+        unit=(
+            "tests/unit/phone/test_phone_check_refusals.py",
+            "tests/unit/phone/test_phone_checks.py",
+        ),
     ),
     PythonTarget(
         name="recorder",
         path="python_worker/worker/recorder.py",
         functions=(),
         unit=(
-            "tests/unit/test_recorder_batching.py",
-            "tests/test_worker_units.py::"
+            "tests/unit/worker/test_recorder_batching.py",
+            "tests/unit/worker/test_worker_units.py::"
             "test_the_recorder_records_in_small_batches_in_order_and_flushed_waits_for_them",
-            "tests/test_worker_units.py::test_a_failing_record_does_not_wedge_the_recorder",
+            "tests/unit/worker/test_worker_units.py::test_a_failing_record_does_not_wedge_the_recorder",
         ),
     ),
     PythonTarget(
@@ -127,7 +130,7 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         name="presence",
         path="python_worker/worker/presence.py",
         functions=(),
-        unit=("tests/unit/test_lease_owner.py",),
+        unit=("tests/unit/worker/test_lease_owner.py",),
         integration=("tests/integration/test_presence.py",),
     ),
 )

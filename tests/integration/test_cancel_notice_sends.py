@@ -31,9 +31,9 @@ from python_worker.push.retry import RetryPolicy
 from python_worker.worker.cancels import CancelNotices
 from python_worker.worker.db import WorkerDatabase
 from python_worker.worker.dispatcher import Senders
-from tests.push_fixtures import make_apns_sender, make_fcm_sender
-from tests.worker_support import Conn, Relative, add_relative
-from tests.world import apns_token, fcm_token
+from tests.support.push import make_apns_sender, make_fcm_sender
+from tests.support.worker import Conn, Relative, add_relative
+from tests.support.world import apns_token, fcm_token
 
 POLL_S = 7.0
 

@@ -18,8 +18,8 @@ import pytest
 from psycopg.rows import dict_row
 
 from python_worker.stack.cluster import LocalStack
-from tests.integration.own_cluster import own_cluster
-from tests.worker_support import Conn, add_relative, queue_call, wait_for
+from tests.support.db import throwaway_stack
+from tests.support.worker import Conn, add_relative, queue_call, wait_for
 
 LIVE = """select 1 from pg_locks l
            where l.locktype = 'advisory' and l.granted and l.objsubid = 2
@@ -112,8 +112,9 @@ def test_a_lock_of_the_same_name_in_another_database_does_not_keep_rows(
 
 @pytest.fixture(scope="module")
 def restartable() -> Iterator[tuple[LocalStack, str]]:
-    with own_cluster("crash-restart") as made:
-        yield made
+    with throwaway_stack("crash-restart") as stack:
+        stack.up(apply=False)
+        yield stack, stack.create_migrated_database("crash_restart")
 
 
 def test_rows_claimed_before_a_restart_are_left_to_their_lease(

@@ -24,8 +24,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.integration.edges_support import Conn, Family, add_family, row
-from tests.worker_support import wait_for
+from tests.support.edges import Conn, Family, add_family, row
+from tests.support.worker import wait_for
 
 CODE = "424242"
 WRONG = "424243"

@@ -19,8 +19,8 @@ import pytest
 from python_worker.errors import CallPanionError
 from python_worker.stack.cluster import LocalStack
 from python_worker.worker.presence import Presence
-from tests.integration.own_cluster import own_cluster
-from tests.worker_support import wait_for
+from tests.support.db import throwaway_stack
+from tests.support.worker import wait_for
 
 HOLDER = """select l.pid from pg_locks l
              where l.locktype = 'advisory' and l.granted and l.objsubid = 2
@@ -30,8 +30,9 @@ HOLDER = """select l.pid from pg_locks l
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[tuple[LocalStack, str]]:
-    with own_cluster("presence") as made:
-        yield made
+    with throwaway_stack("presence") as stack:
+        stack.up(apply=False)
+        yield stack, stack.create_migrated_database("presence")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from python_worker.emulators.elevenlabs import transcription_payload
-from tests.integration.edges_support import (
+from tests.support.edges import (
     OCCURRENCE,
     Conn,
     add_family,

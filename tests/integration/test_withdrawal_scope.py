@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from python_worker.emulators.elevenlabs import transcription_payload
-from tests.integration.edges_support import (
+from tests.support.edges import (
     OCCURRENCE,
     WITHDRAWN,
     Conn,

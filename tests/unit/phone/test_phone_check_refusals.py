@@ -18,8 +18,10 @@ import pytest
 from python_worker.phone.checks import PUSH_CHECKS, Paired, PushRefused, check_push, read_push
 from python_worker.push.payloads import IncomingCall, apns_voip_payload, fcm_data
 
-SESSION = uuid.uuid4()
-HOUSEHOLD, RELATIVE = uuid.uuid4(), uuid.uuid4()
+# Fixed ids, so that the parametrized tests' ids are the same on every run.
+SESSION = uuid.UUID("6a0f2c1e-94b3-4d57-8e21-3c9b7d4a5f60")
+HOUSEHOLD = uuid.UUID("1b2c3d4e-5f60-4718-89ab-cdef01234567")
+RELATIVE = uuid.UUID("7e6d5c4b-3a29-4180-9f7e-6d5c4b3a2918")
 PAIRED = Paired(str(HOUSEHOLD), str(RELATIVE))
 EXPIRES = dt.datetime(2031, 1, 6, 9, 2, tzinfo=dt.UTC)
 

@@ -1,6 +1,6 @@
 """Rows for the state-machine edge tests, inserted exactly as each scenario needs them.
 
-A plain support module (never a conftest): the scenarios put sessions, queue rows and alerts
+A plain support module (tests/support, never a conftest): the scenarios put sessions, queue rows and alerts
 in the states they need directly, so each test reaches the one edge it is about. Everything
 happens inside the `db` fixture's transaction, at times before the database's clock (the
 webhook checks a report's times against now).
