@@ -114,8 +114,8 @@ class CancelNotices:
                         "provider": row["provider"],
                     },
                 )
-            # equivalent mutant: `<=` or `not <`: an extra claim finds nothing, and a batch
-            # left after a full one goes at the next loop (0.02 s later; cancels are rare).
+            # equivalent mutant: `<=`, `>` or `not <`: an extra claim finds nothing, and a
+            # batch left after a full one goes at the next loop (0.02 s later; cancels are rare).
             if len(rows) < BATCH_SIZE:
                 return claimed
 
@@ -145,6 +145,8 @@ class CancelNotices:
             ttl = int((deadline - dt.datetime.now(dt.UTC)).total_seconds())
             message = fcm_cancel_message(session, row["push_token"], max(ttl, 1))
             return await self.senders.fcm.send(message, attempt=row["attempts"])
+        # equivalent mutant: `<= "apns"`: the outbox's providers are apns and fcm (a check
+        # constraint), and fcm is handled above.
         if row["provider"] == "apns":
             if self.senders.apns is None:
                 return not_configured("apns", "APNS_KEY_FILE")

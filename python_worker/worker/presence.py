@@ -104,6 +104,7 @@ class Presence:
         except BaseException:
             await conn.close()
             raise
+        # equivalent mutant: row[-1]: register_worker's answer is one column.
         if not (row and row[0]):
             await conn.close()
             if self._registered:
