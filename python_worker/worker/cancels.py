@@ -114,8 +114,8 @@ class CancelNotices:
                         "provider": row["provider"],
                     },
                 )
-            # equivalent mutant: `<=`, `>` or `not <`: an extra claim finds nothing, and a
-            # batch left after a full one goes at the next loop (0.02 s later; cancels are rare).
+            # equivalent mutant: any other test of the count (`<=`, `>`, `==`, `not <`): an
+            # extra claim finds nothing, and what a full batch left goes at the next loop.
             if len(rows) < BATCH_SIZE:
                 return claimed
 
