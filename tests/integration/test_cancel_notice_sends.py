@@ -360,3 +360,10 @@ def test_a_provider_the_duty_does_not_know_is_our_bug(duty: CancelNotices) -> No
         "retry_after_s": None,
         "detail": None,
     }
+
+
+def test_the_lease_and_the_poll_interval_are_named_never_positional(
+    duty: CancelNotices,
+) -> None:
+    with pytest.raises(TypeError):
+        CancelNotices(duty.db, duty.senders, 30.0, 7.0)  # type: ignore[call-arg]
