@@ -3,7 +3,7 @@
 -- migration, then run `make schema` and commit this file with it (tests check it is fresh).
 --
 -- Start here to read a table, a policy or the current body of a function. The migrations are
--- the history; the last migration applied to make this file: 20261126230200_ended_with_conversation.
+-- the history; the last migration applied to make this file: 20261201140000_pairing_reference.
 --
 -- What is here: the schemas public and private as pg_dump prints them (by kind, then name),
 -- then the supabase_realtime publication's tables and the pg_cron jobs (from queries).
@@ -173,6 +173,7 @@ CREATE TABLE public.device_pairs (
     created_by uuid,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    pairing_reference text,
     CONSTRAINT device_pairs_active_check CHECK (((status <> 'active'::text) OR ((platform IS NOT NULL) AND (secret_hash IS NOT NULL) AND (paired_at IS NOT NULL)))),
     CONSTRAINT device_pairs_apns_token_check CHECK (private.matches('device_pairs.apns_token'::text, apns_token, '^[0-9a-f]{64}$'::text, 'is not an APNs device token (64 hexadecimal characters)'::text)),
     CONSTRAINT device_pairs_app_version_check CHECK (private.is_text('device_pairs.app_version'::text, app_version, 50)),
@@ -180,6 +181,7 @@ CREATE TABLE public.device_pairs (
     CONSTRAINT device_pairs_invalid_reason_check CHECK ((((fcm_token_invalidated_at IS NULL) = (fcm_token_invalid_reason IS NULL)) AND ((voip_token_invalidated_at IS NULL) = (voip_token_invalid_reason IS NULL)) AND ((apns_token_invalidated_at IS NULL) = (apns_token_invalid_reason IS NULL)))),
     CONSTRAINT device_pairs_label_check CHECK (private.is_text('device_pairs.label'::text, label, 100)),
     CONSTRAINT device_pairs_pairing_failed_attempts_check CHECK (private.between_('device_pairs.pairing_failed_attempts'::text, pairing_failed_attempts, 0, 1000)),
+    CONSTRAINT device_pairs_pairing_reference_check CHECK (((pairing_reference IS NULL) OR (pairing_reference ~ '^[0-9A-HJKMNP-TV-Z]{8}$'::text))),
     CONSTRAINT device_pairs_pending_check CHECK (((status <> 'pending'::text) OR ((pairing_code_hash IS NOT NULL) AND (pairing_code_expires_at IS NOT NULL)))),
     CONSTRAINT device_pairs_platform_check CHECK (private.one_of('device_pairs.platform'::text, platform, '{ios,android}'::text[])),
     CONSTRAINT device_pairs_revoked_check CHECK (((status = 'revoked'::text) = (revoked_at IS NOT NULL))),
@@ -275,6 +277,19 @@ begin
     using errcode = 'CP409';
 end
 $$;
+
+--
+-- Name: canonical_pairing_reference(text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.canonical_pairing_reference(p_reference text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+  select case when c ~ '^[0-9A-HJKMNP-TV-Z]{8}$' then c end
+  from (select translate(upper(regexp_replace(coalesce(p_reference, ''), '[\s-]', '', 'g')),
+                         'OIL', '011') as c) t
+$_$;
 
 --
 -- Name: check_worker_args(text, integer, interval); Type: FUNCTION; Schema: private
@@ -822,6 +837,20 @@ CREATE FUNCTION private.member_household_ids() RETURNS SETOF uuid
 $$;
 
 --
+-- Name: new_pairing_reference(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.new_pairing_reference() RETURNS text
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ',
+                           ((r.bits >> (5 * (7 - i))) & 31)::integer + 1, 1), '' order by i)
+  from (select ('x' || encode(extensions.gen_random_bytes(5), 'hex'))::bit(40)::bigint as bits) r,
+       generate_series(0, 7) as i
+$$;
+
+--
 -- Name: next_occurrence(text, time without time zone, smallint[], text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private
 --
 
@@ -936,6 +965,26 @@ CREATE FUNCTION private.pairing_code_lifetime() RETURNS interval
     LANGUAGE sql STABLE
     SET search_path TO ''
     AS $$ select s.code_lifetime from private.pairing_settings s $$;
+
+--
+-- Name: pairing_id_for_reference(text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.pairing_id_for_reference(p_reference text) RETURNS uuid
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_nobody uuid := gen_random_uuid();
+  v_found uuid;
+begin
+  select d.id into v_found from public.device_pairs d
+   where d.pairing_reference = private.canonical_pairing_reference(p_reference)
+     and d.status = 'pending'
+     and d.pairing_code_expires_at > now();
+  return coalesce(v_found, v_nobody);
+end
+$$;
 
 --
 -- Name: pairing_max_failures(); Type: FUNCTION; Schema: private
@@ -1276,6 +1325,33 @@ begin
     from withdrawn w
    where c.id = w.call_session_id and c.status = 'queued';
   return old;  -- as a BEFORE DELETE trigger, returning null would cancel the delete
+end
+$$;
+
+--
+-- Name: set_pairing_reference(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.set_pairing_reference() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.status = 'pending' then
+    if new.pairing_reference is null then
+      -- A clash among pending rows (N / 1.1e12) is caught by the unique index; draw again.
+      loop
+        new.pairing_reference := private.new_pairing_reference();
+        exit when not exists (select 1 from public.device_pairs d
+                               where d.pairing_reference = new.pairing_reference
+                                 and d.status = 'pending');
+      end loop;
+    end if;
+  else
+    -- Claimed (active) or revoked: the reference can never pair again, so it is not kept.
+    new.pairing_reference := null;
+  end if;
+  return new;
 end
 $$;
 
@@ -2003,6 +2079,27 @@ end
 $$;
 
 --
+-- Name: create_pairing(uuid); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.create_pairing(p_relative_id uuid) RETURNS TABLE(pairing_id uuid, device_id uuid, code text, reference text, expires_at timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_created record;
+  v_reference text;
+begin
+  select c.* into strict v_created from public.create_pairing_code(p_relative_id) c;
+  select d.pairing_reference into strict v_reference
+    from public.device_pairs d where d.id = v_created.pairing_id;
+  return query select v_created.pairing_id, v_created.device_id, v_created.code,
+                      substr(v_reference, 1, 4) || '-' || substr(v_reference, 5, 4),
+                      v_created.expires_at;
+end
+$$;
+
+--
 -- Name: create_pairing_code(uuid); Type: FUNCTION; Schema: public
 --
 
@@ -2168,6 +2265,26 @@ begin
   select r.household_id into strict v_household
     from public.relatives r where r.id = (v_result->'relative'->>'id')::uuid;
   return v_result || jsonb_build_object('household_id', v_household);
+end
+$$;
+
+--
+-- Name: pair_device_by_reference(text, text, text, text, text, text, text, text, text); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.pair_device_by_reference(p_reference text, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if private.canonical_pairing_reference(p_reference) is null then
+    -- The reference's form is public (the dashboard shows it): saying so leaks nothing.
+    raise exception 'invalid pairing_reference: must be the 8 letters and digits shown beside the code'
+      using errcode = 'CP422';
+  end if;
+  return public.pair_device(private.pairing_id_for_reference(p_reference), p_code, p_secret_hash,
+                            p_platform, p_app_version, p_label, p_fcm_token, p_voip_token,
+                            p_apns_token);
 end
 $$;
 
@@ -3233,10 +3350,6 @@ CREATE FUNCTION public.update_device_tokens(p_device_id uuid, p_fcm_token text, 
 declare
   v_device public.device_pairs;
 begin
-  if p_fcm_token is null and p_voip_token is null and p_apns_token is null then
-    raise exception 'invalid tokens: send at least one of fcm_token, voip_token, apns_token'
-      using errcode = 'CP422';
-  end if;
   perform private.active_device(p_device_id);
   update public.device_pairs d
      set fcm_token = coalesce(p_fcm_token, d.fcm_token),
@@ -3838,6 +3951,12 @@ CREATE UNIQUE INDEX device_pairs_one_active_idx ON public.device_pairs USING btr
 CREATE UNIQUE INDEX device_pairs_one_pending_idx ON public.device_pairs USING btree (relative_id) WHERE (status = 'pending'::text);
 
 --
+-- Name: device_pairs_pending_reference_idx; Type: INDEX; Schema: public
+--
+
+CREATE UNIQUE INDEX device_pairs_pending_reference_idx ON public.device_pairs USING btree (pairing_reference) WHERE (status = 'pending'::text);
+
+--
 -- Name: device_pairs_relative_idx; Type: INDEX; Schema: public
 --
 
@@ -3944,6 +4063,12 @@ CREATE TRIGGER call_sessions_touch BEFORE UPDATE ON public.call_sessions FOR EAC
 --
 
 CREATE TRIGGER device_pairs_normalise BEFORE INSERT OR UPDATE ON public.device_pairs FOR EACH ROW EXECUTE FUNCTION private.device_pairs_normalise();
+
+--
+-- Name: device_pairs device_pairs_pairing_reference; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER device_pairs_pairing_reference BEFORE INSERT OR UPDATE OF status ON public.device_pairs FOR EACH ROW EXECUTE FUNCTION private.set_pairing_reference();
 
 --
 -- Name: device_pairs device_pairs_touch; Type: TRIGGER; Schema: public
@@ -4600,6 +4725,12 @@ GRANT ALL ON FUNCTION private.admin_household_ids() TO service_role;
 REVOKE ALL ON FUNCTION private.call_transition(p_status text, p_event text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION canonical_pairing_reference(p_reference text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.canonical_pairing_reference(p_reference text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION conversation_variables(p_session public.call_sessions); Type: ACL; Schema: private
 --
 
@@ -4662,6 +4793,12 @@ GRANT ALL ON FUNCTION private.member_household_ids() TO authenticated;
 GRANT ALL ON FUNCTION private.member_household_ids() TO service_role;
 
 --
+-- Name: FUNCTION new_pairing_reference(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.new_pairing_reference() FROM PUBLIC;
+
+--
 -- Name: FUNCTION occurrence_has_conversation(p_session_id uuid, p_schedule_id uuid, p_occurrence timestamp with time zone); Type: ACL; Schema: private
 --
 
@@ -4679,6 +4816,12 @@ REVOKE ALL ON FUNCTION private.pairing_code_hash(p_pairing_id uuid, p_code text)
 --
 
 REVOKE ALL ON FUNCTION private.pairing_code_lifetime() FROM PUBLIC;
+
+--
+-- Name: FUNCTION pairing_id_for_reference(p_reference text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.pairing_id_for_reference(p_reference text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION pairing_max_failures(); Type: ACL; Schema: private
@@ -4800,6 +4943,12 @@ GRANT INSERT(retry_interval),UPDATE(retry_interval) ON TABLE public.schedules TO
 GRANT INSERT(ring_timeout),UPDATE(ring_timeout) ON TABLE public.schedules TO authenticated;
 
 --
+-- Name: FUNCTION set_pairing_reference(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.set_pairing_reference() FROM PUBLIC;
+
+--
 -- Name: FUNCTION webhook_clock_tolerance(); Type: ACL; Schema: private
 --
 
@@ -4905,6 +5054,14 @@ GRANT ALL ON FUNCTION public.create_household(p_name text) TO authenticated;
 GRANT ALL ON FUNCTION public.create_household(p_name text) TO service_role;
 
 --
+-- Name: FUNCTION create_pairing(p_relative_id uuid); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.create_pairing(p_relative_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.create_pairing(p_relative_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.create_pairing(p_relative_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION create_pairing_code(p_relative_id uuid); Type: ACL; Schema: public
 --
 
@@ -4961,6 +5118,13 @@ GRANT ALL ON FUNCTION public.open_alerts(p_household_id uuid, p_limit integer) T
 
 REVOKE ALL ON FUNCTION public.pair_device(p_pairing_id uuid, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.pair_device(p_pairing_id uuid, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) TO service_role;
+
+--
+-- Name: FUNCTION pair_device_by_reference(p_reference text, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.pair_device_by_reference(p_reference text, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.pair_device_by_reference(p_reference text, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) TO service_role;
 
 --
 -- Name: FUNCTION prepare_call_accept(p_device_id uuid, p_session_id uuid); Type: ACL; Schema: public

@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.types.json import Jsonb
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -67,6 +67,20 @@ FCM_TOKEN_PATTERN = r"^[A-Za-z0-9_:\-]{32,4096}$"  # noqa: S105 - a pattern
 #: Free text: not blank, no NUL character (Postgres text cannot hold one).
 TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 APNS_TOKEN_PATTERN = r"^[0-9A-Fa-f]{64}$"  # noqa: S105 - a pattern
+#: What the dashboard shows beside the code; its exact form (8 Crockford base32 characters,
+#: case, spaces and hyphens free) is checked in SQL (pair_device_by_reference).
+REFERENCE_PATTERN = r"^[0-9A-Za-z \-]{8,16}$"
+#: The label a device gets when the app sends none (the family may see it on the dashboard).
+DEFAULT_LABELS = {"ios": "iPhone", "android": "Android phone"}
+
+
+def _no_token_when_empty(value: object) -> object:
+    """An empty token string is "no token": Android's `getDevicePushTokenVoIP()` answers ""."""
+    return None if value == "" else value
+
+
+#: A push token field: absent, null and "" all mean "no token".
+Token = Annotated[str | None, BeforeValidator(_no_token_when_empty)]
 
 
 # Bodies -------------------------------------------------------------------------------------
@@ -80,20 +94,30 @@ class ErrorBody(BaseModel):
 
 
 class PairRequest(BaseModel):
-    pairing_id: uuid.UUID = Field(
-        description="which pairing: the id in the dashboard's QR code or link, with the code"
+    pairing_id: uuid.UUID | None = Field(
+        default=None,
+        description="which pairing: the id in the dashboard's QR code or link (or send"
+        " `pairing_reference` instead, when the person types the code)",
+    )
+    pairing_reference: str | None = Field(
+        default=None,
+        pattern=REFERENCE_PATTERN,
+        description="which pairing, typed: the 8 letters and digits the dashboard shows beside"
+        " the code (for example ABCD-EFGH; case, spaces and hyphens do not matter)",
     )
     code: str = Field(pattern=r"^[0-9]{6}$", description="the 6 digits shown on the dashboard")
     platform: Literal["ios", "android"]
-    fcm_token: str | None = Field(default=None, pattern=FCM_TOKEN_PATTERN)
-    voip_token: str | None = Field(
-        default=None, pattern=APNS_TOKEN_PATTERN, description="PushKit (iOS)"
+    fcm_token: Token = Field(default=None, pattern=FCM_TOKEN_PATTERN)
+    voip_token: Token = Field(default=None, pattern=APNS_TOKEN_PATTERN, description="PushKit (iOS)")
+    apns_token: Token = Field(default=None, pattern=APNS_TOKEN_PATTERN, description="APNs (iOS)")
+    app_version: str | None = Field(default=None, min_length=1, max_length=50, pattern=TEXT_PATTERN)
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=TEXT_PATTERN,
+        description='how the family sees the device (default "iPhone" / "Android phone")',
     )
-    apns_token: str | None = Field(
-        default=None, pattern=APNS_TOKEN_PATTERN, description="APNs (iOS)"
-    )
-    app_version: str = Field(min_length=1, max_length=50, pattern=TEXT_PATTERN)
-    label: str = Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)
 
 
 class RelativeOut(BaseModel):
@@ -138,9 +162,9 @@ class UpcomingCallsResponse(BaseModel):
 
 
 class TokensRequest(BaseModel):
-    fcm_token: str | None = Field(default=None, pattern=FCM_TOKEN_PATTERN)
-    voip_token: str | None = Field(default=None, pattern=APNS_TOKEN_PATTERN)
-    apns_token: str | None = Field(default=None, pattern=APNS_TOKEN_PATTERN)
+    fcm_token: Token = Field(default=None, pattern=FCM_TOKEN_PATTERN)
+    voip_token: Token = Field(default=None, pattern=APNS_TOKEN_PATTERN)
+    apns_token: Token = Field(default=None, pattern=APNS_TOKEN_PATTERN)
 
 
 class TokensResponse(BaseModel):
@@ -458,11 +482,19 @@ def create_app(
         tags=["device"],
     )
     def pair(body: PairRequest, request: Request) -> PairResponse:
-        """Claim the code of one pairing (`pairing_id` and `code` from the QR code or link).
-        The device secret is returned once. Pairing revokes the relative's earlier device.
-        A wrong, expired or locked code, or an unknown pairing, gets one and the same 403;
-        a code is locked after 5 wrong attempts. 429 with Retry-After: too many requests
+        """Claim the code of one pairing: `pairing_id` and `code` from the QR code or link, or
+        `pairing_reference` and `code` as typed from the dashboard. The device secret is
+        returned once. Pairing revokes the relative's earlier device. A wrong, expired or
+        locked code, or an unknown pairing, gets one and the same 403; a code is locked after
+        5 wrong attempts. 429 with Retry-After: too many requests
         from this address, or the global guess budget is spent."""
+        if (body.pairing_id is None) == (body.pairing_reference is None):
+            raise ApiError(
+                422,
+                "pairing_id: send exactly one of pairing_id (from the QR code or link) and"
+                " pairing_reference (typed from the dashboard, beside the code)",
+                "pairing_id",
+            )
         address = request.client.host if request.client else "unknown"
         wait = limiter.hit(address)
         if wait is not None:
@@ -474,10 +506,13 @@ def create_app(
                 {"Retry-After": str(seconds)},
             )
         secret = secrets.token_urlsafe(32)
-        result = db.result(
-            "pair_device",
-            {**body.model_dump(), "secret_hash": hash_secret(secret)},
-        )
+        values = body.model_dump() | {
+            "secret_hash": hash_secret(secret),
+            "label": body.label or DEFAULT_LABELS[body.platform],
+        }
+        # A typed reference is resolved to its pairing id in SQL, then claimed the same way.
+        query = "pair_device" if body.pairing_id is not None else "pair_device_by_reference"
+        result = db.result(query, values)
         outcome = result["outcome"]
         if outcome == "busy":
             seconds = max(1, int(result["retry_after"]))

@@ -11,6 +11,12 @@ select 1 as ok
 select public.pair_device(%(pairing_id)s, %(code)s, %(secret_hash)s, %(platform)s, %(app_version)s,
                           %(label)s, %(fcm_token)s, %(voip_token)s, %(apns_token)s) as result
 
+-- pair_device_by_reference --
+-- The same claim with the reference the person typed (resolved to its pairing id in SQL).
+select public.pair_device_by_reference(%(pairing_reference)s, %(code)s, %(secret_hash)s,
+                                       %(platform)s, %(app_version)s, %(label)s, %(fcm_token)s,
+                                       %(voip_token)s, %(apns_token)s) as result
+
 -- device_upcoming_calls --
 -- The upcoming calls of the device's relative in [from, to] (the dashboard's upcoming_calls).
 select schedule_id, schedule_title, occurrence_at, local_time, timezone, call_session_id,
