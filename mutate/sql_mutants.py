@@ -767,61 +767,61 @@ STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
 
 SQL_MUTANTS = SQL_MUTANTS + STATE_MACHINE_MUTANTS
 
-PAIRING_BY_ID = "20261126160000_pairing_by_id.sql"
 PAIRING = "tests/integration/test_pairing_refusals.py"
 CRASH_EDGES = "tests/integration/test_crash_recovery_edges.py"
 
 #: Pairing's refusals (issue 26), anchored on claim_pairing_code's latest definition
-#: (PAIRING_BY_ID; pair_device wraps it without redefining it). The security work on pairing
-#: budgets rewrites this function: re-anchor these then (test_sql_mutants.py says so).
+#: (BUDGETS; pair_device and pair_device_by_reference wrap it without redefining it). A later
+#: rewrite of the claim must re-anchor these (test_sql_mutants.py says so).
 PAIRING_MUTANTS: tuple[SqlMutant, ...] = (
     SqlMutant(
         name="pairing_code_expiring_now_accepted",
-        migration=PAIRING_BY_ID,
-        original="     or v_pending.pairing_code_expires_at <= now()\n",
-        mutated="     or v_pending.pairing_code_expires_at < now()\n",
+        migration=BUDGETS,
+        original="'pending' and v_pair.pairing_code_expires_at > v_now\n",
+        mutated="'pending' and v_pair.pairing_code_expires_at >= v_now\n",
         tests=(f"{PAIRING}::test_wrong_expired_locked_and_unknown_get_one_answer_byte_for_byte",),
     ),
     SqlMutant(
         name="pairing_code_at_its_failure_limit_weighed",
-        migration=PAIRING_BY_ID,
-        original="     or v_pending.pairing_failed_attempts >= v_settings.max_failures then\n",
-        mutated="     or v_pending.pairing_failed_attempts > v_settings.max_failures then\n",
+        migration=BUDGETS,
+        original="            and v_pair.pairing_failed_attempts < v_settings.max_failures;\n",
+        mutated="            and v_pair.pairing_failed_attempts <= v_settings.max_failures;\n",
         tests=(f"{PAIRING}::test_a_code_is_locked_at_its_last_allowed_failure",),
     ),
     SqlMutant(
         name="pairing_guess_at_a_paired_device_weighed",
-        migration=PAIRING_BY_ID,
-        original="   where d.id = p_pairing_id and d.status = 'pending'\n   for update of d;\n",
-        mutated="   where d.id = p_pairing_id\n   for update of d;\n",
+        migration=BUDGETS,
+        original="  v_open := v_pair.status = 'pending' and ",
+        mutated="  v_open := ",
         tests=(f"{PAIRING}::test_a_guess_at_a_paired_devices_id_costs_nothing",),
+        note="only a revoked row that kept its code tells: the revoked_code case",
     ),
     SqlMutant(
         name="pairing_claim_without_row_lock",
-        migration=PAIRING_BY_ID,
-        original="   where d.id = p_pairing_id and d.status = 'pending'\n   for update of d;\n",
-        mutated="   where d.id = p_pairing_id and d.status = 'pending';\n",
+        migration=BUDGETS,
+        original=" where d.id = p_pairing_id for update of d;\n",
+        mutated=" where d.id = p_pairing_id;\n",
         tests=(f"{PAIRING}::test_two_apps_claiming_one_code_at_once_pair_one_device",),
     ),
     SqlMutant(
         name="pairing_wrong_guess_not_counted",
-        migration=PAIRING_BY_ID,
+        migration=BUDGETS,
         original="       set pairing_failed_attempts = d.pairing_failed_attempts + 1\n",
         mutated="       set pairing_failed_attempts = d.pairing_failed_attempts + 0\n",
         tests=(f"{PAIRING}::test_a_code_is_locked_at_its_last_allowed_failure",),
     ),
     SqlMutant(
         name="pairing_replaces_a_revoked_device",
-        migration=PAIRING_BY_ID,
-        original="   where d.relative_id = v_pending.relative_id and d.status = 'active'\n",
-        mutated="   where d.relative_id = v_pending.relative_id and d.status <> 'pending'\n",
+        migration=BUDGETS,
+        original="   where d.relative_id = v_pair.relative_id and d.status = 'active'\n",
+        mutated="   where d.relative_id = v_pair.relative_id and d.status <> 'pending'\n",
         tests=(f"{PAIRING}::test_with_only_revoked_devices_nothing_is_replaced",),
     ),
     SqlMutant(
         name="pairing_replaces_another_relatives_device",
-        migration=PAIRING_BY_ID,
-        original="   where d.relative_id = v_pending.relative_id and d.status = 'active'\n",
-        mutated="   where d.household_id = v_pending.household_id and d.status = 'active'\n",
+        migration=BUDGETS,
+        original="   where d.relative_id = v_pair.relative_id and d.status = 'active'\n",
+        mutated="   where d.household_id = v_pair.household_id and d.status = 'active'\n",
         tests=(f"{PAIRING}::test_pairing_replaces_the_active_device_and_names_it",),
     ),
 )
