@@ -826,37 +826,46 @@ PAIRING_MUTANTS: tuple[SqlMutant, ...] = (
     ),
 )
 
-#: Crash recovery under concurrency and restarts (issue 26), anchored on CRASH: the reclaim,
-#: the live keys and the presence test are defined there and nowhere later.
+#: Crash recovery under concurrency and restarts (issue 26): the live keys and the presence
+#: test are defined in CRASH and nowhere later; the reclaim's latest definition is in ALERTS.
 CRASH_MUTANTS: tuple[SqlMutant, ...] = (
+    # The calls' half of the reclaim, as the alerts rewrote it (ALERTS); the outbox's half
+    # is private.reclaim_orphaned_outbox, just below it in the same migration.
     SqlMutant(
         name="reclaim_without_skip_locked",
-        migration=CRASH,
+        migration=ALERTS,
         original=(
-            "                    and not private.worker_is_live(e.locked_by, v_live)\n"
-            "                  for update skip locked);"
+            "                      and not private.worker_is_live(e.locked_by, v_live)\n"
+            "                    for update skip locked);"
         ),
         mutated=(
-            "                    and not private.worker_is_live(e.locked_by, v_live)\n"
-            "                  for update);"
+            "                      and not private.worker_is_live(e.locked_by, v_live)\n"
+            "                    for update);"
         ),
         tests=(
             f"{CRASH_EDGES}::test_a_reclaim_skips_an_orphan_another_worker_holds_and_takes_it_later",
         ),
+        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
     ),
     SqlMutant(
         name="reclaim_rows_claimed_before_the_restart",
-        migration=CRASH,
-        original="and e.presence_claimed_at >= pg_catalog.pg_postmaster_start_time()\n",
-        mutated="\n",
+        migration=ALERTS,
+        original=(
+            "'claimed'\n"
+            "                      and e.presence_claimed_at"
+            " >= pg_catalog.pg_postmaster_start_time()\n"
+        ),
+        mutated="'claimed'\n",
         tests=(f"{CRASH_EDGES}::test_rows_claimed_before_a_restart_are_left_to_their_lease",),
+        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
     ),
     SqlMutant(
         name="reclaim_rows_of_a_live_worker",
-        migration=CRASH,
-        original="                    and not private.worker_is_live(e.locked_by, v_live)\n",
+        migration=ALERTS,
+        original="                      and not private.worker_is_live(e.locked_by, v_live)\n",
         mutated="",
         tests=(f"{CRASH_EDGES}::test_an_owner_whose_lock_key_is_negative_is_still_seen_alive",),
+        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
     ),
     SqlMutant(
         name="worker_lock_key_compared_signed",
