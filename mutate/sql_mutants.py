@@ -331,6 +331,17 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         ),
     ),
     SqlMutant(
+        name="unknown_ids_spend_no_pool",
+        migration=BUDGETS,
+        original="  v_scope := private.pairing_scope(p_pairing_id, v_pair.household_id);",
+        mutated="  v_scope := coalesce('household:' || v_pair.household_id::text, 'unknown');",
+        tests=(
+            "tests/integration/test_typed_pairing.py::test_an_unknown_reference_spends_the_"
+            "unknown_pool_as_an_unknown_pairing_id_does",
+        ),
+        note="unknown guesses land in a scope no budget read sums (the shard forgotten)",
+    ),
+    SqlMutant(
         name="closed_codes_counted_as_wrong",
         migration=BUDGETS,
         original="     where d.id = p_pairing_id and coalesce(v_open, false);",
