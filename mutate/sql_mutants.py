@@ -879,6 +879,16 @@ CRASH_MUTANTS: tuple[SqlMutant, ...] = (
         note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
     ),
     SqlMutant(
+        name="outbox_reclaim_rows_of_a_live_worker",
+        migration=ALERTS,
+        original="                    and not private.worker_is_live(e.locked_by, p_live)\n",
+        mutated="",
+        tests=(
+            f"{ALERT_TESTS}::test_an_outbox_claim_of_a_worker_still_present_is_not_reclaimed",
+        ),
+        note="reclaim_orphaned_outbox: the twin of reclaim_rows_of_a_live_worker",
+    ),
+    SqlMutant(
         name="worker_lock_key_compared_signed",
         migration=CRASH,
         original="select (private.worker_lock_key(p_worker)::bigint & 4294967295) = any (p_live)",
