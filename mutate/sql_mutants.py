@@ -883,9 +883,7 @@ CRASH_MUTANTS: tuple[SqlMutant, ...] = (
         migration=ALERTS,
         original="                    and not private.worker_is_live(e.locked_by, p_live)\n",
         mutated="",
-        tests=(
-            f"{ALERT_TESTS}::test_an_outbox_claim_of_a_worker_still_present_is_not_reclaimed",
-        ),
+        tests=(f"{ALERT_TESTS}::test_an_outbox_claim_of_a_worker_still_present_is_not_reclaimed",),
         note="reclaim_orphaned_outbox: the twin of reclaim_rows_of_a_live_worker",
     ),
     SqlMutant(
