@@ -18,6 +18,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from tests.support.world import call_binding
+
 Conn = psycopg.Connection[dict[str, Any]]
 
 #: A Monday morning well before the real clock.
@@ -193,7 +195,12 @@ def event(
 
 
 def deliver(db: Conn, payload: dict[str, Any]) -> dict[str, Any]:
-    """Store and ingest a webhook event exactly as the API does."""
+    """Store and ingest a webhook event exactly as the API does. A report naming a
+    `call_session_id` is a genuine one: it carries the `call_binding` the API gave that
+    session's own device (issue 25), unless the payload sets one itself."""
+    variables = payload["data"]["conversation_initiation_client_data"]["dynamic_variables"]
+    if "call_session_id" in variables and "call_binding" not in variables:
+        variables["call_binding"] = call_binding(db, variables["call_session_id"])
     stored = row(db, "select * from store_webhook_event(%s, 0)", [Jsonb(payload)])
     result = row(db, "select process_webhook_event(%s, %s) as r", [stored["event_id"], CONCERNS])[
         "r"
