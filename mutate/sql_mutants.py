@@ -49,6 +49,9 @@ LIFECYCLE = "20261126100100_call_lifecycle_scheduler.sql"
 CANCELLED_IS_OVER = "20261126180000_cancelled_call_is_over.sql"
 CRASH = "20261126210000_crash_recovery.sql"
 PHASE2 = "20261126211000_phase2_reclaims_orphans.sql"
+ALERT_TABLES = "20261201120000_family_alerts_tables.sql"
+ALERTS = "20261201120100_family_alerts_functions.sql"
+ALERT_TESTS = "tests/integration/test_alerts_sql.py"
 
 SQL_MUTANTS: tuple[SqlMutant, ...] = (
     SqlMutant(
@@ -228,5 +231,198 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "tests/integration/test_dispatch_sql.py::test_delivered_leaves_a_session_the_phone_already_answered",
         ),
         note="record_push_results (dispatch work may rewrite it)",
+    ),
+    # Issue 21: the outbox's claim and record, the escalation, the links, verification.
+    SqlMutant(
+        name="outbox_claim_without_skip_locked",
+        migration=ALERTS,
+        original="    limit p_limit\n    for update of o skip locked\n",
+        mutated="    limit p_limit\n    for update of o\n",
+        tests=(f"{ALERT_TESTS}::test_a_claim_skips_rows_another_worker_holds_instead_of_waiting",),
+    ),
+    SqlMutant(
+        name="outbox_once_widened",
+        migration=ALERT_TABLES,
+        original=(
+            "constraint outbox_once unique nulls not distinct (kind, alert_id, method_id, step),"
+        ),
+        mutated=(
+            "constraint outbox_once unique nulls not distinct (kind, alert_id, method_id, "
+            "step, id),"
+        ),
+        tests=(f"{ALERT_TESTS}::test_nothing_is_told_twice",),
+    ),
+    SqlMutant(
+        name="outbox_record_ignores_the_lease_owner",
+        migration=ALERTS,
+        original=(
+            "      and o.status = 'claimed' and o.locked_by = p_worker"
+            " and o.locked_until >= p_now\n"
+            "    for update of o) x;"
+        ),
+        mutated=(
+            "      and o.status = 'claimed' and o.locked_until >= p_now\n    for update of o) x;"
+        ),
+        tests=(f"{ALERT_TESTS}::test_results_sent_retry_and_lost_lease",),
+    ),
+    SqlMutant(
+        name="outbox_retry_ignores_max_attempts",
+        migration=ALERTS,
+        original=(
+            "             when r.outcome in ('retry', 'config_fault') and r.attempts < v_max\n"
+            "                  and (r.deadline_at is null"
+        ),
+        mutated=(
+            "             when r.outcome in ('retry', 'config_fault')\n"
+            "                  and (r.deadline_at is null"
+        ),
+        tests=(f"{ALERT_TESTS}::test_retries_give_up_after_max_attempts",),
+    ),
+    SqlMutant(
+        name="outbox_dead_method_kept",
+        migration=ALERTS,
+        original="     where m.id = r.method_id and r.outcome = 'method_dead'\n",
+        mutated="     where m.id = r.method_id and false\n",
+        tests=(f"{ALERT_TESTS}::test_dead_method_is_disabled_with_the_reason",),
+    ),
+    SqlMutant(
+        name="outbox_claim_sends_for_acknowledged_alerts",
+        migration=ALERTS,
+        original="                when o.kind = 'alert' and a.acknowledged_at is not null\n",
+        mutated="                when o.kind = 'alert' and false\n",
+        tests=(f"{ALERT_TESTS}::test_a_row_claimed_when_the_alert_is_acknowledged_is_not_retried",),
+    ),
+    SqlMutant(
+        name="outbox_orphans_not_reclaimed",
+        migration=ALERTS,
+        original="  if v_messages then\n    v_outbox := private.reclaim_orphaned_outbox(v_live);",
+        mutated="  if false then\n    v_outbox := private.reclaim_orphaned_outbox(v_live);",
+        tests=(
+            f"{ALERT_TESTS}::test_an_orphaned_claim_returns_at_once_through_the_shared_reclaim",
+        ),
+    ),
+    SqlMutant(
+        name="escalation_without_wait",
+        migration=ALERTS,
+        original=(
+            "next_step_at = case when v_esc.next_step <= v_esc.steps_total then p_now "
+            "+ v_esc.wait end"
+        ),
+        mutated="next_step_at = case when v_esc.next_step <= v_esc.steps_total then p_now end",
+        tests=(f"{ALERT_TESTS}::test_escalation_waits_then_tells_the_next_step_once",),
+    ),
+    SqlMutant(
+        name="escalation_not_stopped_by_acknowledgement",
+        migration=ALERTS,
+        original="   where e.alert_id = new.id and e.stopped_at is null;\n",
+        mutated="   where e.alert_id = new.id and false;\n",
+        tests=(f"{ALERT_TESTS}::test_dashboard_acknowledgement_stops_the_chain_for_everyone",),
+    ),
+    SqlMutant(
+        name="acknowledgement_leaves_queued_messages",
+        migration=ALERTS,
+        original="   where o.alert_id = new.id and o.kind = 'alert' and o.status = 'queued';\n",
+        mutated="   where o.alert_id = new.id and o.kind = 'alert' and false;\n",
+        tests=(f"{ALERT_TESTS}::test_dashboard_acknowledgement_stops_the_chain_for_everyone",),
+    ),
+    SqlMutant(
+        name="no_all_clear_after_an_answer",
+        migration=ALERTS,
+        original="  if v_reason = 'answered' then\n",
+        mutated="  if false then\n",
+        tests=(f"{ALERT_TESTS}::test_the_relative_answering_a_later_call_sends_the_all_clear",),
+    ),
+    SqlMutant(
+        name="escalation_skips_the_chain_freeze",
+        migration=ALERTS,
+        original=(
+            "          from public.escalation_contacts c"
+            " join homes h on h.household_id = c.household_id\n"
+        ),
+        mutated="          from public.escalation_contacts c join homes h on false\n",
+        tests=(f"{ALERT_TESTS}::test_chain_is_frozen_when_the_alert_is_raised",),
+    ),
+    SqlMutant(
+        name="quiet_hours_ignored",
+        migration=ALERTS,
+        original="  if p_start is null or p_end is null or p_start = p_end then\n    return p_at;",
+        mutated="  if true then\n    return p_at;",
+        tests=(
+            f"{ALERT_TESTS}::test_quiet_hours_hold_ordinary_kinds_until_they_end",
+            f"{ALERT_TESTS}::test_quiet_hours_wrapping_midnight",
+        ),
+    ),
+    SqlMutant(
+        name="critical_kinds_held_by_quiet_hours",
+        migration=ALERTS,
+        original=(
+            "           case when a.critical and not coalesce(st.quiet_hours_hold_critical, false)"
+        ),
+        mutated="           case when false",
+        tests=(
+            f"{ALERT_TESTS}::test_critical_kinds_pass_quiet_hours_unless_the_member_says_otherwise",
+        ),
+    ),
+    SqlMutant(
+        name="unverified_methods_told",
+        migration=ALERTS,
+        original="    where m.verified_at is not null and m.disabled_at is null\n",
+        mutated="    where m.disabled_at is null\n",
+        tests=(f"{ALERT_TESTS}::test_unverified_and_disabled_methods_are_not_told",),
+    ),
+    SqlMutant(
+        name="link_signature_unchecked",
+        migration=ALERTS,
+        original=(
+            "  if private.alert_link_token(private.alert_key(), v_parts[1], v_id, v_exp)"
+            " is distinct from p_token then\n"
+        ),
+        mutated="  if false then\n",
+        tests=(
+            f"{ALERT_TESTS}::test_forged_link_is_refused",
+            f"{ALERT_TESTS}::test_link_for_another_row_cannot_be_made_from_ours",
+        ),
+    ),
+    SqlMutant(
+        name="link_expiry_unchecked",
+        migration=ALERTS,
+        original="  if v_exp < extract(epoch from p_now) then\n",
+        mutated="  if false then\n",
+        tests=(f"{ALERT_TESTS}::test_expired_and_malformed_links_are_refused",),
+    ),
+    SqlMutant(
+        name="link_reusable",
+        migration=ALERTS,
+        original="  if not found then\n    raise exception 'invalid link token: already used'",
+        mutated="  if false then\n    raise exception 'invalid link token: already used'",
+        tests=(f"{ALERT_TESTS}::test_ack_link_acknowledges_as_the_member_it_went_to_once",),
+    ),
+    SqlMutant(
+        name="verification_code_unchecked",
+        migration=ALERTS,
+        original="  if private.contact_code_hash(v_method.id, p_code) <> v_ver.code_hash then\n",
+        mutated="  if false then\n",
+        tests=(f"{ALERT_TESTS}::test_verification_code_round_trip",),
+    ),
+    SqlMutant(
+        name="verification_attempts_unlimited",
+        migration=ALERTS,
+        original="  if v_ver.id is null or v_ver.expires_at < now() or v_ver.wrong >= v_max then\n",
+        mutated="  if v_ver.id is null or v_ver.expires_at < now() then\n",
+        tests=(f"{ALERT_TESTS}::test_too_many_wrong_codes_and_expiry_need_a_new_code",),
+    ),
+    SqlMutant(
+        name="contact_methods_readable_by_the_household",
+        migration=ALERT_TABLES,
+        original=(
+            "  using (user_id = (select auth.uid())"
+            " and household_id in (select private.member_household_ids()));\n"
+            "\n-- member_alert_settings"
+        ),
+        mutated=(
+            "  using (household_id in (select private.member_household_ids()));\n\n-- "
+            "member_alert_settings"
+        ),
+        tests=(f"{ALERT_TESTS}::test_members_see_masked_deliveries_but_not_each_others_addresses",),
     ),
 )

@@ -281,6 +281,65 @@ export type Database = {
           },
         ]
       }
+      contact_methods: {
+        Row: {
+          address: string
+          channel: string
+          created_at: string
+          disabled_at: string | null
+          disabled_reason: string | null
+          household_id: string
+          id: string
+          kinds: string[] | null
+          label: string | null
+          push_auth: string | null
+          push_p256dh: string | null
+          updated_at: string
+          user_id: string
+          verified_at: string | null
+        }
+        Insert: {
+          address: string
+          channel: string
+          created_at?: string
+          disabled_at?: string | null
+          disabled_reason?: string | null
+          household_id: string
+          id?: string
+          kinds?: string[] | null
+          label?: string | null
+          push_auth?: string | null
+          push_p256dh?: string | null
+          updated_at?: string
+          user_id: string
+          verified_at?: string | null
+        }
+        Update: {
+          address?: string
+          channel?: string
+          created_at?: string
+          disabled_at?: string | null
+          disabled_reason?: string | null
+          household_id?: string
+          id?: string
+          kinds?: string[] | null
+          label?: string | null
+          push_auth?: string | null
+          push_p256dh?: string | null
+          updated_at?: string
+          user_id?: string
+          verified_at?: string | null
+        }
+        Relationships: [
+          {
+            foreignKeyName: "contact_methods_household_id_user_id_fkey"
+            columns: ["household_id", "user_id"]
+            isOneToOne: false
+            referencedRelation: "household_members"
+            referencedColumns: ["household_id", "user_id"]
+          },
+        ]
+      }
       device_pairs: {
         Row: {
           apns_token: string | null
@@ -385,6 +444,73 @@ export type Database = {
           },
         ]
       }
+      escalation_contacts: {
+        Row: {
+          created_at: string
+          household_id: string
+          step: number
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          created_at?: string
+          household_id: string
+          step: number
+          updated_at?: string
+          user_id: string
+        }
+        Update: {
+          created_at?: string
+          household_id?: string
+          step?: number
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "escalation_contacts_household_id_user_id_fkey"
+            columns: ["household_id", "user_id"]
+            isOneToOne: true
+            referencedRelation: "household_members"
+            referencedColumns: ["household_id", "user_id"]
+          },
+        ]
+      }
+      escalation_policies: {
+        Row: {
+          created_at: string
+          escalate_kinds: string[]
+          household_id: string
+          repeats: number
+          updated_at: string
+          wait: string
+        }
+        Insert: {
+          created_at?: string
+          escalate_kinds?: string[]
+          household_id: string
+          repeats?: number
+          updated_at?: string
+          wait?: string
+        }
+        Update: {
+          created_at?: string
+          escalate_kinds?: string[]
+          household_id?: string
+          repeats?: number
+          updated_at?: string
+          wait?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "escalation_policies_household_id_fkey"
+            columns: ["household_id"]
+            isOneToOne: true
+            referencedRelation: "households"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
       household_members: {
         Row: {
           created_at: string
@@ -440,6 +566,47 @@ export type Database = {
           updated_at?: string
         }
         Relationships: []
+      }
+      member_alert_settings: {
+        Row: {
+          created_at: string
+          household_id: string
+          quiet_end: string | null
+          quiet_hours_hold_critical: boolean
+          quiet_start: string | null
+          timezone: string | null
+          updated_at: string
+          user_id: string
+        }
+        Insert: {
+          created_at?: string
+          household_id: string
+          quiet_end?: string | null
+          quiet_hours_hold_critical?: boolean
+          quiet_start?: string | null
+          timezone?: string | null
+          updated_at?: string
+          user_id: string
+        }
+        Update: {
+          created_at?: string
+          household_id?: string
+          quiet_end?: string | null
+          quiet_hours_hold_critical?: boolean
+          quiet_start?: string | null
+          timezone?: string | null
+          updated_at?: string
+          user_id?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "member_alert_settings_household_id_user_id_fkey"
+            columns: ["household_id", "user_id"]
+            isOneToOne: true
+            referencedRelation: "household_members"
+            referencedColumns: ["household_id", "user_id"]
+          },
+        ]
       }
       notification_queue: {
         Row: {
@@ -835,6 +1002,38 @@ export type Database = {
           isSetofReturn: false
         }
       }
+      add_contact_method: {
+        Args: {
+          p_address?: string
+          p_channel: string
+          p_household_id: string
+          p_kinds?: string[]
+          p_label?: string
+          p_subscription?: Json
+        }
+        Returns: Json
+      }
+      alert_deliveries: {
+        Args: { p_alert_id?: string; p_household_id?: string; p_limit?: number }
+        Returns: {
+          alert_id: string
+          attempts: number
+          channel: string
+          created_at: string
+          delivery_status: string
+          destination_hint: string
+          household_id: string
+          kind: string
+          last_error: string
+          method_disabled_reason: string
+          outbox_id: string
+          send_at: string
+          sent_at: string
+          status: string
+          step: number
+          user_id: string
+        }[]
+      }
       call_history: {
         Args: {
           p_before_at?: string
@@ -911,6 +1110,31 @@ export type Database = {
           send_at: string
         }[]
       }
+      claim_outbox: {
+        Args: {
+          p_kinds?: string[]
+          p_lease?: string
+          p_limit?: number
+          p_now?: string
+          p_worker: string
+        }
+        Returns: {
+          alert_id: string
+          attempts: number
+          channel: string
+          deadline_at: string
+          destination: Json
+          household_id: string
+          kind: string
+          locked_until: string
+          message: Json
+          method_id: string
+          outbox_id: string
+          send_at: string
+          step: number
+          user_id: string
+        }[]
+      }
       claim_pairing_code: {
         Args: {
           p_apns_token?: string
@@ -926,6 +1150,10 @@ export type Database = {
         Returns: Json
       }
       cleanup_finished: { Args: { p_now?: string }; Returns: number }
+      confirm_contact_method: {
+        Args: { p_code: string; p_method_id: string }
+        Returns: Json
+      }
       count_webhook_rejection: { Args: { p_reason: string }; Returns: number }
       create_household: {
         Args: { p_name: string }
@@ -984,6 +1212,7 @@ export type Database = {
         }[]
       }
       next_cancel_notice_at: { Args: { p_now?: string }; Returns: string }
+      next_outbox_at: { Args: { p_now?: string }; Returns: string }
       next_work_at: {
         Args: { p_now?: string; p_worker?: string }
         Returns: {
@@ -1017,6 +1246,15 @@ export type Database = {
           isOneToOne: false
           isSetofReturn: true
         }
+      }
+      outbox_depth: {
+        Args: Record<PropertyKey, never>
+        Returns: {
+          channel: string
+          kind: string
+          rows: number
+          status: string
+        }[]
       }
       pair_device: {
         Args: {
@@ -1075,6 +1313,13 @@ export type Database = {
         }
         Returns: Json
       }
+      record_outbox_results: {
+        Args: { p_now?: string; p_results: Json; p_worker: string }
+        Returns: {
+          outbox_id: string
+          result: string
+        }[]
+      }
       record_push_results: {
         Args: { p_now?: string; p_results: Json; p_worker: string }
         Returns: {
@@ -1083,13 +1328,52 @@ export type Database = {
           result: string
         }[]
       }
+      record_sms_reply: {
+        Args: {
+          p_body: string
+          p_from: string
+          p_message_sid: string
+          p_now?: string
+        }
+        Returns: Json
+      }
+      record_sms_status: {
+        Args: {
+          p_error_code?: string
+          p_message_sid: string
+          p_now?: string
+          p_status: string
+        }
+        Returns: Json
+      }
+      redeem_alert_link: {
+        Args: { p_now?: string; p_token: string }
+        Returns: Json
+      }
       register_worker: { Args: { p_worker: string }; Returns: boolean }
       release_due_calls: { Args: { p_now?: string }; Returns: number }
       release_leases: {
         Args: { p_ids?: string[]; p_worker: string }
         Returns: string[]
       }
+      release_outbox_leases: {
+        Args: { p_ids?: string[]; p_worker: string }
+        Returns: string[]
+      }
+      remove_contact_method: {
+        Args: { p_method_id: string }
+        Returns: undefined
+      }
       renew_leases: {
+        Args: {
+          p_ids: string[]
+          p_lease?: string
+          p_now?: string
+          p_worker: string
+        }
+        Returns: string[]
+      }
+      renew_outbox_leases: {
         Args: {
           p_ids: string[]
           p_lease?: string
@@ -1103,11 +1387,41 @@ export type Database = {
         Args: { p_now?: string; p_schedule_id: string }
         Returns: string
       }
+      resend_contact_verification: {
+        Args: { p_method_id: string }
+        Returns: Json
+      }
       revoke_device: {
         Args: { p_device_id: string; p_reason?: string }
         Returns: undefined
       }
+      run_alert_escalations: { Args: { p_now?: string }; Returns: number }
       run_phase2_now: { Args: { p_now?: string }; Returns: number }
+      set_contact_method_kinds: {
+        Args: { p_kinds: string[]; p_method_id: string }
+        Returns: {
+          address: string
+          channel: string
+          created_at: string
+          disabled_at: string | null
+          disabled_reason: string | null
+          household_id: string
+          id: string
+          kinds: string[] | null
+          label: string | null
+          push_auth: string | null
+          push_p256dh: string | null
+          updated_at: string
+          user_id: string
+          verified_at: string | null
+        }
+        SetofOptions: {
+          from: "*"
+          to: "contact_methods"
+          isOneToOne: true
+          isSetofReturn: false
+        }
+      }
       store_webhook_event: {
         Args: { p_payload: Json; p_payload_bytes: number }
         Returns: {

@@ -83,7 +83,8 @@ def test_the_schema_was_migrated_by_postgres(db: Conn) -> None:
 
 
 def test_postgres_reads_cron_jobs_but_changes_them_only_through_pg_cron(db: Conn) -> None:
-    assert db.execute("select count(*) as n from cron.job").fetchone() == {"n": 3}
+    # The scheduler's three jobs and the alerts' escalation job (issue 21).
+    assert db.execute("select count(*) as n from cron.job").fetchone() == {"n": 4}
     with db.transaction(force_rollback=True), pytest.raises(psycopg.errors.InsufficientPrivilege):
         db.execute("update cron.job set active = true")
 
@@ -154,7 +155,8 @@ def test_scheduler_jobs_are_found_through_the_catalog(db: Conn, pg_stack: LocalS
     assert jobs == {
         "jobs": ["callpanion-phase1-queue", "callpanion-phase2-release", "callpanion-cleanup"]
     }
-    assert db.execute("select count(*) as n from cron.job").fetchone() == {"n": 3}
+    # Its three, and the alerts' escalation job (issue 21), each once.
+    assert db.execute("select count(*) as n from cron.job").fetchone() == {"n": 4}
     with pg_stack.scratch_database("no_cron") as url, psycopg.connect(url) as conn:
         notices: list[str] = []
         conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))

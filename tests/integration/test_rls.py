@@ -95,6 +95,32 @@ MATRIX: dict[str, dict[str, tuple[Probe, set[str]]]] = {
         "update": (Probe("update alerts set acknowledged_at = now() where id = %s returning 1", lambda w: [w.a.alert]), SERVICE_ONLY),
         "delete": (Probe("delete from alerts where id = %s returning 1", lambda w: [w.a.alert]), SERVICE_ONLY),
     },
+    # Issue 21. contact_methods: a member reads only their own; every write goes through the
+    # RPCs (verification). member_alert_settings: a member writes only their own row.
+    "contact_methods": {
+        "select": (Probe("select count(*) as n from contact_methods where id = %s", lambda w: [w.a.contact_method]), {S, MA}),
+        "insert": (Probe("insert into contact_methods (household_id, user_id, channel, address, verified_at) values (%s, %s, 'sms', '+447700900999', now()) returning 1", lambda w: [w.a.id, w.a.members["member_a"]]), SERVICE_ONLY),
+        "update": (Probe("update contact_methods set verified_at = now(), address = 'stranger@example.test' where id = %s returning 1", lambda w: [w.a.contact_method]), SERVICE_ONLY),
+        "delete": (Probe("delete from contact_methods where id = %s returning 1", lambda w: [w.a.contact_method]), SERVICE_ONLY),
+    },
+    "member_alert_settings": {
+        "select": (Probe("select count(*) as n from member_alert_settings where household_id = %s and user_id = %s", lambda w: [w.a.id, w.a.members["member_a"]]), EVERYONE_IN_A),
+        "insert": (Probe("insert into member_alert_settings (household_id, user_id, quiet_start, quiet_end) values (%s, %s, '00:00', '23:59') returning 1", lambda w: [w.a.id, w.a.members["member_a2"]]), SERVICE_ONLY),
+        "update": (Probe("update member_alert_settings set quiet_start = '00:00', quiet_end = '23:59' where household_id = %s and user_id = %s returning 1", lambda w: [w.a.id, w.a.members["member_a"]]), {S, MA}),
+        "delete": (Probe("delete from member_alert_settings where household_id = %s and user_id = %s returning 1", lambda w: [w.a.id, w.a.members["member_a"]]), {S, MA}),
+    },
+    "escalation_policies": {
+        "select": (Probe("select count(*) as n from escalation_policies where household_id = %s", lambda w: [w.a.id]), EVERYONE_IN_A),
+        "insert": (Probe("insert into escalation_policies (household_id, wait) values (%s, '5 minutes') on conflict (household_id) do update set wait = excluded.wait returning 1", lambda w: [w.a.id]), ADMIN_OF_A),
+        "update": (Probe("update escalation_policies set repeats = 3 where household_id = %s returning 1", lambda w: [w.a.id]), ADMIN_OF_A),
+        "delete": (Probe("delete from escalation_policies where household_id = %s returning 1", lambda w: [w.a.id]), ADMIN_OF_A),
+    },
+    "escalation_contacts": {
+        "select": (Probe("select count(*) as n from escalation_contacts where household_id = %s and user_id = %s", lambda w: [w.a.id, w.a.members["admin_a"]]), EVERYONE_IN_A),
+        "insert": (Probe("insert into escalation_contacts (household_id, user_id, step) values (%s, %s, 2) returning 1", lambda w: [w.a.id, w.a.members["member_a2"]]), ADMIN_OF_A),
+        "update": (Probe("update escalation_contacts set step = 3 where household_id = %s and user_id = %s returning 1", lambda w: [w.a.id, w.a.members["admin_a"]]), ADMIN_OF_A),
+        "delete": (Probe("delete from escalation_contacts where household_id = %s and user_id = %s returning 1", lambda w: [w.a.id, w.a.members["admin_a"]]), ADMIN_OF_A),
+    },
 }  # fmt: skip
 
 CASES = [

@@ -30,6 +30,8 @@ class Household:
     webhook_event: uuid.UUID
     alert: uuid.UUID
     members: dict[str, uuid.UUID] = field(default_factory=dict)
+    # member_a's (or the first non-admin's) verified email method, when the household has one.
+    contact_method: uuid.UUID | None = None
 
 
 @dataclass
@@ -116,6 +118,28 @@ def add_household(conn: Conn, name: str, people: dict[str, str]) -> Household:
            values (%s, %s, 'missed_calls', 'Mum missed 3 calls') returning id""",
         [hid, rel],
     )["id"]
+    # Issue 21: one row in each alert table (a member's method and quiet hours, the policy,
+    # the first admin at step 1 of the chain).
+    member = next((uid for label, uid in members.items() if people[label] == "member"), None)
+    admin = next(uid for label, uid in members.items() if people[label] == "admin")
+    method = None
+    if member is not None:
+        method = one(
+            conn,
+            """insert into contact_methods (household_id, user_id, channel, address, verified_at)
+               values (%s, %s, 'email', %s, now()) returning id""",
+            [hid, member, f"{uuid.uuid4().hex[:12]}@example.test"],
+        )["id"]
+        conn.execute(
+            """insert into member_alert_settings (household_id, user_id, quiet_start, quiet_end)
+               values (%s, %s, '22:00', '07:00')""",
+            [hid, member],
+        )
+    conn.execute("insert into escalation_policies (household_id) values (%s)", [hid])
+    conn.execute(
+        "insert into escalation_contacts (household_id, user_id, step) values (%s, %s, 1)",
+        [hid, admin],
+    )
     return Household(
         id=hid,  # type: ignore[arg-type]
         relative=rel,  # type: ignore[arg-type]
@@ -128,6 +152,7 @@ def add_household(conn: Conn, name: str, people: dict[str, str]) -> Household:
         webhook_event=hook,  # type: ignore[arg-type]
         alert=alert,  # type: ignore[arg-type]
         members=members,
+        contact_method=method,  # type: ignore[arg-type]
     )
 
 
