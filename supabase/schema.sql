@@ -3,7 +3,7 @@
 -- migration, then run `make schema` and commit this file with it (tests check it is fresh).
 --
 -- Start here to read a table, a policy or the current body of a function. The migrations are
--- the history; the last migration applied to make this file: 20261126230200_ended_with_conversation.
+-- the history; the last migration applied to make this file: 20261201120100_family_alerts_functions.
 --
 -- What is here: the schemas public and private as pg_dump prints them (by kind, then name),
 -- then the supabase_realtime publication's tables and the pg_cron jobs (from queries).
@@ -219,6 +219,142 @@ CREATE FUNCTION private.admin_household_ids() RETURNS SETOF uuid
 $$;
 
 --
+-- Name: advance_escalation(uuid, timestamp with time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.advance_escalation(p_alert_id uuid, p_now timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_esc private.alert_escalations;
+  v_rows integer := 0;
+  v_written integer;
+begin
+  select e.* into v_esc from private.alert_escalations e
+   where e.alert_id = p_alert_id and e.stopped_at is null for update;
+  if v_esc.alert_id is null then
+    return 0;
+  end if;
+  loop
+    exit when v_esc.next_step > v_esc.steps_total;
+    select w.written into v_written
+      from private.enqueue_alert_steps(array[p_alert_id], array[v_esc.next_step], p_now) w;
+    v_rows := v_rows + v_written;
+    v_esc.next_step := v_esc.next_step + 1;
+    exit when v_written > 0;
+  end loop;
+  update private.alert_escalations e
+     set next_step = v_esc.next_step,
+         next_step_at = case when v_esc.next_step <= v_esc.steps_total then p_now + v_esc.wait end
+   where e.alert_id = p_alert_id;
+  return v_rows;
+end
+$$;
+
+--
+-- Name: after_quiet_hours(timestamp with time zone, text, time without time zone, time without time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.after_quiet_hours(p_at timestamp with time zone, p_zone text, p_start time without time zone, p_end time without time zone) RETURNS timestamp with time zone
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_local timestamp := p_at at time zone p_zone;
+  v_time time := v_local::time;
+  v_day date := v_local::date;
+begin
+  if p_start is null or p_end is null or p_start = p_end then
+    return p_at;
+  end if;
+  if p_start < p_end then
+    if v_time >= p_start and v_time < p_end then
+      return private.local_to_instant(v_day + p_end, p_zone);
+    end if;
+  elsif v_time >= p_start then          -- wraps midnight: the evening part
+    return private.local_to_instant(v_day + 1 + p_end, p_zone);
+  elsif v_time < p_end then             -- the morning part
+    return private.local_to_instant(v_day + p_end, p_zone);
+  end if;
+  return p_at;
+end
+$$;
+
+--
+-- Name: alert_is_critical(text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.alert_is_critical(p_kind text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$ select p_kind in ('missed_calls', 'concerning_content') $$;
+
+--
+-- Name: alert_key(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.alert_key() RETURNS bytea
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$ select k.key from private.alert_link_keys k $$;
+
+--
+-- Name: alert_kinds(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.alert_kinds() RETURNS text[]
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select '{missed_calls,no_device,device_unreachable,invalid_token,provider_config,call_failed,call_expired,concerning_content}'::text[]
+$$;
+
+--
+-- Name: alert_link_token(bytea, text, uuid, bigint); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.alert_link_token(p_key bytea, p_action text, p_outbox_id uuid, p_exp bigint) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select concat_ws('.', p_action,
+    rtrim(translate(encode(decode(replace(p_outbox_id::text, '-', ''), 'hex'), 'base64'),
+                    E'+/\n', '-_'), '='),
+    p_exp,
+    rtrim(translate(encode(substring(extensions.hmac(
+            convert_to(format('callpanion-alert-link:v1:%s:%s:%s', p_action, p_outbox_id, p_exp), 'UTF8'),
+            p_key, 'sha256') from 1 for 16), 'base64'), E'+/\n', '-_'), '='))
+$$;
+
+--
+-- Name: b64url(bytea); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.b64url(p_bytes bytea) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT
+    SET search_path TO ''
+    AS $$ select rtrim(translate(encode(p_bytes, 'base64'), E'+/\n', '-_'), '=') $$;
+
+--
+-- Name: b64url_decode(text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.b64url_decode(p_text text) RETURNS bytea
+    LANGUAGE plpgsql IMMUTABLE STRICT
+    SET search_path TO ''
+    AS $_$
+begin
+  if p_text !~ '^[A-Za-z0-9_-]*$' then
+    return null;
+  end if;
+  return decode(translate(p_text, '-_', '+/') || repeat('=', (4 - length(p_text) % 4) % 4), 'base64');
+exception when others then
+  return null;
+end
+$_$;
+
+--
 -- Name: call_payload(text, text, text, interval); Type: FUNCTION; Schema: private
 --
 
@@ -300,6 +436,18 @@ end
 $$;
 
 --
+-- Name: contact_code_hash(uuid, text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.contact_code_hash(p_method_id uuid, p_code text) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select encode(extensions.hmac(convert_to('contact-code:' || p_method_id::text || ':' || p_code, 'UTF8'),
+                                private.alert_key(), 'sha256'), 'hex')
+$$;
+
+--
 -- Name: conversation_variables(public.call_sessions); Type: FUNCTION; Schema: private
 --
 
@@ -354,6 +502,106 @@ begin
     raise exception 'call session % not found', p_session_id using errcode = 'P0002';
   end if;
   return v_session;
+end
+$$;
+
+--
+-- Name: enqueue_alert_steps(uuid[], integer[], timestamp with time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.enqueue_alert_steps(p_alert_ids uuid[], p_steps integer[], p_now timestamp with time zone) RETURNS TABLE(alert_id uuid, step integer, written integer)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+#variable_conflict use_column
+declare
+  v_deadline interval := (select s.alert_deadline from private.alert_settings s);
+  v_rows integer;
+  v_earliest timestamptz;
+  v_counts jsonb;
+begin
+  with items as (
+    select i.alert_id, i.step from unnest(p_alert_ids, p_steps) as i(alert_id, step)
+  ),
+  a as (
+    select al.id, al.household_id, al.relative_id, al.kind, al.severity, al.message,
+           al.created_at, i.step, e.steps_total,
+           array(select u.value::uuid
+                 from jsonb_array_elements_text(
+                   e.chain -> ((i.step - 1) % greatest(jsonb_array_length(e.chain), 1))) u) as users,
+           rel.display_name as relative_name, rel.timezone as relative_zone,
+           h.name as household_name,
+           al.kind in ('missed_calls', 'concerning_content') as critical
+    from items i
+    join private.alert_escalations e on e.alert_id = i.alert_id
+    join public.alerts al on al.id = i.alert_id
+    join public.households h on h.id = al.household_id
+    left join public.relatives rel on rel.id = al.relative_id
+    where al.acknowledged_at is null
+  ),
+  targets as (
+    select m.id as method_id, m.user_id, m.channel, a.*, z.zone,
+           case when a.critical and not coalesce(st.quiet_hours_hold_critical, false) then p_now
+                else private.after_quiet_hours(p_now, z.zone, st.quiet_start, st.quiet_end) end
+             as go_at,
+           to_char(a.created_at at time zone z.zone, 'Dy DD Mon YYYY HH24:MI') as local_at
+    from a
+    join public.contact_methods m on m.household_id = a.household_id and m.user_id = any (a.users)
+    left join public.member_alert_settings st
+      on st.household_id = m.household_id and st.user_id = m.user_id
+    cross join lateral (select coalesce(st.timezone, a.relative_zone, 'UTC') as zone) z
+    where m.verified_at is not null and m.disabled_at is null
+      and (m.kinds is null or a.kind = any (m.kinds))
+  ),
+  written as (
+    insert into private.outbox (kind, household_id, alert_id, user_id, method_id, channel, step,
+                                payload, send_at, deadline_at)
+    select 'alert', t.household_id, t.id, t.user_id, t.method_id, t.channel, t.step,
+           jsonb_build_object(
+             'kind', 'alert',
+             'subject', left(case when t.step > 1 then 'Still unacknowledged: ' else '' end
+                             || t.message, 200),
+             'text', t.message || E'\nWhen: ' || t.local_at || ' (' || t.zone || ')'
+                     || case when t.step > 1 then E'\nNobody has acknowledged this yet.' else '' end,
+             'alert_kind', t.kind, 'severity', t.severity, 'critical', t.critical,
+             'relative_id', t.relative_id, 'relative_name', t.relative_name,
+             'household_name', t.household_name, 'member_name', null,
+             'what', t.message, 'happened_at', t.created_at, 'happened_at_local', t.local_at,
+             'member_timezone', t.zone, 'step', t.step, 'escalation_steps', t.steps_total),
+           t.go_at, greatest(t.go_at, t.created_at + v_deadline)
+    from targets t
+    on conflict on constraint outbox_once do nothing
+    returning alert_id, send_at
+  ),
+  counts as (
+    select w.alert_id, count(*) as n, min(w.send_at) as first_at from written w group by w.alert_id
+  )
+  select coalesce(sum(c.n), 0), min(c.first_at), coalesce(jsonb_object_agg(c.alert_id::text, c.n), '{}')
+    into v_rows, v_earliest, v_counts
+  from counts c;
+  perform private.notify_outbox(v_rows, v_earliest);
+  return query
+  select i.alert_id, i.step, coalesce((v_counts ->> i.alert_id::text)::integer, 0)
+  from unnest(p_alert_ids, p_steps) as i(alert_id, step);
+end
+$$;
+
+--
+-- Name: ensure_alert_jobs(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.ensure_alert_jobs() RETURNS text[]
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if not exists (select 1 from pg_catalog.pg_extension where extname = 'pg_cron') then
+    raise warning 'pg_cron is not enabled here: schedule select public.run_alert_escalations() every minute with another scheduler';
+    return '{}'::text[];
+  end if;
+  execute format('select cron.schedule(%L, %L, %L)', 'callpanion-alert-escalation', '* * * * *',
+                 'select public.run_alert_escalations()');
+  return array['callpanion-alert-escalation'];
 end
 $$;
 
@@ -638,6 +886,28 @@ end
 $$;
 
 --
+-- Name: is_alert_kinds(text, text[]); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.is_alert_kinds(p_field text, p_kinds text[]) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+  if p_kinds is null then
+    return null;
+  end if;
+  if cardinality(p_kinds) >= 1 and p_kinds <@ private.alert_kinds()
+     and array_position(p_kinds, null) is null then
+    return true;
+  end if;
+  raise exception 'invalid %: "%" must list alert kinds, at least one, from: %', p_field,
+    left(p_kinds::text, 300), array_to_string(private.alert_kinds(), ', ')
+    using errcode = 'check_violation';
+end
+$$;
+
+--
 -- Name: is_concerning(jsonb); Type: FUNCTION; Schema: private
 --
 
@@ -720,6 +990,90 @@ begin
                  end;
 end
 $_$;
+
+--
+-- Name: contact_methods; Type: TABLE; Schema: public
+--
+
+CREATE TABLE public.contact_methods (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    household_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    channel text NOT NULL,
+    address text NOT NULL,
+    push_p256dh text,
+    push_auth text,
+    label text,
+    kinds text[],
+    verified_at timestamp with time zone,
+    disabled_at timestamp with time zone,
+    disabled_reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT contact_methods_address_check CHECK (
+CASE channel
+    WHEN 'email'::text THEN (private.matches('contact_methods.address'::text, address, '^[^@[:space:]]{1,64}@[^@[:space:]]+\.[^@[:space:]]+$'::text, 'must be an email address'::text) AND private.between_('contact_methods.address length'::text, length(address), 6, 254))
+    WHEN 'sms'::text THEN private.matches('contact_methods.address'::text, address, '^\+[1-9][0-9]{6,14}$'::text, 'must be a phone number in E.164 form, such as +447700900123'::text)
+    WHEN 'webpush'::text THEN (private.matches('contact_methods.address'::text, address, '^https://[^[:space:]]+$'::text, 'must be the https endpoint of a push subscription'::text) AND private.between_('contact_methods.address length'::text, length(address), 12, 2000))
+    ELSE true
+END),
+    CONSTRAINT contact_methods_channel_check CHECK (private.one_of('contact_methods.channel'::text, channel, '{webpush,email,sms}'::text[])),
+    CONSTRAINT contact_methods_disabled_check CHECK (((disabled_at IS NULL) = (disabled_reason IS NULL))),
+    CONSTRAINT contact_methods_kinds_check CHECK (private.is_alert_kinds('contact_methods.kinds'::text, kinds)),
+    CONSTRAINT contact_methods_label_check CHECK (private.is_text('contact_methods.label'::text, label, 100)),
+    CONSTRAINT contact_methods_push_auth_check CHECK (private.matches('contact_methods.push_auth'::text, push_auth, '^[A-Za-z0-9_-]{21,24}=*$'::text, 'must be the base64url 16-byte auth secret of the subscription'::text)),
+    CONSTRAINT contact_methods_push_keys_check CHECK (((channel = 'webpush'::text) = ((push_p256dh IS NOT NULL) AND (push_auth IS NOT NULL)))),
+    CONSTRAINT contact_methods_push_p256dh_check CHECK (private.matches('contact_methods.push_p256dh'::text, push_p256dh, '^[A-Za-z0-9_-]{86,88}=*$'::text, 'must be the base64url P-256 public key of the subscription (65 bytes)'::text))
+);
+
+--
+-- Name: issue_contact_code(public.contact_methods, timestamp with time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.issue_contact_code(p_method public.contact_methods, p_now timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_cfg private.alert_settings;
+  v_code text;
+  v_step integer;
+begin
+  select * into v_cfg from private.alert_settings;
+  if (select count(*) from private.contact_verifications v
+       where v.method_id = p_method.id and v.created_at > p_now - interval '1 hour') >= v_cfg.codes_per_hour then
+    raise exception 'too many codes for this contact method: at most % an hour', v_cfg.codes_per_hour
+      using errcode = 'P0001', hint = 'Wait, then ask for a new code.';
+  end if;
+  if (select count(*) from private.contact_verifications v
+       join public.contact_methods m on m.id = v.method_id
+       where m.user_id = p_method.user_id and v.created_at > p_now - interval '1 hour')
+     >= v_cfg.codes_per_member_hour then
+    raise exception 'too many codes sent for this member: at most % an hour', v_cfg.codes_per_member_hour
+      using errcode = 'P0001', hint = 'Wait, then ask for a new code.';
+  end if;
+  v_code := lpad(((('x' || encode(extensions.gen_random_bytes(6), 'hex'))::bit(48)::bigint)
+                  % 1000000)::text, 6, '0');
+  -- One open code at a time: a new one replaces the old.
+  update private.contact_verifications v set used_at = p_now
+   where v.method_id = p_method.id and v.used_at is null;
+  insert into private.contact_verifications (method_id, code_hash, expires_at, created_at)
+  values (p_method.id, private.contact_code_hash(p_method.id, v_code), p_now + v_cfg.code_ttl, p_now);
+  select coalesce(max(o.step), 0) + 1 into v_step from private.outbox o
+   where o.kind = 'verification' and o.method_id = p_method.id;
+  insert into private.outbox (kind, household_id, user_id, method_id, channel, step, payload,
+                              send_at, deadline_at)
+  values ('verification', p_method.household_id, p_method.user_id, p_method.id, p_method.channel,
+          v_step,
+          jsonb_build_object('kind', 'verification',
+            'subject', 'Your CallPanion verification code',
+            'text', format('Your CallPanion code is %s. It expires in %s minutes. If you did not ask for it, ignore this message.',
+                           v_code, ceil(extract(epoch from v_cfg.code_ttl) / 60)),
+            'code', v_code, 'expires_at', p_now + v_cfg.code_ttl),
+          p_now, p_now + v_cfg.code_ttl);
+  perform private.notify_outbox(1, p_now);
+end
+$$;
 
 --
 -- Name: json_number(jsonb); Type: FUNCTION; Schema: private
@@ -811,6 +1165,21 @@ end
 $$;
 
 --
+-- Name: mask_address(text, text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.mask_address(p_channel text, p_address text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case p_channel
+    when 'email' then left(p_address, 1) || '•••@' || split_part(p_address, '@', 2)
+    when 'sms' then left(p_address, 3) || '•••••' || right(p_address, 4)
+    when 'webpush' then 'browser (' || split_part(split_part(p_address, '://', 2), '/', 1) || ')'
+  end
+$$;
+
+--
 -- Name: member_household_ids(); Type: FUNCTION; Schema: private
 --
 
@@ -856,6 +1225,19 @@ $$;
 CREATE FUNCTION private.notify_channel() RETURNS text
     LANGUAGE sql IMMUTABLE
     AS $$ select 'callpanion_queue' $$;
+
+--
+-- Name: notify_outbox(integer, timestamp with time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.notify_outbox(p_count integer, p_earliest timestamp with time zone) RETURNS void
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.pg_notify(private.notify_channel(),
+    json_build_object('event', 'outbox', 'count', p_count, 'earliest', p_earliest)::text)
+  where p_count > 0
+$$;
 
 --
 -- Name: notify_queued(); Type: FUNCTION; Schema: private
@@ -913,6 +1295,203 @@ CREATE FUNCTION private.occurrences_between(p_kind text, p_local_time time witho
     and extract(isodow from d.day)::smallint = any (p_days)
     and o.at between p_from and p_to
   order by 1
+$$;
+
+--
+-- Name: on_alert_closed(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.on_alert_closed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_reason text := case when new.details ? 'resolved' and new.acknowledged_by is null
+                          then 'answered' else 'acknowledged' end;
+  v_rows integer;
+  v_earliest timestamptz;
+begin
+  update private.alert_escalations e
+     set stopped_at = new.acknowledged_at, stop_reason = v_reason, next_step_at = null
+   where e.alert_id = new.id and e.stopped_at is null;
+  update private.outbox o
+     set status = 'cancelled',
+         last_error = 'not sent: ' || case v_reason when 'answered' then 'the relative answered a later call'
+                                       else 'the alert was acknowledged' end
+   where o.alert_id = new.id and o.kind = 'alert' and o.status = 'queued';
+  if v_reason = 'answered' then
+    with told as (
+      select distinct on (o.method_id) o.method_id, o.user_id, o.channel, o.household_id,
+             o.payload ->> 'relative_name' as relative_name, o.payload ->> 'member_timezone' as zone
+      from private.outbox o
+      join public.contact_methods m on m.id = o.method_id and m.disabled_at is null
+      where o.alert_id = new.id and o.kind = 'alert' and o.status in ('sent', 'claimed')
+      order by o.method_id, o.step
+    ),
+    written as (
+      insert into private.outbox (kind, household_id, alert_id, user_id, method_id, channel, step,
+                                  payload)
+      select 'all_clear', t.household_id, new.id, t.user_id, t.method_id, t.channel, 0,
+             jsonb_build_object(
+               'kind', 'all_clear',
+               'subject', left('All clear: ' || coalesce(t.relative_name, 'your relative')
+                               || ' answered a call', 200),
+               'text', 'All clear: ' || coalesce(t.relative_name, 'your relative')
+                       || ' answered a call at '
+                       || to_char(new.acknowledged_at at time zone coalesce(t.zone, 'UTC'),
+                                  'Dy DD Mon YYYY HH24:MI')
+                       || ' (' || coalesce(t.zone, 'UTC') || E').\nEarlier: ' || new.message,
+               'alert_kind', new.kind, 'severity', new.severity,
+               'critical', private.alert_is_critical(new.kind),
+               'relative_id', new.relative_id, 'relative_name', t.relative_name,
+               'what', new.message, 'happened_at', new.created_at,
+               'resolved_at', new.acknowledged_at, 'member_timezone', t.zone, 'step', 0)
+      from told t
+      on conflict on constraint outbox_once do nothing
+      returning send_at
+    )
+    select count(*), min(send_at) into v_rows, v_earliest from written;
+    perform private.notify_outbox(v_rows, v_earliest);
+  end if;
+  return null;
+end
+$$;
+
+--
+-- Name: on_alerts_raised(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.on_alerts_raised() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_now timestamptz := now();
+  v_ids uuid[];
+  v_alert uuid;
+begin
+  with fresh as (
+    select n.id, n.household_id, n.kind from new_alerts n
+    where n.acknowledged_at is null and not (n.details ? 'outbox_config')
+  ),
+  homes as (select distinct f.household_id from fresh f),
+  custom as (
+    select s.household_id, jsonb_agg(s.users order by s.step) as chain
+    from (select c.household_id, c.step, jsonb_agg(c.user_id order by c.created_at, c.user_id) as users
+          from public.escalation_contacts c join homes h on h.household_id = c.household_id
+          group by c.household_id, c.step) s
+    group by s.household_id
+  ),
+  fallback as (
+    -- Nothing set: the admins, then the other members.
+    select s.household_id, jsonb_agg(s.users order by s.step) as chain
+    from (select m.household_id, case m.role when 'admin' then 1 else 2 end as step,
+                 jsonb_agg(m.user_id order by m.created_at, m.user_id) as users
+          from public.household_members m join homes h on h.household_id = m.household_id
+          group by 1, 2) s
+    group by s.household_id
+  ),
+  plans as (
+    select f.id, f.household_id,
+           coalesce(p.wait, interval '10 minutes') as wait,
+           f.kind = any (coalesce(p.escalate_kinds, '{missed_calls,concerning_content}')) as escalates,
+           coalesce(p.repeats, 0) as repeats,
+           coalesce(c.chain, d.chain, '[]'::jsonb) as chain
+    from fresh f
+    left join public.escalation_policies p on p.household_id = f.household_id
+    left join custom c on c.household_id = f.household_id
+    left join fallback d on d.household_id = f.household_id
+  ),
+  frozen as (
+    insert into private.alert_escalations (alert_id, household_id, chain, wait, repeats,
+                                           steps_total, next_step, next_step_at)
+    select x.id, x.household_id, x.chain, x.wait, x.repeats,
+           jsonb_array_length(x.chain) * (x.repeats + 1), 2, null
+    from (select pl.id, pl.household_id, pl.wait,
+                 case when pl.escalates then pl.chain
+                      else jsonb_build_array(coalesce(pl.chain -> 0, '[]'::jsonb)) end as chain,
+                 case when pl.escalates then pl.repeats else 0 end as repeats
+          from plans pl) x
+    returning alert_id
+  )
+  select array_agg(fr.alert_id) into v_ids from frozen fr;
+  if v_ids is null then
+    return null;
+  end if;
+  -- Step 1 of them all at once; then when each next step is due.
+  with w as (
+    select * from private.enqueue_alert_steps(v_ids, array_fill(1, array[cardinality(v_ids)]), v_now)
+  )
+  update private.alert_escalations e
+     set next_step_at = case when e.steps_total >= 2 then v_now + e.wait end
+    from w
+   where e.alert_id = w.alert_id and w.written > 0;
+  -- A step 1 that reached nobody passes to the next step at once (rare: one at a time).
+  for v_alert in
+    select e.alert_id from private.alert_escalations e
+     where e.alert_id = any (v_ids) and e.next_step = 2 and e.next_step_at is null
+       and e.steps_total >= 2
+       and not exists (select 1 from private.outbox o where o.alert_id = e.alert_id)
+  loop
+    perform private.advance_escalation(v_alert, v_now);
+  end loop;
+  return null;
+end
+$$;
+
+--
+-- Name: on_relative_answered(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.on_relative_answered() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  update public.alerts a
+     set acknowledged_at = now(),
+         details = a.details || jsonb_build_object(
+           'resolved', 'the relative answered a later call', 'resolved_by_session', new.id)
+   where a.relative_id = new.relative_id and a.household_id = new.household_id
+     and a.acknowledged_at is null
+     and a.kind <> all ('{concerning_content,provider_config}'::text[])
+     and a.created_at <= now();
+  return null;
+end
+$$;
+
+--
+-- Name: outbox_has_presence_claims(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.outbox_has_presence_claims() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select exists (select 1 from private.outbox o
+                 where o.status = 'claimed' and o.presence_claimed_at is not null)
+$$;
+
+--
+-- Name: own_contact_method(uuid); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.own_contact_method(p_method_id uuid) RETURNS public.contact_methods
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_method public.contact_methods;
+begin
+  select m.* into v_method from public.contact_methods m
+   where m.id = p_method_id and m.user_id = (select auth.uid())
+     and m.household_id in (select private.member_household_ids())
+   for update;
+  if v_method.id is null then
+    raise exception 'contact method % not found', p_method_id using errcode = 'P0002';
+  end if;
+  return v_method;
+end
 $$;
 
 --
@@ -1040,21 +1619,54 @@ CREATE FUNCTION private.reclaim_orphaned_leases() RETURNS integer
     AS $$
 declare
   v_live bigint[];
-  v_rows integer;
+  v_rows integer := 0;
+  v_outbox integer := 0;
+  v_calls boolean := exists (select 1 from public.notification_queue q
+                             where q.status = 'claimed' and q.presence_claimed_at is not null);
+  v_messages boolean := private.outbox_has_presence_claims();
 begin
-  if not exists (select 1 from public.notification_queue q
-                 where q.status = 'claimed' and q.presence_claimed_at is not null) then
+  if not v_calls and not v_messages then
     return 0;
   end if;
   v_live := private.live_worker_keys();
-  update public.notification_queue q
-     set status = 'due', locked_by = null, locked_until = null, presence_claimed_at = null,
-         last_error = left(coalesce(q.last_error || '; ', '') || 'worker ' || q.locked_by
+  if v_calls then
+    update public.notification_queue q
+       set status = 'due', locked_by = null, locked_until = null, presence_claimed_at = null,
+           last_error = left(coalesce(q.last_error || '; ', '') || 'worker ' || q.locked_by
+                             || ' is gone (its database session ended)', 2000)
+     where q.id in (select e.id from public.notification_queue e
+                    where e.status = 'claimed'
+                      and e.presence_claimed_at >= pg_catalog.pg_postmaster_start_time()
+                      and not private.worker_is_live(e.locked_by, v_live)
+                    for update skip locked);
+    get diagnostics v_rows = row_count;
+  end if;
+  if v_messages then
+    v_outbox := private.reclaim_orphaned_outbox(v_live);
+  end if;
+  return v_rows + v_outbox;
+end
+$$;
+
+--
+-- Name: reclaim_orphaned_outbox(bigint[]); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.reclaim_orphaned_outbox(p_live bigint[]) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_rows integer;
+begin
+  update private.outbox o
+     set status = 'queued', locked_by = null, locked_until = null, presence_claimed_at = null,
+         last_error = left(coalesce(o.last_error || '; ', '') || 'worker ' || o.locked_by
                            || ' is gone (its database session ended)', 2000)
-   where q.id in (select e.id from public.notification_queue e
+   where o.id in (select e.id from private.outbox e
                   where e.status = 'claimed'
                     and e.presence_claimed_at >= pg_catalog.pg_postmaster_start_time()
-                    and not private.worker_is_live(e.locked_by, v_live)
+                    and not private.worker_is_live(e.locked_by, p_live)
                   for update skip locked);
   get diagnostics v_rows = row_count;
   return v_rows;
@@ -1301,6 +1913,20 @@ CREATE FUNCTION private.settle_ring_windows(p_results jsonb, p_mine uuid[], p_no
 $$;
 
 --
+-- Name: sms_status_rank(text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.sms_status_rank(p_status text) RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  -- (least() skips nulls: an unknown status must stay null.)
+  select case when p.pos is not null then least(p.pos, 5) end
+  from (select array_position(array['queued', 'accepted', 'sending', 'sent', 'delivered',
+                                    'undelivered', 'failed'], p_status) as pos) p
+$$;
+
+--
 -- Name: touch_updated_at(); Type: FUNCTION; Schema: private
 --
 
@@ -1496,6 +2122,106 @@ begin
     raise exception 'alert % not found', p_alert_id using errcode = 'P0002';
   end if;
   return v_alert;
+end
+$$;
+
+--
+-- Name: add_contact_method(uuid, text, text, jsonb, text, text[]); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.add_contact_method(p_household_id uuid, p_channel text, p_address text DEFAULT NULL::text, p_subscription jsonb DEFAULT NULL::jsonb, p_label text DEFAULT NULL::text, p_kinds text[] DEFAULT NULL::text[]) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_user uuid := (select auth.uid());
+  v_address text;
+  v_method public.contact_methods;
+  v_sent boolean := false;
+begin
+  if v_user is null then
+    raise exception 'add_contact_method requires a signed-in member' using errcode = '42501';
+  end if;
+  if p_household_id is null
+     or p_household_id not in (select private.member_household_ids()) then
+    raise exception 'household % not found', p_household_id using errcode = 'P0002';
+  end if;
+  if p_channel is null or p_channel not in ('webpush', 'email', 'sms') then
+    raise exception 'invalid p_channel: "%" is not one of webpush, email, sms', left(p_channel, 50)
+      using errcode = '22023';
+  end if;
+  if p_channel = 'webpush' then
+    if p_subscription is null or jsonb_typeof(p_subscription) <> 'object'
+       or coalesce(jsonb_typeof(p_subscription -> 'endpoint'), '') <> 'string'
+       or coalesce(jsonb_typeof(p_subscription #> '{keys,p256dh}'), '') <> 'string'
+       or coalesce(jsonb_typeof(p_subscription #> '{keys,auth}'), '') <> 'string' then
+      raise exception 'invalid p_subscription: PushSubscription.toJSON() is required: {endpoint, keys: {p256dh, auth}}'
+        using errcode = '22023';
+    end if;
+    v_address := p_subscription ->> 'endpoint';
+  else
+    if p_address is null then
+      raise exception 'invalid p_address: an % is required',
+        case p_channel when 'email' then 'email address' else 'E.164 phone number' end
+        using errcode = '22023';
+    end if;
+    v_address := case p_channel when 'email' then lower(btrim(p_address))
+                 else regexp_replace(p_address, '[[:space:]()-]', '', 'g') end;
+  end if;
+  begin
+    insert into public.contact_methods as m (household_id, user_id, channel, address, push_p256dh,
+                                             push_auth, label, kinds, verified_at)
+    values (p_household_id, v_user, p_channel, v_address,
+            p_subscription #>> '{keys,p256dh}', p_subscription #>> '{keys,auth}', p_label, p_kinds,
+            case when p_channel = 'webpush' then now() end)
+    on conflict (household_id, user_id, channel, address) do update
+      set label = coalesce(excluded.label, m.label),
+          kinds = excluded.kinds,
+          push_p256dh = excluded.push_p256dh, push_auth = excluded.push_auth,
+          -- Re-adding a disabled address enables it again, verified anew (a browser's own
+          -- subscription at once).
+          verified_at = case when m.disabled_at is null then m.verified_at else excluded.verified_at end,
+          disabled_at = null, disabled_reason = null
+    returning m.* into v_method;
+  exception when check_violation or not_null_violation then
+    raise exception '%', sqlerrm using errcode = '22023';
+  end;
+  if v_method.verified_at is null then
+    perform private.issue_contact_code(v_method, now());
+    v_sent := true;
+  end if;
+  return jsonb_build_object('method_id', v_method.id, 'channel', v_method.channel,
+                            'verified', v_method.verified_at is not null, 'verification_sent', v_sent);
+end
+$$;
+
+--
+-- Name: alert_deliveries(uuid, uuid, integer); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.alert_deliveries(p_alert_id uuid DEFAULT NULL::uuid, p_household_id uuid DEFAULT NULL::uuid, p_limit integer DEFAULT 200) RETURNS TABLE(outbox_id uuid, alert_id uuid, household_id uuid, kind text, step smallint, user_id uuid, channel text, destination_hint text, status text, attempts integer, send_at timestamp with time zone, sent_at timestamp with time zone, delivery_status text, last_error text, method_disabled_reason text, created_at timestamp with time zone)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if p_limit is null or p_limit not between 1 and 1000 then
+    raise exception 'invalid p_limit: % is not between 1 and 1000', p_limit using errcode = '22023';
+  end if;
+  return query
+  select o.id, o.alert_id, o.household_id, o.kind, o.step, o.user_id, o.channel,
+         private.mask_address(m.channel, m.address), o.status, o.attempts, o.send_at, o.sent_at,
+         o.delivery_status, o.last_error, m.disabled_reason, o.created_at
+  from private.outbox o
+  left join public.contact_methods m on m.id = o.method_id
+  where o.kind in ('alert', 'all_clear')
+    and (p_alert_id is null or o.alert_id = p_alert_id)
+    and (p_household_id is null or o.household_id = p_household_id)
+    -- The service role (a worker or API connection: no JWT, since PostgREST always sends one
+    -- with a subject for `authenticated`, and anon may not call this) sees every household.
+    and ((select auth.role()) = 'service_role' or (select auth.uid()) is null
+         or o.household_id in (select private.member_household_ids()))
+  order by o.created_at desc, o.step desc
+  limit p_limit;
 end
 $$;
 
@@ -1823,6 +2549,96 @@ end
 $$;
 
 --
+-- Name: claim_outbox(text, integer, interval, timestamp with time zone, text[]); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.claim_outbox(p_worker text, p_limit integer DEFAULT 100, p_lease interval DEFAULT '00:00:30'::interval, p_now timestamp with time zone DEFAULT now(), p_kinds text[] DEFAULT NULL::text[]) RETURNS TABLE(outbox_id uuid, kind text, channel text, household_id uuid, alert_id uuid, user_id uuid, method_id uuid, step smallint, attempts integer, destination jsonb, message jsonb, send_at timestamp with time zone, deadline_at timestamp with time zone, locked_until timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET jit TO 'off'
+    SET search_path TO ''
+    AS $$
+#variable_conflict use_column
+declare
+  v_present timestamptz;
+  v_ttl interval := (select s.link_ttl from private.alert_settings s);
+  v_key bytea := private.alert_key();
+begin
+  perform private.check_worker_args(p_worker, p_limit, p_lease);
+  if private.worker_is_live(p_worker, private.live_worker_keys()) then
+    v_present := now();  -- the real clock: compared with the server's start time
+  end if;
+  perform private.reclaim_orphaned_leases();
+  update private.outbox o
+     set status = 'queued', locked_by = null, locked_until = null, presence_claimed_at = null,
+         last_error = left(coalesce(o.last_error || '; ', '') || 'lease of ' || o.locked_by
+                           || ' expired', 2000)
+   where o.id in (select e.id from private.outbox e
+                  where e.status = 'claimed' and e.locked_until < p_now
+                  for update skip locked);
+  perform public.run_alert_escalations(p_now);
+
+  return query
+  with ready as materialized (
+    select o.id,
+           case when o.kind in ('alert', 'all_clear') and m.id is null then 'the contact method was removed'
+                when o.kind in ('alert', 'all_clear') and m.disabled_at is not null
+                  then 'the contact method is disabled: ' || m.disabled_reason
+                when o.kind in ('alert', 'all_clear') and m.verified_at is null
+                  then 'the contact method is not verified'
+                when o.kind = 'alert' and a.acknowledged_at is not null
+                  then 'the alert was acknowledged'
+                when o.kind = 'verification' and m.verified_at is not null
+                  then 'the contact method is already verified'
+           end as why_not,
+           o.deadline_at < p_now as too_late,
+           case m.channel
+             when 'email' then jsonb_build_object('email', m.address)
+             when 'sms' then jsonb_build_object('phone', m.address)
+             when 'webpush' then jsonb_build_object('endpoint', m.address, 'keys',
+                                   jsonb_build_object('p256dh', m.push_p256dh, 'auth', m.push_auth))
+           end as destination
+    from private.outbox o
+    left join public.contact_methods m on m.id = o.method_id
+    left join public.alerts a on a.id = o.alert_id
+    where o.status = 'queued'
+      and coalesce(o.next_attempt_at, o.send_at) <= p_now
+      and (p_kinds is null or o.kind = any (p_kinds))
+    order by coalesce(o.next_attempt_at, o.send_at)
+    limit p_limit
+    for update of o skip locked
+  ),
+  dropped as (
+    update private.outbox o
+       set status = case when r.why_not is not null then 'cancelled' else 'expired' end,
+           last_error = left(coalesce(o.last_error || '; ', '')
+                             || coalesce('not sent: ' || r.why_not, 'deadline passed before sending'), 2000),
+           payload = o.payload - 'code'
+      from ready r
+     where o.id = r.id and (r.why_not is not null or r.too_late)
+  ),
+  claimed as (
+    update private.outbox o
+       set status = 'claimed', locked_by = p_worker, locked_until = p_now + p_lease,
+           presence_claimed_at = v_present, attempts = o.attempts + 1
+      from ready r
+     where o.id = r.id and r.why_not is null and not coalesce(r.too_late, false)
+    returning o.id, o.kind, o.channel, o.household_id, o.alert_id, o.user_id, o.method_id, o.step,
+              o.attempts, r.destination,
+              o.payload || case when o.kind = 'alert' then jsonb_build_object(
+                  'ack_token', private.alert_link_token(v_key, 'a', o.id,
+                                 floor(extract(epoch from o.created_at + v_ttl))::bigint),
+                  'call_token', case when o.payload ->> 'relative_id' is not null
+                                     then private.alert_link_token(v_key, 'c', o.id,
+                                            floor(extract(epoch from o.created_at + v_ttl))::bigint) end,
+                  'tokens_expire_at', o.created_at + v_ttl)
+                else '{}'::jsonb end,
+              coalesce(o.next_attempt_at, o.send_at) as go_at, o.deadline_at, o.locked_until
+  )
+  select * from claimed c order by c.go_at;
+end
+$$;
+
+--
 -- Name: claim_pairing_code(uuid, text, text, text, text, text, text, text, text); Type: FUNCTION; Schema: public
 --
 
@@ -1949,6 +2765,49 @@ begin
       using p_now - v_cfg.cron_history;
   end if;
   return v_count;
+end
+$_$;
+
+--
+-- Name: confirm_contact_method(uuid, text); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.confirm_contact_method(p_method_id uuid, p_code text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_method public.contact_methods := private.own_contact_method(p_method_id);
+  v_max integer := (select s.code_attempts from private.alert_settings s);
+  v_ver private.contact_verifications;
+begin
+  if v_method.verified_at is not null then
+    return jsonb_build_object('method_id', v_method.id, 'verified', true, 'attempts_left', null,
+                              'reason', null);
+  end if;
+  if p_code is null or p_code !~ '^[0-9]{6}$' then
+    raise exception 'invalid p_code: six digits are required' using errcode = '22023';
+  end if;
+  select v.* into v_ver from private.contact_verifications v
+   where v.method_id = v_method.id and v.used_at is null
+   order by v.created_at desc limit 1 for update;
+  if v_ver.id is null or v_ver.expires_at < now() or v_ver.wrong >= v_max then
+    return jsonb_build_object('method_id', v_method.id, 'verified', false, 'attempts_left', 0,
+      'reason', case when v_ver.id is null then 'no code is open: ask for a new one'
+                     when v_ver.wrong >= v_max then 'too many wrong codes: ask for a new one'
+                     else 'the code has expired: ask for a new one' end);
+  end if;
+  if private.contact_code_hash(v_method.id, p_code) <> v_ver.code_hash then
+    update private.contact_verifications v set wrong = v.wrong + 1 where v.id = v_ver.id;
+    return jsonb_build_object('method_id', v_method.id, 'verified', false,
+      'attempts_left', v_max - v_ver.wrong - 1,
+      'reason', case when v_max - v_ver.wrong - 1 > 0 then 'wrong code'
+                     else 'too many wrong codes: ask for a new one' end);
+  end if;
+  update private.contact_verifications v set used_at = now() where v.id = v_ver.id;
+  update public.contact_methods m set verified_at = now() where m.id = v_method.id;
+  return jsonb_build_object('method_id', v_method.id, 'verified', true, 'attempts_left', null,
+                            'reason', null);
 end
 $_$;
 
@@ -2109,6 +2968,21 @@ CREATE FUNCTION public.next_cancel_notice_at(p_now timestamp with time zone DEFA
 $$;
 
 --
+-- Name: next_outbox_at(timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.next_outbox_at(p_now timestamp with time zone DEFAULT now()) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select least(
+    (select min(coalesce(o.next_attempt_at, o.send_at)) from private.outbox o where o.status = 'queued'),
+    (select min(o.locked_until) from private.outbox o where o.status = 'claimed'),
+    (select min(e.next_step_at) from private.alert_escalations e
+      where e.next_step_at is not null and e.stopped_at is null))
+$$;
+
+--
 -- Name: next_work_at(timestamp with time zone, text); Type: FUNCTION; Schema: public
 --
 
@@ -2146,6 +3020,19 @@ begin
     order by a.created_at desc, a.id desc
     limit p_limit;
 end
+$$;
+
+--
+-- Name: outbox_depth(); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.outbox_depth() RETURNS TABLE(kind text, channel text, status text, rows bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  select o.kind, o.channel, o.status, count(*)
+  from private.outbox o where o.status in ('queued', 'claimed')
+  group by o.kind, o.channel, o.status
 $$;
 
 --
@@ -2602,6 +3489,150 @@ end
 $$;
 
 --
+-- Name: record_outbox_results(text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.record_outbox_results(p_worker text, p_results jsonb, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(outbox_id uuid, result text)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET jit TO 'off'
+    SET search_path TO ''
+    AS $_$
+#variable_conflict use_column
+declare
+  v_mine uuid[];
+  v_bad text;
+  v_max integer := (select s.max_attempts from private.alert_settings s);
+  v_sid text;
+  v_status text;
+  v_code text;
+  v_at timestamptz;
+begin
+  perform private.check_worker_args(p_worker, null, null);
+  if p_results is null or jsonb_typeof(p_results) <> 'array' then
+    raise exception 'invalid p_results: a JSON array of results is required' using errcode = '22023';
+  end if;
+  select format('invalid p_results[%s]: %s', e.i - 1,
+                case when jsonb_typeof(e.v) <> 'object' then 'is not an object'
+                     when e.v->>'outbox_id' is null then 'outbox_id is missing'
+                     when e.v->>'outbox_id' !~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                       then 'outbox_id is not a UUID'
+                     when coalesce(e.v->>'outcome', '') not in
+                            ('delivered', 'retry', 'method_dead', 'config_fault', 'our_bug')
+                       then 'outcome is not one of delivered, retry, method_dead, config_fault, our_bug'
+                     when jsonb_typeof(e.v->'status') not in ('number', 'null')
+                       then 'status is not a number'
+                     else 'retry_after_s is not a number' end)
+    into v_bad
+  from jsonb_array_elements(p_results) with ordinality as e(v, i)
+  where jsonb_typeof(e.v) <> 'object' or e.v->>'outbox_id' is null
+     or e.v->>'outbox_id' !~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+     or coalesce(e.v->>'outcome', '') not in ('delivered', 'retry', 'method_dead', 'config_fault', 'our_bug')
+     or jsonb_typeof(e.v->'status') not in ('number', 'null')
+     or jsonb_typeof(e.v->'retry_after_s') not in ('number', 'null')
+  order by e.i limit 1;
+  if v_bad is not null then
+    raise exception '%', v_bad using errcode = '22023';
+  end if;
+
+  select coalesce(array_agg(x.id), '{}') into v_mine from (
+    select o.id from private.outbox o
+    where o.id = any (array(select (e->>'outbox_id')::uuid from jsonb_array_elements(p_results) e))
+      and o.status = 'claimed' and o.locked_by = p_worker and o.locked_until >= p_now
+    for update of o) x;
+
+  with r as materialized (
+    select distinct on (x.outbox_id) x.*, o.deadline_at, o.attempts, o.method_id,
+           o.household_id, o.channel as o_channel,
+           left(concat_ws(' ', o.channel, nullif(x.status, 0)::text, x.reason)
+                || coalesce(': ' || x.detail, ''), 2000) as error,
+           make_interval(secs => greatest(coalesce(x.retry_after_s, 0),
+                                          case when x.outcome = 'config_fault' then 10 else 0 end))
+             as delay
+    from jsonb_to_recordset(p_results) as x(outbox_id uuid, outcome text, status integer,
+                                            reason text, message_id text,
+                                            retry_after_s double precision, detail text)
+    join private.outbox o on o.id = x.outbox_id
+    where x.outbox_id = any (v_mine)
+    order by x.outbox_id
+  ),
+  done as (
+    update private.outbox o
+       set status = case
+             when r.outcome = 'delivered' then 'sent'
+             when r.outcome in ('retry', 'config_fault') and r.attempts < v_max
+                  and (r.deadline_at is null or p_now + r.delay <= r.deadline_at) then 'queued'
+             else 'failed' end,
+           next_attempt_at = case when r.outcome in ('retry', 'config_fault') then p_now + r.delay
+                                  else o.next_attempt_at end,
+           sent_at = case when r.outcome = 'delivered' then p_now else o.sent_at end,
+           provider_message_id = coalesce(r.message_id, o.provider_message_id),
+           last_error = case
+             when r.outcome = 'delivered' then o.last_error
+             when r.outcome in ('retry', 'config_fault') and r.attempts >= v_max
+               then r.error || format(' (gave up after %s attempts)', r.attempts)
+             when r.outcome in ('retry', 'config_fault') and r.deadline_at is not null
+                  and p_now + r.delay > r.deadline_at
+               then r.error || ' (the next try would be past the deadline)'
+             when r.outcome = 'method_dead' then r.error || ' (the contact method is disabled)'
+             else r.error end,
+           -- A code is kept only while it may still be sent.
+           payload = case when r.outcome in ('retry', 'config_fault') and r.attempts < v_max
+                          then o.payload else o.payload - 'code' end,
+           locked_by = null, locked_until = null, presence_claimed_at = null
+      from r
+     where o.id = r.outbox_id
+  ),
+  dead as (
+    update public.contact_methods m
+       set disabled_at = coalesce(m.disabled_at, p_now),
+           disabled_reason = coalesce(m.disabled_reason, left(r.error, 500))
+      from r
+     where m.id = r.method_id and r.outcome = 'method_dead'
+    returning m.id
+  ),
+  others as (
+    -- The method's other rows waiting to go would only fail the same way.
+    update private.outbox o
+       set status = 'cancelled', last_error = 'not sent: the contact method is disabled'
+      from dead d
+     where o.method_id = d.id and o.status = 'queued' and not (o.id = any (v_mine))
+  )
+  -- A configuration fault is the operators' to fix: the household is told once a day per
+  -- channel, on the dashboard only (details.outbox_config keeps it out of the outbox).
+  insert into public.alerts (household_id, kind, severity, message, details, dedupe_key)
+  select distinct on (r.household_id, r.o_channel) r.household_id, 'provider_config', 'critical',
+         format('Messages by %s cannot be sent: the provider refused our configuration (%s)',
+                r.o_channel, r.error),
+         jsonb_build_object('outbox_config', true, 'channel', r.o_channel, 'status', r.status,
+                            'reason', r.reason),
+         format('outbox_config:%s:%s:%s', r.household_id, r.o_channel, to_char(p_now at time zone 'UTC', 'YYYY-MM-DD'))
+  from r where r.outcome = 'config_fault'
+  order by r.household_id, r.o_channel
+  on conflict (dedupe_key) do nothing;
+
+  -- Status callbacks that overtook this record (see record_sms_status).
+  for v_sid, v_status, v_code, v_at in
+    delete from private.sms_status_pending p
+     using private.outbox o
+     where o.id = any (v_mine) and o.channel = 'sms' and o.provider_message_id = p.message_sid
+    returning p.message_sid, p.status, p.error_code, p.received_at
+  loop
+    perform public.record_sms_status(v_sid, v_status, v_code, v_at);
+  end loop;
+
+  return query
+  select x.outbox_id,
+         case when not (x.outbox_id = any (v_mine)) then 'lost_lease'
+              when x.outcome = 'method_dead' then 'disabled'
+              when o.status = 'sent' then 'sent'
+              when o.status = 'queued' then 'retry'
+              else o.status end
+  from jsonb_to_recordset(p_results) as x(outbox_id uuid, outcome text)
+  left join private.outbox o on o.id = x.outbox_id;
+end
+$_$;
+
+--
 -- Name: record_push_results(text, jsonb, timestamp with time zone); Type: FUNCTION; Schema: public
 --
 
@@ -2848,6 +3879,202 @@ end
 $_$;
 
 --
+-- Name: record_sms_reply(text, text, text, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.record_sms_reply(p_from text, p_body text, p_message_sid text, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_word text := upper(regexp_replace(coalesce(p_body, ''), '[^A-Za-z0-9]', '', 'g'));
+  v_result jsonb;
+  v_row private.outbox;
+  v_window interval := (select s.reply_window from private.alert_settings s);
+begin
+  if p_message_sid is null or p_message_sid !~ '^[A-Z]{2}[0-9a-fA-F]{32}$' then
+    raise exception 'invalid p_message_sid: a Twilio message SID (SM + 32 hex digits) is required'
+      using errcode = '22023';
+  end if;
+  if p_from is null or p_from !~ '^\+[1-9][0-9]{6,14}$' then
+    raise exception 'invalid p_from: an E.164 phone number is required' using errcode = '22023';
+  end if;
+  select r.result into v_result from private.sms_replies r where r.message_sid = p_message_sid;
+  if v_result is not null then
+    return v_result;
+  end if;
+  if not exists (select 1 from public.contact_methods m
+                 where m.channel = 'sms' and m.address = p_from and m.verified_at is not null) then
+    v_result := jsonb_build_object('result', 'unknown_sender', 'alert_id', null, 'reply', null);
+  elsif v_word in ('STOP', 'STOPALL', 'UNSUBSCRIBE', 'CANCEL', 'END', 'QUIT') then
+    update public.contact_methods m
+       set disabled_at = coalesce(m.disabled_at, p_now),
+           disabled_reason = coalesce(m.disabled_reason, 'the recipient replied STOP')
+     where m.channel = 'sms' and m.address = p_from;
+    update private.outbox o set status = 'cancelled', last_error = 'not sent: the recipient replied STOP'
+      from public.contact_methods m
+     where o.method_id = m.id and m.channel = 'sms' and m.address = p_from and o.status = 'queued';
+    v_result := jsonb_build_object('result', 'stopped', 'alert_id', null, 'reply', null);
+  elsif v_word in ('START', 'UNSTOP') then
+    v_result := jsonb_build_object('result', 'started', 'alert_id', null,
+      'reply', 'To get CallPanion alerts here again, add this number in the dashboard.');
+  elsif v_word in ('OK', 'ACK', 'YES', 'Y', '1') then
+    select o.* into v_row from private.outbox o
+      join public.contact_methods m on m.id = o.method_id
+      join public.alerts a on a.id = o.alert_id
+     where m.channel = 'sms' and m.address = p_from and m.verified_at is not null
+       and o.kind = 'alert' and o.status = 'sent' and o.sent_at >= p_now - v_window
+     order by (a.acknowledged_at is null) desc, o.sent_at desc
+     limit 1;
+    if v_row.id is null then
+      v_result := jsonb_build_object('result', 'no_alert', 'alert_id', null,
+        'reply', 'There is no CallPanion alert to acknowledge.');
+    else
+      update public.alerts a set acknowledged_at = p_now, acknowledged_by = v_row.user_id
+       where a.id = v_row.alert_id and a.acknowledged_at is null;
+      v_result := jsonb_build_object(
+        'result', case when found then 'acknowledged' else 'already_acknowledged' end,
+        'alert_id', v_row.alert_id,
+        'reply', case when found then 'Thank you: the alert is acknowledged and nobody else will be told.'
+                      else 'This alert was already acknowledged.' end);
+    end if;
+  else
+    v_result := jsonb_build_object('result', 'not_understood', 'alert_id', null,
+      'reply', 'Reply OK to acknowledge the CallPanion alert.');
+  end if;
+  insert into private.sms_replies (message_sid, from_number, result, received_at)
+  values (p_message_sid, p_from, v_result, p_now)
+  on conflict (message_sid) do nothing;
+  return v_result;
+end
+$_$;
+
+--
+-- Name: record_sms_status(text, text, text, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.record_sms_status(p_message_sid text, p_status text, p_error_code text DEFAULT NULL::text, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_rank integer := private.sms_status_rank(p_status);
+  v_row private.outbox;
+begin
+  if v_rank is null then
+    raise exception 'invalid p_status: "%" is not one of queued, accepted, sending, sent, delivered, undelivered, failed',
+      left(p_status, 50) using errcode = '22023';
+  end if;
+  if p_message_sid is null or p_message_sid !~ '^[A-Za-z]{2}[0-9A-Za-z]{1,64}$' then
+    raise exception 'invalid p_message_sid: a Twilio message SID is required' using errcode = '22023';
+  end if;
+  select o.* into v_row from private.outbox o
+   where o.provider_message_id = p_message_sid and o.channel = 'sms' for update;
+  if v_row.id is null then
+    delete from private.sms_status_pending p where p.received_at < p_now - interval '1 day';
+    insert into private.sms_status_pending as p (message_sid, status, error_code, received_at)
+    values (p_message_sid, p_status, nullif(p_error_code, ''), p_now)
+    on conflict (message_sid) do update
+      set status = excluded.status, error_code = excluded.error_code, received_at = excluded.received_at
+      where private.sms_status_rank(p.status) <= private.sms_status_rank(excluded.status);
+    return jsonb_build_object('outbox_id', null, 'result', 'pending');
+  end if;
+  update private.outbox o
+     set delivery_status = p_status, delivery_error = nullif(p_error_code, ''),
+         delivery_updated_at = p_now
+   where o.id = v_row.id
+     and coalesce(private.sms_status_rank(o.delivery_status), 0) <= v_rank;
+  if p_error_code in ('30005', '30006') then
+    update public.contact_methods m
+       set disabled_at = coalesce(m.disabled_at, p_now),
+           disabled_reason = coalesce(m.disabled_reason, 'sms ' || p_status || ' ' || p_error_code
+             || case p_error_code when '30005' then ': unknown destination'
+                  else ': landline or unreachable carrier' end)
+     where m.id = v_row.method_id;
+  end if;
+  return jsonb_build_object('outbox_id', v_row.id, 'result', 'recorded');
+end
+$_$;
+
+--
+-- Name: redeem_alert_link(text, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.redeem_alert_link(p_token text, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $_$
+declare
+  v_parts text[] := string_to_array(coalesce(p_token, ''), '.');
+  v_id_bytes bytea;
+  v_id uuid;
+  v_exp bigint;
+  v_row private.outbox;
+  v_alert public.alerts;
+  v_session uuid;
+  v_result jsonb;
+  v_was_open boolean;
+  v_claims text;
+begin
+  if cardinality(v_parts) <> 4 or v_parts[1] not in ('a', 'c') or v_parts[3] !~ '^[0-9]{1,12}$'
+     or length(p_token) > 200 then
+    raise exception 'invalid link token: malformed' using errcode = '28000';
+  end if;
+  v_id_bytes := private.b64url_decode(v_parts[2]);
+  if v_id_bytes is null or length(v_id_bytes) <> 16 then
+    raise exception 'invalid link token: malformed' using errcode = '28000';
+  end if;
+  v_id := encode(v_id_bytes, 'hex')::uuid;
+  v_exp := v_parts[3]::bigint;
+  if private.alert_link_token(private.alert_key(), v_parts[1], v_id, v_exp) is distinct from p_token then
+    raise exception 'invalid link token: forged' using errcode = '28000';
+  end if;
+  if v_exp < extract(epoch from p_now) then
+    raise exception 'invalid link token: expired' using errcode = '28000',
+      hint = 'Open the dashboard to acknowledge the alert.';
+  end if;
+  select o.* into v_row from private.outbox o where o.id = v_id and o.kind = 'alert';
+  if v_row.id is null then
+    -- Signed by us, but its message is gone (the member left, the household was deleted).
+    raise exception 'invalid link token: no longer valid' using errcode = '28000';
+  end if;
+  insert into private.alert_link_uses (outbox_id, action, used_at) values (v_id, v_parts[1], p_now)
+  on conflict do nothing;
+  if not found then
+    raise exception 'invalid link token: already used' using errcode = '28000';
+  end if;
+  select a.* into v_alert from public.alerts a where a.id = v_row.alert_id for update;
+  if v_parts[1] = 'a' then
+    v_was_open := v_alert.acknowledged_at is null;
+    if v_was_open then
+      update public.alerts a set acknowledged_at = p_now, acknowledged_by = v_row.user_id
+       where a.id = v_alert.id;
+    end if;
+    v_result := jsonb_build_object('action', 'ack', 'alert_id', v_alert.id,
+      'household_id', v_alert.household_id, 'relative_name', v_row.payload ->> 'relative_name',
+      'result', case when v_was_open then 'acknowledged' else 'already_acknowledged' end,
+      'call_session_id', null);
+  else
+    if v_alert.relative_id is null then
+      raise exception 'invalid link token: this alert names no relative to call' using errcode = '28000';
+    end if;
+    -- request_call_now lets the service role call any relative; the API's connection holds
+    -- that role but sends no JWT claims, so say it for this one call (transaction-local, and
+    -- undone with the call's own rollback if it is refused).
+    v_claims := current_setting('request.jwt.claims', true);
+    perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
+    v_session := public.request_call_now(v_alert.relative_id);
+    perform set_config('request.jwt.claims', coalesce(v_claims, ''), true);
+    v_result := jsonb_build_object('action', 'call', 'alert_id', v_alert.id,
+      'household_id', v_alert.household_id, 'relative_name', v_row.payload ->> 'relative_name',
+      'result', 'call_requested', 'call_session_id', v_session);
+  end if;
+  update private.alert_link_uses u set result = v_result where u.outbox_id = v_id and u.action = v_parts[1];
+  return v_result;
+end
+$_$;
+
+--
 -- Name: register_worker(text); Type: FUNCTION; Schema: public
 --
 
@@ -3002,6 +4229,41 @@ end
 $$;
 
 --
+-- Name: release_outbox_leases(text, uuid[]); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.release_outbox_leases(p_worker text, p_ids uuid[] DEFAULT NULL::uuid[]) RETURNS SETOF uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.check_worker_args(p_worker, null, null);
+  return query
+  update private.outbox o
+     set status = 'queued', locked_by = null, locked_until = null, presence_claimed_at = null,
+         attempts = greatest(o.attempts - 1, 0)
+   where o.status = 'claimed' and o.locked_by = p_worker
+     and (p_ids is null or o.id = any (p_ids))
+  returning o.id;
+end
+$$;
+
+--
+-- Name: remove_contact_method(uuid); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.remove_contact_method(p_method_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_method public.contact_methods := private.own_contact_method(p_method_id);
+begin
+  delete from public.contact_methods m where m.id = v_method.id;
+end
+$$;
+
+--
 -- Name: renew_leases(text, uuid[], interval, timestamp with time zone); Type: FUNCTION; Schema: public
 --
 
@@ -3017,6 +4279,25 @@ begin
    where q.id = any (p_ids) and q.status = 'claimed' and q.locked_by = p_worker
      and q.locked_until >= p_now
   returning q.id;
+end
+$$;
+
+--
+-- Name: renew_outbox_leases(text, uuid[], interval, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.renew_outbox_leases(p_worker text, p_ids uuid[], p_lease interval DEFAULT '00:00:30'::interval, p_now timestamp with time zone DEFAULT now()) RETURNS SETOF uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.check_worker_args(p_worker, null, p_lease);
+  return query
+  update private.outbox o
+     set locked_until = p_now + p_lease
+   where o.id = any (p_ids) and o.status = 'claimed' and o.locked_by = p_worker
+     and o.locked_until >= p_now
+  returning o.id;
 end
 $$;
 
@@ -3101,6 +4382,29 @@ CREATE FUNCTION public.reschedule(p_schedule_id uuid, p_now timestamp with time 
 $$;
 
 --
+-- Name: resend_contact_verification(uuid); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.resend_contact_verification(p_method_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_method public.contact_methods := private.own_contact_method(p_method_id);
+begin
+  if v_method.verified_at is not null then
+    return jsonb_build_object('method_id', v_method.id, 'verified', true, 'verification_sent', false);
+  end if;
+  if v_method.disabled_at is not null then
+    raise exception 'contact method is disabled: %', v_method.disabled_reason
+      using errcode = 'P0001', hint = 'Add the address again to enable it.';
+  end if;
+  perform private.issue_contact_code(v_method, now());
+  return jsonb_build_object('method_id', v_method.id, 'verified', false, 'verification_sent', true);
+end
+$$;
+
+--
 -- Name: revoke_device(uuid, text); Type: FUNCTION; Schema: public
 --
 
@@ -3125,6 +4429,30 @@ end
 $$;
 
 --
+-- Name: run_alert_escalations(timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.run_alert_escalations(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_alert uuid;
+  v_rows integer := 0;
+begin
+  for v_alert in
+    select e.alert_id from private.alert_escalations e
+     where e.next_step_at <= p_now and e.stopped_at is null
+     order by e.next_step_at
+     for update skip locked
+  loop
+    v_rows := v_rows + private.advance_escalation(v_alert, p_now);
+  end loop;
+  return v_rows;
+end
+$$;
+
+--
 -- Name: run_phase2_now(timestamp with time zone); Type: FUNCTION; Schema: public
 --
 
@@ -3137,6 +4465,27 @@ begin
     return null;
   end if;
   return public.release_due_calls(p_now);
+end
+$$;
+
+--
+-- Name: set_contact_method_kinds(uuid, text[]); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.set_contact_method_kinds(p_method_id uuid, p_kinds text[]) RETURNS public.contact_methods
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_method public.contact_methods := private.own_contact_method(p_method_id);
+begin
+  begin
+    update public.contact_methods m set kinds = p_kinds where m.id = v_method.id
+    returning m.* into v_method;
+  exception when check_violation then
+    raise exception '%', sqlerrm using errcode = '22023';
+  end;
+  return v_method;
 end
 $$;
 
@@ -3259,6 +4608,75 @@ end
 $$;
 
 --
+-- Name: alert_escalations; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.alert_escalations (
+    alert_id uuid NOT NULL,
+    household_id uuid NOT NULL,
+    chain jsonb NOT NULL,
+    wait interval NOT NULL,
+    repeats smallint NOT NULL,
+    steps_total integer NOT NULL,
+    next_step integer DEFAULT 2 NOT NULL,
+    next_step_at timestamp with time zone,
+    stopped_at timestamp with time zone,
+    stop_reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT alert_escalations_stop_reason_check CHECK (private.one_of('alert_escalations.stop_reason'::text, stop_reason, '{acknowledged,answered}'::text[]))
+);
+
+--
+-- Name: alert_link_keys; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.alert_link_keys (
+    singleton boolean DEFAULT true NOT NULL,
+    key bytea DEFAULT extensions.gen_random_bytes(32) NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT alert_link_keys_key_check CHECK ((length(key) >= 32)),
+    CONSTRAINT alert_link_keys_singleton CHECK (singleton)
+);
+
+--
+-- Name: alert_link_uses; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.alert_link_uses (
+    outbox_id uuid NOT NULL,
+    action text NOT NULL,
+    used_at timestamp with time zone DEFAULT now() NOT NULL,
+    result jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT alert_link_uses_action_check CHECK (private.one_of('alert_link_uses.action'::text, action, '{a,c}'::text[]))
+);
+
+--
+-- Name: alert_settings; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.alert_settings (
+    singleton boolean DEFAULT true NOT NULL,
+    link_ttl interval DEFAULT '7 days'::interval NOT NULL,
+    code_ttl interval DEFAULT '00:15:00'::interval NOT NULL,
+    code_attempts integer DEFAULT 5 NOT NULL,
+    codes_per_hour integer DEFAULT 5 NOT NULL,
+    codes_per_member_hour integer DEFAULT 10 NOT NULL,
+    max_attempts integer DEFAULT 8 NOT NULL,
+    alert_deadline interval DEFAULT '24:00:00'::interval NOT NULL,
+    reply_window interval DEFAULT '7 days'::interval NOT NULL,
+    CONSTRAINT alert_settings_alert_deadline_check CHECK (private.between_('alert_settings.alert_deadline'::text, alert_deadline, '00:01:00'::interval, '30 days'::interval)),
+    CONSTRAINT alert_settings_code_attempts_check CHECK (private.between_('alert_settings.code_attempts'::text, code_attempts, 1, 20)),
+    CONSTRAINT alert_settings_code_ttl_check CHECK (private.between_('alert_settings.code_ttl'::text, code_ttl, '00:01:00'::interval, '1 day'::interval)),
+    CONSTRAINT alert_settings_codes_per_hour_check CHECK (private.between_('alert_settings.codes_per_hour'::text, codes_per_hour, 1, 100)),
+    CONSTRAINT alert_settings_codes_per_member_hour_check CHECK (private.between_('alert_settings.codes_per_member_hour'::text, codes_per_member_hour, 1, 1000)),
+    CONSTRAINT alert_settings_link_ttl_check CHECK (private.between_('alert_settings.link_ttl'::text, link_ttl, '00:10:00'::interval, '30 days'::interval)),
+    CONSTRAINT alert_settings_max_attempts_check CHECK (private.between_('alert_settings.max_attempts'::text, max_attempts, 1, 100)),
+    CONSTRAINT alert_settings_reply_window_check CHECK (private.between_('alert_settings.reply_window'::text, reply_window, '01:00:00'::interval, '30 days'::interval)),
+    CONSTRAINT alert_settings_singleton CHECK (singleton)
+);
+
+--
 -- Name: call_targets; Type: VIEW; Schema: private
 --
 
@@ -3324,6 +4742,57 @@ CREATE TABLE private.cancel_notices (
 );
 
 --
+-- Name: contact_verifications; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.contact_verifications (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    method_id uuid NOT NULL,
+    code_hash text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    wrong integer DEFAULT 0 NOT NULL,
+    used_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: outbox; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.outbox (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    kind text NOT NULL,
+    household_id uuid NOT NULL,
+    alert_id uuid,
+    user_id uuid,
+    method_id uuid,
+    channel text,
+    step smallint DEFAULT 0 NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    status text DEFAULT 'queued'::text NOT NULL,
+    send_at timestamp with time zone DEFAULT now() NOT NULL,
+    deadline_at timestamp with time zone,
+    next_attempt_at timestamp with time zone,
+    attempts integer DEFAULT 0 NOT NULL,
+    locked_by text,
+    locked_until timestamp with time zone,
+    presence_claimed_at timestamp with time zone,
+    provider_message_id text,
+    delivery_status text,
+    delivery_error text,
+    delivery_updated_at timestamp with time zone,
+    last_error text,
+    sent_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT outbox_channel_check CHECK (private.one_of('outbox.channel'::text, channel, '{webpush,email,sms}'::text[])),
+    CONSTRAINT outbox_deadline_check CHECK (((deadline_at IS NULL) OR (deadline_at >= send_at))),
+    CONSTRAINT outbox_kind_check CHECK (private.one_of('outbox.kind'::text, kind, '{alert,all_clear,verification}'::text[])),
+    CONSTRAINT outbox_lease_check CHECK (((status = 'claimed'::text) = ((locked_by IS NOT NULL) AND (locked_until IS NOT NULL)))),
+    CONSTRAINT outbox_status_check CHECK (private.one_of('outbox.status'::text, status, '{queued,claimed,sent,failed,cancelled,expired}'::text[]))
+);
+
+--
 -- Name: pairing_guesses; Type: TABLE; Schema: private
 --
 
@@ -3383,6 +4852,28 @@ CREATE TABLE private.scheduler_settings (
     CONSTRAINT scheduler_settings_retention_check CHECK (private.between_('scheduler_settings.retention'::text, retention, '01:00:00'::interval, '3650 days'::interval)),
     CONSTRAINT scheduler_settings_singleton CHECK (singleton),
     CONSTRAINT scheduler_settings_webhook_grace_check CHECK (private.between_('scheduler_settings.webhook_grace'::text, webhook_grace, '00:01:00'::interval, '24:00:00'::interval))
+);
+
+--
+-- Name: sms_replies; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.sms_replies (
+    message_sid text NOT NULL,
+    from_number text NOT NULL,
+    result jsonb NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: sms_status_pending; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.sms_status_pending (
+    message_sid text NOT NULL,
+    status text NOT NULL,
+    error_code text,
+    received_at timestamp with time zone NOT NULL
 );
 
 --
@@ -3474,6 +4965,35 @@ CREATE VIEW public.devices WITH (security_invoker='true') AS
    FROM public.device_pairs;
 
 --
+-- Name: escalation_contacts; Type: TABLE; Schema: public
+--
+
+CREATE TABLE public.escalation_contacts (
+    household_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    step smallint NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT escalation_contacts_step_check CHECK (private.between_('escalation_contacts.step'::text, step, (1)::smallint, (20)::smallint))
+);
+
+--
+-- Name: escalation_policies; Type: TABLE; Schema: public
+--
+
+CREATE TABLE public.escalation_policies (
+    household_id uuid NOT NULL,
+    wait interval DEFAULT '00:10:00'::interval NOT NULL,
+    repeats smallint DEFAULT 0 NOT NULL,
+    escalate_kinds text[] DEFAULT '{missed_calls,concerning_content}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT escalation_policies_escalate_kinds_check CHECK (private.is_alert_kinds('escalation_policies.escalate_kinds'::text, escalate_kinds)),
+    CONSTRAINT escalation_policies_repeats_check CHECK (private.between_('escalation_policies.repeats'::text, repeats, (0)::smallint, (10)::smallint)),
+    CONSTRAINT escalation_policies_wait_check CHECK (private.between_('escalation_policies.wait'::text, wait, '00:00:05'::interval, '24:00:00'::interval))
+);
+
+--
 -- Name: household_members; Type: TABLE; Schema: public
 --
 
@@ -3484,6 +5004,23 @@ CREATE TABLE public.household_members (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT household_members_role_check CHECK (private.one_of('household_members.role'::text, role, '{admin,member}'::text[]))
+);
+
+--
+-- Name: member_alert_settings; Type: TABLE; Schema: public
+--
+
+CREATE TABLE public.member_alert_settings (
+    household_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    timezone text,
+    quiet_start time without time zone,
+    quiet_end time without time zone,
+    quiet_hours_hold_critical boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT member_alert_settings_quiet_check CHECK ((((quiet_start IS NULL) = (quiet_end IS NULL)) AND ((quiet_start IS NULL) OR (quiet_start <> quiet_end) OR private.reject_value('member_alert_settings.quiet_end'::text, (quiet_end)::text, 'must differ from quiet_start'::text)))),
+    CONSTRAINT member_alert_settings_timezone_check CHECK (private.is_timezone('member_alert_settings.timezone'::text, timezone))
 );
 
 --
@@ -3545,6 +5082,34 @@ CREATE TABLE public.relatives (
 );
 
 --
+-- Name: alert_escalations alert_escalations_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.alert_escalations
+    ADD CONSTRAINT alert_escalations_pkey PRIMARY KEY (alert_id);
+
+--
+-- Name: alert_link_keys alert_link_keys_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.alert_link_keys
+    ADD CONSTRAINT alert_link_keys_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: alert_link_uses alert_link_uses_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.alert_link_uses
+    ADD CONSTRAINT alert_link_uses_pkey PRIMARY KEY (outbox_id, action);
+
+--
+-- Name: alert_settings alert_settings_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.alert_settings
+    ADD CONSTRAINT alert_settings_pkey PRIMARY KEY (singleton);
+
+--
 -- Name: cancel_notices cancel_notices_call_session_id_key; Type: CONSTRAINT; Schema: private
 --
 
@@ -3557,6 +5122,27 @@ ALTER TABLE ONLY private.cancel_notices
 
 ALTER TABLE ONLY private.cancel_notices
     ADD CONSTRAINT cancel_notices_pkey PRIMARY KEY (id);
+
+--
+-- Name: contact_verifications contact_verifications_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.contact_verifications
+    ADD CONSTRAINT contact_verifications_pkey PRIMARY KEY (id);
+
+--
+-- Name: outbox outbox_once; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.outbox
+    ADD CONSTRAINT outbox_once UNIQUE NULLS NOT DISTINCT (kind, alert_id, method_id, step);
+
+--
+-- Name: outbox outbox_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.outbox
+    ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
 
 --
 -- Name: pairing_guesses pairing_guesses_pkey; Type: CONSTRAINT; Schema: private
@@ -3585,6 +5171,20 @@ ALTER TABLE ONLY private.pairing_settings
 
 ALTER TABLE ONLY private.scheduler_settings
     ADD CONSTRAINT scheduler_settings_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: sms_replies sms_replies_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.sms_replies
+    ADD CONSTRAINT sms_replies_pkey PRIMARY KEY (message_sid);
+
+--
+-- Name: sms_status_pending sms_status_pending_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.sms_status_pending
+    ADD CONSTRAINT sms_status_pending_pkey PRIMARY KEY (message_sid);
 
 --
 -- Name: time_zones time_zones_pkey; Type: CONSTRAINT; Schema: private
@@ -3636,11 +5236,39 @@ ALTER TABLE ONLY public.call_sessions
     ADD CONSTRAINT call_sessions_pkey PRIMARY KEY (id);
 
 --
+-- Name: contact_methods contact_methods_household_id_user_id_channel_address_key; Type: CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.contact_methods
+    ADD CONSTRAINT contact_methods_household_id_user_id_channel_address_key UNIQUE (household_id, user_id, channel, address);
+
+--
+-- Name: contact_methods contact_methods_pkey; Type: CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.contact_methods
+    ADD CONSTRAINT contact_methods_pkey PRIMARY KEY (id);
+
+--
 -- Name: device_pairs device_pairs_pkey; Type: CONSTRAINT; Schema: public
 --
 
 ALTER TABLE ONLY public.device_pairs
     ADD CONSTRAINT device_pairs_pkey PRIMARY KEY (id);
+
+--
+-- Name: escalation_contacts escalation_contacts_pkey; Type: CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.escalation_contacts
+    ADD CONSTRAINT escalation_contacts_pkey PRIMARY KEY (household_id, user_id);
+
+--
+-- Name: escalation_policies escalation_policies_pkey; Type: CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.escalation_policies
+    ADD CONSTRAINT escalation_policies_pkey PRIMARY KEY (household_id);
 
 --
 -- Name: household_members household_members_pkey; Type: CONSTRAINT; Schema: public
@@ -3655,6 +5283,13 @@ ALTER TABLE ONLY public.household_members
 
 ALTER TABLE ONLY public.households
     ADD CONSTRAINT households_pkey PRIMARY KEY (id);
+
+--
+-- Name: member_alert_settings member_alert_settings_pkey; Type: CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.member_alert_settings
+    ADD CONSTRAINT member_alert_settings_pkey PRIMARY KEY (household_id, user_id);
 
 --
 -- Name: notification_queue notification_queue_call_session_id_key; Type: CONSTRAINT; Schema: public
@@ -3706,6 +5341,18 @@ ALTER TABLE ONLY public.webhook_events
     ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
 
 --
+-- Name: alert_escalations_due_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX alert_escalations_due_idx ON private.alert_escalations USING btree (next_step_at) WHERE ((next_step_at IS NOT NULL) AND (stopped_at IS NULL));
+
+--
+-- Name: alert_escalations_household_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX alert_escalations_household_idx ON private.alert_escalations USING btree (household_id);
+
+--
 -- Name: cancel_notices_device_idx; Type: INDEX; Schema: private
 --
 
@@ -3728,6 +5375,54 @@ CREATE INDEX cancel_notices_lease_idx ON private.cancel_notices USING btree (loc
 --
 
 CREATE INDEX cancel_notices_ready_idx ON private.cancel_notices USING btree (COALESCE(next_attempt_at, send_at)) WHERE (status = 'queued'::text);
+
+--
+-- Name: contact_verifications_method_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX contact_verifications_method_idx ON private.contact_verifications USING btree (method_id, created_at DESC);
+
+--
+-- Name: outbox_alert_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX outbox_alert_idx ON private.outbox USING btree (alert_id);
+
+--
+-- Name: outbox_household_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX outbox_household_idx ON private.outbox USING btree (household_id, created_at DESC);
+
+--
+-- Name: outbox_lease_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX outbox_lease_idx ON private.outbox USING btree (locked_until) WHERE (status = 'claimed'::text);
+
+--
+-- Name: outbox_message_id_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX outbox_message_id_idx ON private.outbox USING btree (provider_message_id) WHERE (provider_message_id IS NOT NULL);
+
+--
+-- Name: outbox_method_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX outbox_method_idx ON private.outbox USING btree (method_id);
+
+--
+-- Name: outbox_ready_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX outbox_ready_idx ON private.outbox USING btree (COALESCE(next_attempt_at, send_at)) WHERE (status = 'queued'::text);
+
+--
+-- Name: sms_status_pending_received_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX sms_status_pending_received_idx ON private.sms_status_pending USING btree (received_at);
 
 --
 -- Name: alerts_device_idx; Type: INDEX; Schema: public
@@ -3820,6 +5515,18 @@ CREATE INDEX call_sessions_ringing_idx ON public.call_sessions USING btree (ring
 CREATE INDEX call_sessions_schedule_idx ON public.call_sessions USING btree (schedule_id, occurrence_at, attempt);
 
 --
+-- Name: contact_methods_sms_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX contact_methods_sms_idx ON public.contact_methods USING btree (address) WHERE (channel = 'sms'::text);
+
+--
+-- Name: contact_methods_user_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX contact_methods_user_idx ON public.contact_methods USING btree (user_id);
+
+--
 -- Name: device_pairs_household_idx; Type: INDEX; Schema: public
 --
 
@@ -3844,10 +5551,22 @@ CREATE UNIQUE INDEX device_pairs_one_pending_idx ON public.device_pairs USING bt
 CREATE INDEX device_pairs_relative_idx ON public.device_pairs USING btree (relative_id);
 
 --
+-- Name: escalation_contacts_user_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX escalation_contacts_user_idx ON public.escalation_contacts USING btree (user_id);
+
+--
 -- Name: household_members_user_idx; Type: INDEX; Schema: public
 --
 
 CREATE INDEX household_members_user_idx ON public.household_members USING btree (user_id);
+
+--
+-- Name: member_alert_settings_user_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX member_alert_settings_user_idx ON public.member_alert_settings USING btree (user_id);
 
 --
 -- Name: notification_queue_due_idx; Type: INDEX; Schema: public
@@ -3916,10 +5635,34 @@ CREATE INDEX webhook_events_household_idx ON public.webhook_events USING btree (
 CREATE INDEX webhook_events_session_idx ON public.webhook_events USING btree (call_session_id);
 
 --
+-- Name: alert_escalations alert_escalations_touch; Type: TRIGGER; Schema: private
+--
+
+CREATE TRIGGER alert_escalations_touch BEFORE UPDATE ON private.alert_escalations FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
 -- Name: cancel_notices cancel_notices_touch; Type: TRIGGER; Schema: private
 --
 
 CREATE TRIGGER cancel_notices_touch BEFORE UPDATE ON private.cancel_notices FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
+-- Name: outbox outbox_touch; Type: TRIGGER; Schema: private
+--
+
+CREATE TRIGGER outbox_touch BEFORE UPDATE ON private.outbox FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
+-- Name: alerts alerts_stop_telling; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER alerts_stop_telling AFTER UPDATE OF acknowledged_at ON public.alerts FOR EACH ROW WHEN (((old.acknowledged_at IS NULL) AND (new.acknowledged_at IS NOT NULL))) EXECUTE FUNCTION private.on_alert_closed();
+
+--
+-- Name: alerts alerts_tell_the_family; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER alerts_tell_the_family AFTER INSERT ON public.alerts REFERENCING NEW TABLE AS new_alerts FOR EACH STATEMENT EXECUTE FUNCTION private.on_alerts_raised();
 
 --
 -- Name: alerts alerts_touch; Type: TRIGGER; Schema: public
@@ -3934,10 +5677,22 @@ CREATE TRIGGER alerts_touch BEFORE UPDATE ON public.alerts FOR EACH ROW EXECUTE 
 CREATE TRIGGER call_logs_touch BEFORE UPDATE ON public.call_logs FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
 
 --
+-- Name: call_sessions call_sessions_answered; Type: TRIGGER; Schema: public
+--
+
+CREATE CONSTRAINT TRIGGER call_sessions_answered AFTER UPDATE OF status ON public.call_sessions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.status IS DISTINCT FROM old.status) AND ((new.status = 'in_progress'::text) OR ((new.status = 'completed'::text) AND (new.answered_at IS NOT NULL) AND (old.status <> 'in_progress'::text))))) EXECUTE FUNCTION private.on_relative_answered();
+
+--
 -- Name: call_sessions call_sessions_touch; Type: TRIGGER; Schema: public
 --
 
 CREATE TRIGGER call_sessions_touch BEFORE UPDATE ON public.call_sessions FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
+-- Name: contact_methods contact_methods_touch; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER contact_methods_touch BEFORE UPDATE ON public.contact_methods FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
 
 --
 -- Name: device_pairs device_pairs_normalise; Type: TRIGGER; Schema: public
@@ -3950,6 +5705,18 @@ CREATE TRIGGER device_pairs_normalise BEFORE INSERT OR UPDATE ON public.device_p
 --
 
 CREATE TRIGGER device_pairs_touch BEFORE UPDATE ON public.device_pairs FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
+-- Name: escalation_contacts escalation_contacts_touch; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER escalation_contacts_touch BEFORE UPDATE ON public.escalation_contacts FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
+-- Name: escalation_policies escalation_policies_touch; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER escalation_policies_touch BEFORE UPDATE ON public.escalation_policies FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
 
 --
 -- Name: household_members household_members_keep_admin; Type: TRIGGER; Schema: public
@@ -3968,6 +5735,12 @@ CREATE TRIGGER household_members_touch BEFORE UPDATE ON public.household_members
 --
 
 CREATE TRIGGER households_touch BEFORE UPDATE ON public.households FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
+-- Name: member_alert_settings member_alert_settings_touch; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER member_alert_settings_touch BEFORE UPDATE ON public.member_alert_settings FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
 
 --
 -- Name: notification_queue notification_queue_notify; Type: TRIGGER; Schema: public
@@ -4024,6 +5797,27 @@ CREATE TRIGGER schedules_withdraw_on_delete BEFORE DELETE ON public.schedules FO
 CREATE TRIGGER webhook_events_touch BEFORE UPDATE ON public.webhook_events FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
 
 --
+-- Name: alert_escalations alert_escalations_alert_id_fkey; Type: FK CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.alert_escalations
+    ADD CONSTRAINT alert_escalations_alert_id_fkey FOREIGN KEY (alert_id) REFERENCES public.alerts(id) ON DELETE CASCADE;
+
+--
+-- Name: alert_escalations alert_escalations_household_id_fkey; Type: FK CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.alert_escalations
+    ADD CONSTRAINT alert_escalations_household_id_fkey FOREIGN KEY (household_id) REFERENCES public.households(id) ON DELETE CASCADE;
+
+--
+-- Name: alert_link_uses alert_link_uses_outbox_id_fkey; Type: FK CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.alert_link_uses
+    ADD CONSTRAINT alert_link_uses_outbox_id_fkey FOREIGN KEY (outbox_id) REFERENCES private.outbox(id) ON DELETE CASCADE;
+
+--
 -- Name: cancel_notices cancel_notices_call_session_id_fkey; Type: FK CONSTRAINT; Schema: private
 --
 
@@ -4043,6 +5837,34 @@ ALTER TABLE ONLY private.cancel_notices
 
 ALTER TABLE ONLY private.cancel_notices
     ADD CONSTRAINT cancel_notices_household_id_fkey FOREIGN KEY (household_id) REFERENCES public.households(id) ON DELETE CASCADE;
+
+--
+-- Name: contact_verifications contact_verifications_method_id_fkey; Type: FK CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.contact_verifications
+    ADD CONSTRAINT contact_verifications_method_id_fkey FOREIGN KEY (method_id) REFERENCES public.contact_methods(id) ON DELETE CASCADE;
+
+--
+-- Name: outbox outbox_alert_id_fkey; Type: FK CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.outbox
+    ADD CONSTRAINT outbox_alert_id_fkey FOREIGN KEY (alert_id) REFERENCES public.alerts(id) ON DELETE CASCADE;
+
+--
+-- Name: outbox outbox_household_id_fkey; Type: FK CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.outbox
+    ADD CONSTRAINT outbox_household_id_fkey FOREIGN KEY (household_id) REFERENCES public.households(id) ON DELETE CASCADE;
+
+--
+-- Name: outbox outbox_method_id_fkey; Type: FK CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.outbox
+    ADD CONSTRAINT outbox_method_id_fkey FOREIGN KEY (method_id) REFERENCES public.contact_methods(id) ON DELETE CASCADE;
 
 --
 -- Name: alerts alerts_acknowledged_by_fkey; Type: FK CONSTRAINT; Schema: public
@@ -4115,6 +5937,13 @@ ALTER TABLE ONLY public.call_sessions
     ADD CONSTRAINT call_sessions_schedule_id_fkey FOREIGN KEY (schedule_id) REFERENCES public.schedules(id) ON DELETE SET NULL;
 
 --
+-- Name: contact_methods contact_methods_household_id_user_id_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.contact_methods
+    ADD CONSTRAINT contact_methods_household_id_user_id_fkey FOREIGN KEY (household_id, user_id) REFERENCES public.household_members(household_id, user_id) ON DELETE CASCADE;
+
+--
 -- Name: device_pairs device_pairs_created_by_fkey; Type: FK CONSTRAINT; Schema: public
 --
 
@@ -4127,6 +5956,20 @@ ALTER TABLE ONLY public.device_pairs
 
 ALTER TABLE ONLY public.device_pairs
     ADD CONSTRAINT device_pairs_relative_id_household_id_fkey FOREIGN KEY (relative_id, household_id) REFERENCES public.relatives(id, household_id) ON DELETE CASCADE;
+
+--
+-- Name: escalation_contacts escalation_contacts_household_id_user_id_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.escalation_contacts
+    ADD CONSTRAINT escalation_contacts_household_id_user_id_fkey FOREIGN KEY (household_id, user_id) REFERENCES public.household_members(household_id, user_id) ON DELETE CASCADE;
+
+--
+-- Name: escalation_policies escalation_policies_household_id_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.escalation_policies
+    ADD CONSTRAINT escalation_policies_household_id_fkey FOREIGN KEY (household_id) REFERENCES public.households(id) ON DELETE CASCADE;
 
 --
 -- Name: household_members household_members_household_id_fkey; Type: FK CONSTRAINT; Schema: public
@@ -4148,6 +5991,13 @@ ALTER TABLE ONLY public.household_members
 
 ALTER TABLE ONLY public.households
     ADD CONSTRAINT households_created_by_fkey FOREIGN KEY (created_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+--
+-- Name: member_alert_settings member_alert_settings_household_id_user_id_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.member_alert_settings
+    ADD CONSTRAINT member_alert_settings_household_id_user_id_fkey FOREIGN KEY (household_id, user_id) REFERENCES public.household_members(household_id, user_id) ON DELETE CASCADE;
 
 --
 -- Name: notification_queue notification_queue_call_session_id_fkey; Type: FK CONSTRAINT; Schema: public
@@ -4228,6 +6078,18 @@ ALTER TABLE public.call_sessions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY call_sessions_select ON public.call_sessions FOR SELECT TO authenticated USING ((household_id IN ( SELECT private.member_household_ids() AS member_household_ids)));
 
 --
+-- Name: contact_methods; Type: ROW SECURITY; Schema: public
+--
+
+ALTER TABLE public.contact_methods ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: contact_methods contact_methods_select; Type: POLICY; Schema: public
+--
+
+CREATE POLICY contact_methods_select ON public.contact_methods FOR SELECT TO authenticated USING (((user_id = ( SELECT auth.uid() AS uid)) AND (household_id IN ( SELECT private.member_household_ids() AS member_household_ids))));
+
+--
 -- Name: device_pairs; Type: ROW SECURITY; Schema: public
 --
 
@@ -4250,6 +6112,66 @@ CREATE POLICY device_pairs_select ON public.device_pairs FOR SELECT TO authentic
 --
 
 CREATE POLICY device_pairs_update ON public.device_pairs FOR UPDATE TO authenticated USING ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids))) WITH CHECK ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
+
+--
+-- Name: escalation_contacts; Type: ROW SECURITY; Schema: public
+--
+
+ALTER TABLE public.escalation_contacts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: escalation_contacts escalation_contacts_delete; Type: POLICY; Schema: public
+--
+
+CREATE POLICY escalation_contacts_delete ON public.escalation_contacts FOR DELETE TO authenticated USING ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
+
+--
+-- Name: escalation_contacts escalation_contacts_insert; Type: POLICY; Schema: public
+--
+
+CREATE POLICY escalation_contacts_insert ON public.escalation_contacts FOR INSERT TO authenticated WITH CHECK ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
+
+--
+-- Name: escalation_contacts escalation_contacts_select; Type: POLICY; Schema: public
+--
+
+CREATE POLICY escalation_contacts_select ON public.escalation_contacts FOR SELECT TO authenticated USING ((household_id IN ( SELECT private.member_household_ids() AS member_household_ids)));
+
+--
+-- Name: escalation_contacts escalation_contacts_update; Type: POLICY; Schema: public
+--
+
+CREATE POLICY escalation_contacts_update ON public.escalation_contacts FOR UPDATE TO authenticated USING ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids))) WITH CHECK ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
+
+--
+-- Name: escalation_policies; Type: ROW SECURITY; Schema: public
+--
+
+ALTER TABLE public.escalation_policies ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: escalation_policies escalation_policies_delete; Type: POLICY; Schema: public
+--
+
+CREATE POLICY escalation_policies_delete ON public.escalation_policies FOR DELETE TO authenticated USING ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
+
+--
+-- Name: escalation_policies escalation_policies_insert; Type: POLICY; Schema: public
+--
+
+CREATE POLICY escalation_policies_insert ON public.escalation_policies FOR INSERT TO authenticated WITH CHECK ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
+
+--
+-- Name: escalation_policies escalation_policies_select; Type: POLICY; Schema: public
+--
+
+CREATE POLICY escalation_policies_select ON public.escalation_policies FOR SELECT TO authenticated USING ((household_id IN ( SELECT private.member_household_ids() AS member_household_ids)));
+
+--
+-- Name: escalation_policies escalation_policies_update; Type: POLICY; Schema: public
+--
+
+CREATE POLICY escalation_policies_update ON public.escalation_policies FOR UPDATE TO authenticated USING ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids))) WITH CHECK ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
 
 --
 -- Name: household_members; Type: ROW SECURITY; Schema: public
@@ -4304,6 +6226,36 @@ CREATE POLICY households_select ON public.households FOR SELECT TO authenticated
 --
 
 CREATE POLICY households_update ON public.households FOR UPDATE TO authenticated USING ((id IN ( SELECT private.admin_household_ids() AS admin_household_ids))) WITH CHECK ((id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
+
+--
+-- Name: member_alert_settings; Type: ROW SECURITY; Schema: public
+--
+
+ALTER TABLE public.member_alert_settings ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: member_alert_settings member_alert_settings_delete; Type: POLICY; Schema: public
+--
+
+CREATE POLICY member_alert_settings_delete ON public.member_alert_settings FOR DELETE TO authenticated USING (((user_id = ( SELECT auth.uid() AS uid)) AND (household_id IN ( SELECT private.member_household_ids() AS member_household_ids))));
+
+--
+-- Name: member_alert_settings member_alert_settings_insert; Type: POLICY; Schema: public
+--
+
+CREATE POLICY member_alert_settings_insert ON public.member_alert_settings FOR INSERT TO authenticated WITH CHECK (((user_id = ( SELECT auth.uid() AS uid)) AND (household_id IN ( SELECT private.member_household_ids() AS member_household_ids))));
+
+--
+-- Name: member_alert_settings member_alert_settings_select; Type: POLICY; Schema: public
+--
+
+CREATE POLICY member_alert_settings_select ON public.member_alert_settings FOR SELECT TO authenticated USING ((household_id IN ( SELECT private.member_household_ids() AS member_household_ids)));
+
+--
+-- Name: member_alert_settings member_alert_settings_update; Type: POLICY; Schema: public
+--
+
+CREATE POLICY member_alert_settings_update ON public.member_alert_settings FOR UPDATE TO authenticated USING (((user_id = ( SELECT auth.uid() AS uid)) AND (household_id IN ( SELECT private.member_household_ids() AS member_household_ids)))) WITH CHECK (((user_id = ( SELECT auth.uid() AS uid)) AND (household_id IN ( SELECT private.member_household_ids() AS member_household_ids))));
 
 --
 -- Name: notification_queue; Type: ROW SECURITY; Schema: public
@@ -4594,10 +6546,66 @@ GRANT ALL ON FUNCTION private.admin_household_ids() TO authenticated;
 GRANT ALL ON FUNCTION private.admin_household_ids() TO service_role;
 
 --
+-- Name: FUNCTION advance_escalation(p_alert_id uuid, p_now timestamp with time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.advance_escalation(p_alert_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION after_quiet_hours(p_at timestamp with time zone, p_zone text, p_start time without time zone, p_end time without time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.after_quiet_hours(p_at timestamp with time zone, p_zone text, p_start time without time zone, p_end time without time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION alert_is_critical(p_kind text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.alert_is_critical(p_kind text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION alert_key(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.alert_key() FROM PUBLIC;
+
+--
+-- Name: FUNCTION alert_kinds(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.alert_kinds() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.alert_kinds() TO authenticated;
+GRANT ALL ON FUNCTION private.alert_kinds() TO service_role;
+
+--
+-- Name: FUNCTION alert_link_token(p_key bytea, p_action text, p_outbox_id uuid, p_exp bigint); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.alert_link_token(p_key bytea, p_action text, p_outbox_id uuid, p_exp bigint) FROM PUBLIC;
+
+--
+-- Name: FUNCTION b64url(p_bytes bytea); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.b64url(p_bytes bytea) FROM PUBLIC;
+
+--
+-- Name: FUNCTION b64url_decode(p_text text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.b64url_decode(p_text text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION call_transition(p_status text, p_event text); Type: ACL; Schema: private
 --
 
 REVOKE ALL ON FUNCTION private.call_transition(p_status text, p_event text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION contact_code_hash(p_method_id uuid, p_code text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.contact_code_hash(p_method_id uuid, p_code text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION conversation_variables(p_session public.call_sessions); Type: ACL; Schema: private
@@ -4610,6 +6618,18 @@ REVOKE ALL ON FUNCTION private.conversation_variables(p_session public.call_sess
 --
 
 REVOKE ALL ON FUNCTION private.device_session(p_device_id uuid, p_session_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION enqueue_alert_steps(p_alert_ids uuid[], p_steps integer[], p_now timestamp with time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.enqueue_alert_steps(p_alert_ids uuid[], p_steps integer[], p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION ensure_alert_jobs(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.ensure_alert_jobs() FROM PUBLIC;
 
 --
 -- Name: FUNCTION ensure_scheduler_jobs(); Type: ACL; Schema: private
@@ -4628,6 +6648,14 @@ GRANT ALL ON TABLE public.webhook_events TO service_role;
 --
 
 REVOKE ALL ON FUNCTION private.ingest_transcription(p_event public.webhook_events, p_concern_fields text[], OUT o_session_id uuid, OUT o_household_id uuid, OUT o_status text, OUT o_error text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION is_alert_kinds(p_field text, p_kinds text[]); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.is_alert_kinds(p_field text, p_kinds text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.is_alert_kinds(p_field text, p_kinds text[]) TO authenticated;
+GRANT ALL ON FUNCTION private.is_alert_kinds(p_field text, p_kinds text[]) TO service_role;
 
 --
 -- Name: FUNCTION is_iso_days(p_field text, p_days smallint[]); Type: ACL; Schema: private
@@ -4654,6 +6682,25 @@ GRANT ALL ON FUNCTION private.is_timezone(p_field text, p_zone text) TO authenti
 GRANT ALL ON FUNCTION private.is_timezone(p_field text, p_zone text) TO service_role;
 
 --
+-- Name: TABLE contact_methods; Type: ACL; Schema: public
+--
+
+GRANT ALL ON TABLE public.contact_methods TO service_role;
+GRANT SELECT ON TABLE public.contact_methods TO authenticated;
+
+--
+-- Name: FUNCTION issue_contact_code(p_method public.contact_methods, p_now timestamp with time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.issue_contact_code(p_method public.contact_methods, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION mask_address(p_channel text, p_address text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.mask_address(p_channel text, p_address text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION member_household_ids(); Type: ACL; Schema: private
 --
 
@@ -4662,11 +6709,48 @@ GRANT ALL ON FUNCTION private.member_household_ids() TO authenticated;
 GRANT ALL ON FUNCTION private.member_household_ids() TO service_role;
 
 --
+-- Name: FUNCTION notify_outbox(p_count integer, p_earliest timestamp with time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.notify_outbox(p_count integer, p_earliest timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION occurrence_has_conversation(p_session_id uuid, p_schedule_id uuid, p_occurrence timestamp with time zone); Type: ACL; Schema: private
 --
 
 REVOKE ALL ON FUNCTION private.occurrence_has_conversation(p_session_id uuid, p_schedule_id uuid, p_occurrence timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.occurrence_has_conversation(p_session_id uuid, p_schedule_id uuid, p_occurrence timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION on_alert_closed(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.on_alert_closed() FROM PUBLIC;
+
+--
+-- Name: FUNCTION on_alerts_raised(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.on_alerts_raised() FROM PUBLIC;
+
+--
+-- Name: FUNCTION on_relative_answered(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.on_relative_answered() FROM PUBLIC;
+
+--
+-- Name: FUNCTION outbox_has_presence_claims(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.outbox_has_presence_claims() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.outbox_has_presence_claims() TO service_role;
+
+--
+-- Name: FUNCTION own_contact_method(p_method_id uuid); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.own_contact_method(p_method_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION pairing_code_hash(p_pairing_id uuid, p_code text); Type: ACL; Schema: private
@@ -4692,6 +6776,13 @@ REVOKE ALL ON FUNCTION private.pairing_max_failures() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION private.queue_retries(p_missed uuid[], p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.queue_retries(p_missed uuid[], p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION reclaim_orphaned_outbox(p_live bigint[]); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.reclaim_orphaned_outbox(p_live bigint[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.reclaim_orphaned_outbox(p_live bigint[]) TO service_role;
 
 --
 -- Name: FUNCTION refresh_time_zones(); Type: ACL; Schema: private
@@ -4800,6 +6891,12 @@ GRANT INSERT(retry_interval),UPDATE(retry_interval) ON TABLE public.schedules TO
 GRANT INSERT(ring_timeout),UPDATE(ring_timeout) ON TABLE public.schedules TO authenticated;
 
 --
+-- Name: FUNCTION sms_status_rank(p_status text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.sms_status_rank(p_status text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION webhook_clock_tolerance(); Type: ACL; Schema: private
 --
 
@@ -4833,6 +6930,22 @@ GRANT ALL ON FUNCTION public.acknowledge_alert(p_alert_id uuid) TO authenticated
 GRANT ALL ON FUNCTION public.acknowledge_alert(p_alert_id uuid) TO service_role;
 
 --
+-- Name: FUNCTION add_contact_method(p_household_id uuid, p_channel text, p_address text, p_subscription jsonb, p_label text, p_kinds text[]); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.add_contact_method(p_household_id uuid, p_channel text, p_address text, p_subscription jsonb, p_label text, p_kinds text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.add_contact_method(p_household_id uuid, p_channel text, p_address text, p_subscription jsonb, p_label text, p_kinds text[]) TO authenticated;
+GRANT ALL ON FUNCTION public.add_contact_method(p_household_id uuid, p_channel text, p_address text, p_subscription jsonb, p_label text, p_kinds text[]) TO service_role;
+
+--
+-- Name: FUNCTION alert_deliveries(p_alert_id uuid, p_household_id uuid, p_limit integer); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.alert_deliveries(p_alert_id uuid, p_household_id uuid, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.alert_deliveries(p_alert_id uuid, p_household_id uuid, p_limit integer) TO authenticated;
+GRANT ALL ON FUNCTION public.alert_deliveries(p_alert_id uuid, p_household_id uuid, p_limit integer) TO service_role;
+
+--
 -- Name: FUNCTION call_history(p_household_id uuid, p_limit integer, p_before_at timestamp with time zone, p_before_id uuid, p_relative_id uuid); Type: ACL; Schema: public
 --
 
@@ -4863,6 +6976,13 @@ REVOKE ALL ON FUNCTION public.claim_due_calls(p_worker text, p_limit integer, p_
 GRANT ALL ON FUNCTION public.claim_due_calls(p_worker text, p_limit integer, p_lease interval, p_now timestamp with time zone, p_horizon interval) TO service_role;
 
 --
+-- Name: FUNCTION claim_outbox(p_worker text, p_limit integer, p_lease interval, p_now timestamp with time zone, p_kinds text[]); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.claim_outbox(p_worker text, p_limit integer, p_lease interval, p_now timestamp with time zone, p_kinds text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.claim_outbox(p_worker text, p_limit integer, p_lease interval, p_now timestamp with time zone, p_kinds text[]) TO service_role;
+
+--
 -- Name: FUNCTION claim_pairing_code(p_pairing_id uuid, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text); Type: ACL; Schema: public
 --
 
@@ -4875,6 +6995,14 @@ GRANT ALL ON FUNCTION public.claim_pairing_code(p_pairing_id uuid, p_code text, 
 
 REVOKE ALL ON FUNCTION public.cleanup_finished(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.cleanup_finished(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION confirm_contact_method(p_method_id uuid, p_code text); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.confirm_contact_method(p_method_id uuid, p_code text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.confirm_contact_method(p_method_id uuid, p_code text) TO authenticated;
+GRANT ALL ON FUNCTION public.confirm_contact_method(p_method_id uuid, p_code text) TO service_role;
 
 --
 -- Name: FUNCTION count_webhook_rejection(p_reason text); Type: ACL; Schema: public
@@ -4941,6 +7069,13 @@ REVOKE ALL ON FUNCTION public.next_cancel_notice_at(p_now timestamp with time zo
 GRANT ALL ON FUNCTION public.next_cancel_notice_at(p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION next_outbox_at(p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.next_outbox_at(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.next_outbox_at(p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION next_work_at(p_now timestamp with time zone, p_worker text); Type: ACL; Schema: public
 --
 
@@ -4954,6 +7089,13 @@ GRANT ALL ON FUNCTION public.next_work_at(p_now timestamp with time zone, p_work
 REVOKE ALL ON FUNCTION public.open_alerts(p_household_id uuid, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.open_alerts(p_household_id uuid, p_limit integer) TO authenticated;
 GRANT ALL ON FUNCTION public.open_alerts(p_household_id uuid, p_limit integer) TO service_role;
+
+--
+-- Name: FUNCTION outbox_depth(); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.outbox_depth() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.outbox_depth() TO service_role;
 
 --
 -- Name: FUNCTION pair_device(p_pairing_id uuid, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text); Type: ACL; Schema: public
@@ -5012,11 +7154,39 @@ REVOKE ALL ON FUNCTION public.record_device_event(p_device_id uuid, p_session_id
 GRANT ALL ON FUNCTION public.record_device_event(p_device_id uuid, p_session_id uuid, p_event text, p_at timestamp with time zone, p_conversation_id text) TO service_role;
 
 --
+-- Name: FUNCTION record_outbox_results(p_worker text, p_results jsonb, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.record_outbox_results(p_worker text, p_results jsonb, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_outbox_results(p_worker text, p_results jsonb, p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION record_push_results(p_worker text, p_results jsonb, p_now timestamp with time zone); Type: ACL; Schema: public
 --
 
 REVOKE ALL ON FUNCTION public.record_push_results(p_worker text, p_results jsonb, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.record_push_results(p_worker text, p_results jsonb, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION record_sms_reply(p_from text, p_body text, p_message_sid text, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.record_sms_reply(p_from text, p_body text, p_message_sid text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_sms_reply(p_from text, p_body text, p_message_sid text, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION record_sms_status(p_message_sid text, p_status text, p_error_code text, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.record_sms_status(p_message_sid text, p_status text, p_error_code text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_sms_status(p_message_sid text, p_status text, p_error_code text, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION redeem_alert_link(p_token text, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.redeem_alert_link(p_token text, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.redeem_alert_link(p_token text, p_now timestamp with time zone) TO service_role;
 
 --
 -- Name: FUNCTION register_worker(p_worker text); Type: ACL; Schema: public
@@ -5040,11 +7210,33 @@ REVOKE ALL ON FUNCTION public.release_leases(p_worker text, p_ids uuid[]) FROM P
 GRANT ALL ON FUNCTION public.release_leases(p_worker text, p_ids uuid[]) TO service_role;
 
 --
+-- Name: FUNCTION release_outbox_leases(p_worker text, p_ids uuid[]); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.release_outbox_leases(p_worker text, p_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.release_outbox_leases(p_worker text, p_ids uuid[]) TO service_role;
+
+--
+-- Name: FUNCTION remove_contact_method(p_method_id uuid); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.remove_contact_method(p_method_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.remove_contact_method(p_method_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.remove_contact_method(p_method_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION renew_leases(p_worker text, p_ids uuid[], p_lease interval, p_now timestamp with time zone); Type: ACL; Schema: public
 --
 
 REVOKE ALL ON FUNCTION public.renew_leases(p_worker text, p_ids uuid[], p_lease interval, p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.renew_leases(p_worker text, p_ids uuid[], p_lease interval, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION renew_outbox_leases(p_worker text, p_ids uuid[], p_lease interval, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.renew_outbox_leases(p_worker text, p_ids uuid[], p_lease interval, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.renew_outbox_leases(p_worker text, p_ids uuid[], p_lease interval, p_now timestamp with time zone) TO service_role;
 
 --
 -- Name: FUNCTION request_call_now(p_relative_id uuid); Type: ACL; Schema: public
@@ -5062,6 +7254,14 @@ REVOKE ALL ON FUNCTION public.reschedule(p_schedule_id uuid, p_now timestamp wit
 GRANT ALL ON FUNCTION public.reschedule(p_schedule_id uuid, p_now timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION resend_contact_verification(p_method_id uuid); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.resend_contact_verification(p_method_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.resend_contact_verification(p_method_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.resend_contact_verification(p_method_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION revoke_device(p_device_id uuid, p_reason text); Type: ACL; Schema: public
 --
 
@@ -5070,11 +7270,26 @@ GRANT ALL ON FUNCTION public.revoke_device(p_device_id uuid, p_reason text) TO a
 GRANT ALL ON FUNCTION public.revoke_device(p_device_id uuid, p_reason text) TO service_role;
 
 --
+-- Name: FUNCTION run_alert_escalations(p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.run_alert_escalations(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.run_alert_escalations(p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION run_phase2_now(p_now timestamp with time zone); Type: ACL; Schema: public
 --
 
 REVOKE ALL ON FUNCTION public.run_phase2_now(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.run_phase2_now(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION set_contact_method_kinds(p_method_id uuid, p_kinds text[]); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.set_contact_method_kinds(p_method_id uuid, p_kinds text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.set_contact_method_kinds(p_method_id uuid, p_kinds text[]) TO authenticated;
+GRANT ALL ON FUNCTION public.set_contact_method_kinds(p_method_id uuid, p_kinds text[]) TO service_role;
 
 --
 -- Name: FUNCTION store_webhook_event(p_payload jsonb, p_payload_bytes integer); Type: ACL; Schema: public
@@ -5138,6 +7353,44 @@ GRANT ALL ON TABLE public.devices TO service_role;
 GRANT SELECT ON TABLE public.devices TO authenticated;
 
 --
+-- Name: TABLE escalation_contacts; Type: ACL; Schema: public
+--
+
+GRANT ALL ON TABLE public.escalation_contacts TO service_role;
+GRANT SELECT,INSERT,DELETE ON TABLE public.escalation_contacts TO authenticated;
+
+--
+-- Name: COLUMN escalation_contacts.step; Type: ACL; Schema: public
+--
+
+GRANT UPDATE(step) ON TABLE public.escalation_contacts TO authenticated;
+
+--
+-- Name: TABLE escalation_policies; Type: ACL; Schema: public
+--
+
+GRANT ALL ON TABLE public.escalation_policies TO service_role;
+GRANT SELECT,INSERT,DELETE ON TABLE public.escalation_policies TO authenticated;
+
+--
+-- Name: COLUMN escalation_policies.wait; Type: ACL; Schema: public
+--
+
+GRANT UPDATE(wait) ON TABLE public.escalation_policies TO authenticated;
+
+--
+-- Name: COLUMN escalation_policies.repeats; Type: ACL; Schema: public
+--
+
+GRANT UPDATE(repeats) ON TABLE public.escalation_policies TO authenticated;
+
+--
+-- Name: COLUMN escalation_policies.escalate_kinds; Type: ACL; Schema: public
+--
+
+GRANT UPDATE(escalate_kinds) ON TABLE public.escalation_policies TO authenticated;
+
+--
 -- Name: TABLE household_members; Type: ACL; Schema: public
 --
 
@@ -5149,6 +7402,37 @@ GRANT SELECT,INSERT,DELETE ON TABLE public.household_members TO authenticated;
 --
 
 GRANT UPDATE(role) ON TABLE public.household_members TO authenticated;
+
+--
+-- Name: TABLE member_alert_settings; Type: ACL; Schema: public
+--
+
+GRANT ALL ON TABLE public.member_alert_settings TO service_role;
+GRANT SELECT,INSERT,DELETE ON TABLE public.member_alert_settings TO authenticated;
+
+--
+-- Name: COLUMN member_alert_settings.timezone; Type: ACL; Schema: public
+--
+
+GRANT UPDATE(timezone) ON TABLE public.member_alert_settings TO authenticated;
+
+--
+-- Name: COLUMN member_alert_settings.quiet_start; Type: ACL; Schema: public
+--
+
+GRANT UPDATE(quiet_start) ON TABLE public.member_alert_settings TO authenticated;
+
+--
+-- Name: COLUMN member_alert_settings.quiet_end; Type: ACL; Schema: public
+--
+
+GRANT UPDATE(quiet_end) ON TABLE public.member_alert_settings TO authenticated;
+
+--
+-- Name: COLUMN member_alert_settings.quiet_hours_hold_critical; Type: ACL; Schema: public
+--
+
+GRANT UPDATE(quiet_hours_hold_critical) ON TABLE public.member_alert_settings TO authenticated;
 
 --
 -- Name: TABLE notification_queue; Type: ACL; Schema: public
@@ -5245,6 +7529,7 @@ ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.schedules;
 -- pg_cron jobs (cron.job), by name
 --
 
+SELECT cron.schedule('callpanion-alert-escalation', '* * * * *', 'select public.run_alert_escalations()');
 SELECT cron.schedule('callpanion-cleanup', '17 3 * * *', 'select public.cleanup_finished()');
 SELECT cron.schedule('callpanion-phase1-queue', '* * * * *', 'select public.queue_upcoming_calls()');
 SELECT cron.schedule('callpanion-phase2-release', '* * * * *', 'select public.release_due_calls()');
