@@ -50,6 +50,7 @@ create trigger erasures_touch before update on public.erasures
 alter table public.erasures enable row level security;
 create policy erasures_select on public.erasures for select to authenticated
   using (household_id in (select private.member_household_ids()));
+revoke all on public.erasures from public, anon, authenticated;
 grant select on public.erasures to authenticated;
 grant all on public.erasures to service_role;
 
