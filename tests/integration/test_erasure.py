@@ -12,8 +12,9 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from python_worker.emulators.elevenlabs import ElevenLabsEmulator
+from python_worker.emulators.elevenlabs import ElevenLabsEmulator, transcription_payload
 from python_worker.worker import provider_deletion
 from tests.support.db import Conn, one
 from tests.support.privacy import add_household, as_user, occurrences, rows_about
@@ -72,6 +73,20 @@ def test_erasing_a_relative_leaves_nothing_anywhere_and_the_other_relative_keeps
     assert done["provider_confirmed"] == 1
     assert done["provider_done_at"] is not None
     assert rows_about(db, kept) == before
+
+
+def test_erasure_finds_an_unmatched_webhook_by_the_ids_inside_its_body(db: Conn) -> None:
+    hh = add_household(db)
+    gone = hh.people[0]
+    # A webhook no session claimed (another conversation id), whose dynamic variables still
+    # name the relative's session: only the ids inside the body tie it to them.
+    stray = transcription_payload("conv_stray" + uuid.uuid4().hex[:8], summary="unmatched")
+    variables = stray["data"]["conversation_initiation_client_data"]["dynamic_variables"]
+    variables["relative_id"] = str(gone.id)
+    one(db, "select * from store_webhook_event(%s, 0)", [Jsonb(stray)])
+    with as_user(db, hh.admin):
+        db.execute("select erase_relative(%s)", [gone.id])
+    assert occurrences(db, [str(gone.id)]) == []
 
 
 def test_an_outage_at_elevenlabs_only_delays_the_deletion(

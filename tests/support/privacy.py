@@ -199,7 +199,9 @@ def add_household(conn: Conn) -> Household:
         "select * from record_outbox_results(p_worker => 'privacy-test', p_results => %s)",
         [Jsonb(results)],
     )
-    conn.execute("select record_sms_reply(%s, 'OK', %s)", [phone, "SM" + _token(16)])
+    # Two replies: each acknowledges one relative's alert (newest unacknowledged first).
+    for _ in people:
+        conn.execute("select record_sms_reply(%s, 'OK', %s)", [phone, "SM" + _token(16)])
     return Household(hh, admin, member, people)
 
 
