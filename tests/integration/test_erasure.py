@@ -219,3 +219,16 @@ def test_anon_may_not_call_erasure(db: Conn) -> None:
         db.execute("set local role anon")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             db.execute("select erase_relative(%s)", [hh.people[0].id])
+
+
+def test_a_household_without_conversations_is_gone_at_once(db: Conn) -> None:
+    hh = add_household(db)
+    db.execute("update call_sessions set conversation_id = null where household_id = %s", [hh.id])
+    db.execute("update call_logs set conversation_id = null where household_id = %s", [hh.id])
+    db.execute("delete from webhook_events where household_id = %s", [hh.id])
+    with as_user(db, hh.admin):
+        result = one(db, "select erase_household(%s) as r", [hh.id])["r"]
+    assert isinstance(result, dict)
+    assert result["household_removed"] is True
+    assert one(db, "select count(*) as n from households where id = %s", [hh.id])["n"] == 0
+    assert occurrences(db, [str(hh.id), *(p.name for p in hh.people)]) == []

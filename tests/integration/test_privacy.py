@@ -283,3 +283,17 @@ def test_a_member_or_another_household_cannot_export(db: Conn) -> None:
         db.execute("select export_relative(%s)", [hh.people[0].id])
     with pytest.raises(psycopg.errors.NoDataFound), as_user(db, attacker.admin):
         db.execute("select export_relative(%s)", [hh.people[0].id])
+
+
+def test_the_daily_cleanup_job_enforces_retention(db: Conn) -> None:
+    hh = add_household(db)
+    command = one(db, "select command from cron.job where jobname = 'callpanion-cleanup'")
+    assert command["command"] == "select public.cleanup_finished()"
+    now = one(db, "select now() as t")["t"]
+    assert isinstance(now, datetime)
+    db.execute("select cleanup_finished(%s)", [now + timedelta(days=100)])
+    logs = db.execute(
+        "select transcript, transcript_expired_at from call_logs where household_id = %s", [hh.id]
+    ).fetchall()
+    assert len(logs) == 2
+    assert all(r["transcript"] == [] and r["transcript_expired_at"] for r in logs)
