@@ -232,3 +232,22 @@ def test_a_household_without_conversations_is_gone_at_once(db: Conn) -> None:
     assert result["household_removed"] is True
     assert one(db, "select count(*) as n from households where id = %s", [hh.id])["n"] == 0
     assert occurrences(db, [str(hh.id), *(p.name for p in hh.people)]) == []
+
+
+def test_a_wrong_api_key_keeps_the_deletion_and_tells_the_household_once(
+    db: Conn, provider: ElevenLabsEmulator
+) -> None:
+    hh = add_household(db)
+    gone = hh.people[0]
+    provider.held.update(gone.conversations)
+    with as_user(db, hh.admin):
+        db.execute("select erase_relative(%s)", [gone.id])
+    assert set(deliver(db, provider, api_key="wrong").values()) == {"retry"}
+    assert provider.deleted == []
+    told = db.execute(
+        "select kind, message from alerts where household_id = %s and kind = 'provider_config'",
+        [hh.id],
+    ).fetchall()
+    assert len(told) == 1
+    assert gone.name not in str(told)
+    assert gone.conversations[0] not in str(told)
