@@ -435,12 +435,13 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         name="erasure_keeps_webhook_bodies",
         migration=ERASURE,
         original=(
-            "  delete from public.webhook_events w\n   where w.call_session_id = any (v_sessions)"
-        ),
-        mutated=(
             "  delete from public.webhook_events w\n"
-            "   where false and w.call_session_id = any (v_sessions)"
+            "   where w.call_session_id = any (v_sessions) or w.conversation_id = any (v_convs)\n"
+            "      or ((w.household_id = v_household or w.household_id is null)\n"
+            "          and exists (select 1 from unnest(v_needles) n"
+            " where strpos(w.payload::text, n) > 0));\n"
         ),
+        mutated="  delete from public.webhook_events w where false;\n",
         tests=(ERASE_ALL,),
     ),
     SqlMutant(

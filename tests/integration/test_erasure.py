@@ -59,7 +59,7 @@ def test_erasing_a_relative_leaves_nothing_anywhere_and_the_other_relative_keeps
     assert result["conversations"] == 1
     assert result["provider_done_at"] is None
     assert result["removed"]["call_logs"] == 1
-    assert result["removed"]["alerts"] == 1
+    assert result["removed"]["alerts"] == 2
 
     # Until ElevenLabs confirms, only the outbox row that asks it holds the conversation id.
     hits = occurrences(db, gone.needles())

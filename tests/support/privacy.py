@@ -157,6 +157,14 @@ def add_person(conn: Conn, hh: uuid.UUID, admin: uuid.UUID, name: str, phrase: s
          Jsonb({"relative_name": name, "said": phrase})],
     )["id"]  # type: ignore[assignment]  # fmt: skip
     person.alerts.append(alert)
+    # An alert that names no relative, only their device and call (how device alerts are raised).
+    device_alert: uuid.UUID = one(
+        conn,
+        """insert into alerts (household_id, call_session_id, device_id, kind, severity, message)
+           values (%s, %s, %s, 'device_unreachable', 'warning', %s) returning id""",
+        [hh, session, device, f"{name}'s phone could not be reached"],
+    )["id"]  # type: ignore[assignment]
+    person.alerts.append(device_alert)
     return person
 
 
@@ -199,8 +207,8 @@ def add_household(conn: Conn) -> Household:
         "select * from record_outbox_results(p_worker => 'privacy-test', p_results => %s)",
         [Jsonb(results)],
     )
-    # Two replies: each acknowledges one relative's alert (newest unacknowledged first).
-    for _ in people:
+    # One reply per alert: each acknowledges one alert told by SMS (newest unacknowledged first).
+    for _ in range(sum(len(p.alerts) for p in people)):
         conn.execute("select record_sms_reply(%s, 'OK', %s)", [phone, "SM" + _token(16)])
     return Household(hh, admin, member, people)
 
