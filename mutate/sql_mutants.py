@@ -49,6 +49,10 @@ LIFECYCLE = "20261126100100_call_lifecycle_scheduler.sql"
 CANCELLED_IS_OVER = "20261126180000_cancelled_call_is_over.sql"
 CRASH = "20261126210000_crash_recovery.sql"
 PHASE2 = "20261126211000_phase2_reclaims_orphans.sql"
+BINDING = "20261201110000_conversation_binding.sql"
+BUDGETS = "20261201111000_pairing_budgets.sql"
+_BINDING_E2E = "tests/e2e/test_conversation_binding.py"
+_BUDGET_TESTS = "tests/integration/test_api_pairing.py"
 ALERT_TABLES = "20261201120000_family_alerts_tables.sql"
 ALERTS = "20261201120100_family_alerts_functions.sql"
 ALERT_TESTS = "tests/integration/test_alerts_sql.py"
@@ -240,6 +244,115 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         ),
         note="record_push_results (dispatch work may rewrite it)",
     ),
+    # Issue 25 / 26 item 3: a conversation belongs to its own device's session.
+    SqlMutant(
+        name="bare_call_session_id_trusted",
+        migration=BINDING,
+        original=(
+            "  if v_binding is null then\n    return row(null, format('call_session_id %s came"
+        ),
+        mutated="  if false then\n    return row(null, format('call_session_id %s came",
+        tests=(
+            f"{_BINDING_E2E}::test_a_bare_call_session_id_of_another_household_completes_nothing",
+        ),
+    ),
+    SqlMutant(
+        name="binding_of_another_session_accepted",
+        migration=BINDING,
+        original=(
+            "  elsif v_binding is distinct from private.conversation_binding(v_session.id,\n"
+            + " " * 64
+            + "v_session.device_id) then"
+        ),
+        mutated="  elsif false then",
+        tests=(
+            f"{_BINDING_E2E}::test_the_attackers_own_binding_does_not_verify_for_another_session",
+        ),
+    ),
+    SqlMutant(
+        name="binding_ignored_when_conversation_known",
+        migration=BINDING,
+        original="    if v_binding is not null\n       and v_binding is distinct from",
+        mutated="    if false\n       and v_binding is distinct from",
+        tests=("tests/integration/test_binding_sql.py",),
+    ),
+    SqlMutant(
+        name="unverified_logs_read_back",
+        migration=BINDING,
+        original="and l.summary is not null and l.verified_at is not null",
+        mutated="and l.summary is not null",
+        tests=(
+            f"{_BINDING_E2E}::test_the_own_devices_conversation_completes_its_call_and_only_"
+            "verified_text_is_read_back",
+        ),
+    ),
+    SqlMutant(
+        name="agent_text_unbounded",
+        migration=BINDING,
+        original="select private.agent_text(l.summary, 500) from public.call_logs l",
+        mutated="select l.summary from public.call_logs l",
+        tests=("tests/integration/test_binding_sql.py",),
+    ),
+    # Issue 25 / 26 item 3: pairing budgets nobody else can spend.
+    SqlMutant(
+        name="one_budget_for_every_household",
+        migration=BUDGETS,
+        original="when p_household_id is not null then 'household:' || p_household_id::text",
+        mutated="when p_household_id is not null then 'household:'",
+        tests=(
+            f"{_BUDGET_TESTS}::test_a_spent_household_budget_stops_only_that_households_pairings",
+        ),
+    ),
+    SqlMutant(
+        name="household_budget_not_enforced",
+        migration=BUDGETS,
+        original=(
+            "  if v_pair.household_id is not null and v_scope_spent >= v_settings.household_budget"
+        ),
+        mutated="  if false and v_scope_spent >= v_settings.household_budget",
+        tests=(
+            f"{_BUDGET_TESTS}::test_a_spent_household_budget_stops_only_that_households_pairings",
+        ),
+    ),
+    SqlMutant(
+        name="unknown_pool_not_enforced",
+        migration=BUDGETS,
+        original="  if v_unknown_spent >= v_settings.unknown_budget then",
+        mutated="  if false then",
+        tests=(
+            f"{_BUDGET_TESTS}::test_a_spent_unknown_pool_stops_all_pairing_until_its_window_ends",
+        ),
+    ),
+    SqlMutant(
+        name="own_codes_spend_the_unknown_pool",
+        migration=BUDGETS,
+        original="    values (v_scope, v_now, 1)",
+        mutated="    values (private.pairing_scope(p_pairing_id, null), v_now, 1)",
+        tests=(
+            "tests/integration/test_pairing_budgets.py::test_one_account_spending_as_fast_as_it_"
+            "can_changes_nothing_for_another_household",
+        ),
+    ),
+    SqlMutant(
+        name="closed_codes_counted_as_wrong",
+        migration=BUDGETS,
+        original="     where d.id = p_pairing_id and coalesce(v_open, false);",
+        mutated="     where d.id = p_pairing_id;",
+        tests=("tests/integration/test_pairing_equal_work.py",),
+    ),
+    SqlMutant(
+        name="pairing_without_push_token",
+        migration=BUDGETS,
+        original=(
+            "  if nullif(btrim(p_fcm_token), '') is null"
+            " and nullif(btrim(p_voip_token), '') is null then"
+        ),
+        mutated="  if false then",
+        tests=(
+            "tests/integration/test_pairing_budgets.py::test_a_pairing_without_any_push_token_is_"
+            "refused_and_the_working_device_stays",
+        ),
+    ),
     # Issue 21: the outbox's claim and record, the escalation, the links, verification.
     SqlMutant(
         name="outbox_claim_without_skip_locked",
@@ -313,7 +426,10 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "+ v_esc.wait end"
         ),
         mutated="next_step_at = case when v_esc.next_step <= v_esc.steps_total then p_now end",
-        tests=(f"{ALERT_TESTS}::test_escalation_waits_then_tells_the_next_step_once",),
+        tests=(
+            f"{ALERT_TESTS}::test_escalation_waits_then_tells_the_next_step_once",
+            f"{ALERT_TESTS}::test_repeats_start_the_chain_again",
+        ),
     ),
     SqlMutant(
         name="escalation_not_stopped_by_acknowledgement",

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the OS packages the local stack needs, only when they are missing:
-# PostgreSQL 15 server, pg_cron and plpgsql_check (`make lint`) for it, and Python's venv module.
-# Debian/Ubuntu (apt) only.
+# PostgreSQL 15 server, pg_cron and plpgsql_check (`make lint`) for it, Python's venv module,
+# the container tools the suite builds and runs the image with (podman, buildah, runc,
+# mmdebstrap for a local stand-in base image) and promtool
+# (Debian's `prometheus` package) for the alerting rules. Debian/Ubuntu (apt) only.
 set -euo pipefail
 
 PG_MAJOR="${CALLPANION_PG_MAJOR:-15}"
@@ -12,6 +14,12 @@ need=()
 [ -f "/usr/lib/postgresql/${PG_MAJOR}/lib/pg_cron.so" ] || need+=("postgresql-${PG_MAJOR}-cron")
 [ -f "/usr/lib/postgresql/${PG_MAJOR}/lib/plpgsql_check.so" ] || need+=("postgresql-${PG_MAJOR}-plpgsql-check")
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need+=("python3-venv")
+# The container tier of `make test` (tests/e2e/test_container.py) and the monitoring rules.
+command -v podman >/dev/null 2>&1 || need+=("podman")
+command -v buildah >/dev/null 2>&1 || need+=("buildah")
+command -v runc >/dev/null 2>&1 || need+=("runc")
+command -v mmdebstrap >/dev/null 2>&1 || need+=("mmdebstrap")
+command -v promtool >/dev/null 2>&1 || need+=("prometheus")
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -3,7 +3,7 @@
 -- migration, then run `make schema` and commit this file with it (tests check it is fresh).
 --
 -- Start here to read a table, a policy or the current body of a function. The migrations are
--- the history; the last migration applied to make this file: 20261201160100_retention_and_transcript_access.
+-- the history; the last migration applied to make this file: 20261201200000_advisors_clean.
 --
 -- What is here: the schemas public and private as pg_dump prints them (by kind, then name),
 -- then the supabase_realtime publication's tables and the pg_cron jobs (from queries).
@@ -18,6 +18,12 @@
 --
 
 --
+-- Name: private; Type: SCHEMA; Schema: -
+--
+
+CREATE SCHEMA private;
+
+--
 -- Name: public; Type: SCHEMA; Schema: -
 --
 
@@ -30,17 +36,12 @@ CREATE SCHEMA public;
 COMMENT ON SCHEMA public IS 'standard public schema';
 
 --
--- Name: private; Type: SCHEMA; Schema: -
---
-
-CREATE SCHEMA private;
-
---
 -- Name: between_(text, anycompatible, anycompatible, anycompatible); Type: FUNCTION; Schema: private
 --
 
 CREATE FUNCTION private.between_(p_field text, p_value anycompatible, p_min anycompatible, p_max anycompatible) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_value is null or p_value between p_min and p_max then true
@@ -55,6 +56,7 @@ $$;
 
 CREATE FUNCTION private.one_of(p_field text, p_value text, p_allowed text[]) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_value is null or p_value = any (p_allowed) then true
@@ -118,6 +120,7 @@ CREATE TYPE private.webhook_match AS (
 
 CREATE FUNCTION private.is_text(p_field text, p_value text, p_max_length integer) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_value is null or (btrim(p_value) <> '' and length(p_value) <= p_max_length) then true
@@ -132,6 +135,7 @@ $$;
 
 CREATE FUNCTION private.matches(p_field text, p_value text, p_pattern text, p_rule text) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_value is null or p_value ~ p_pattern then true
@@ -173,6 +177,7 @@ CREATE TABLE public.device_pairs (
     created_by uuid,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    pairing_reference text,
     CONSTRAINT device_pairs_active_check CHECK (((status <> 'active'::text) OR ((platform IS NOT NULL) AND (secret_hash IS NOT NULL) AND (paired_at IS NOT NULL)))),
     CONSTRAINT device_pairs_apns_token_check CHECK (private.matches('device_pairs.apns_token'::text, apns_token, '^[0-9a-f]{64}$'::text, 'is not an APNs device token (64 hexadecimal characters)'::text)),
     CONSTRAINT device_pairs_app_version_check CHECK (private.is_text('device_pairs.app_version'::text, app_version, 50)),
@@ -180,6 +185,7 @@ CREATE TABLE public.device_pairs (
     CONSTRAINT device_pairs_invalid_reason_check CHECK ((((fcm_token_invalidated_at IS NULL) = (fcm_token_invalid_reason IS NULL)) AND ((voip_token_invalidated_at IS NULL) = (voip_token_invalid_reason IS NULL)) AND ((apns_token_invalidated_at IS NULL) = (apns_token_invalid_reason IS NULL)))),
     CONSTRAINT device_pairs_label_check CHECK (private.is_text('device_pairs.label'::text, label, 100)),
     CONSTRAINT device_pairs_pairing_failed_attempts_check CHECK (private.between_('device_pairs.pairing_failed_attempts'::text, pairing_failed_attempts, 0, 1000)),
+    CONSTRAINT device_pairs_pairing_reference_check CHECK (((pairing_reference IS NULL) OR (pairing_reference ~ '^[0-9A-HJKMNP-TV-Z]{8}$'::text))),
     CONSTRAINT device_pairs_pending_check CHECK (((status <> 'pending'::text) OR ((pairing_code_hash IS NOT NULL) AND (pairing_code_expires_at IS NOT NULL)))),
     CONSTRAINT device_pairs_platform_check CHECK (private.one_of('device_pairs.platform'::text, platform, '{ios,android}'::text[])),
     CONSTRAINT device_pairs_revoked_check CHECK (((status = 'revoked'::text) = (revoked_at IS NOT NULL))),
@@ -297,6 +303,19 @@ end
 $$;
 
 --
+-- Name: agent_text(text, integer); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.agent_text(p_text text, p_max integer) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select left(btrim(regexp_replace(
+           translate(regexp_replace(coalesce(p_text, ''), '[[:cntrl:]]', ' ', 'g'), '{}', ''),
+           '\s+', ' ', 'g')), p_max)
+$$;
+
+--
 -- Name: alert_is_critical(text); Type: FUNCTION; Schema: private
 --
 
@@ -375,6 +394,7 @@ $_$;
 
 CREATE FUNCTION private.call_payload(p_relative_name text, p_household_name text, p_title text, p_ring_timeout interval) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select jsonb_build_object(
     'relative_name', p_relative_name,
@@ -428,6 +448,19 @@ end
 $$;
 
 --
+-- Name: canonical_pairing_reference(text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.canonical_pairing_reference(p_reference text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+  select case when c ~ '^[0-9A-HJKMNP-TV-Z]{8}$' then c end
+  from (select translate(upper(regexp_replace(coalesce(p_reference, ''), '[\s-]', '', 'g')),
+                         'OIL', '011') as c) t
+$_$;
+
+--
 -- Name: check_worker_args(text, integer, interval); Type: FUNCTION; Schema: private
 --
 
@@ -463,6 +496,19 @@ CREATE FUNCTION private.contact_code_hash(p_method_id uuid, p_code text) RETURNS
 $$;
 
 --
+-- Name: conversation_binding(uuid, uuid); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.conversation_binding(p_session_id uuid, p_device_id uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select encode(extensions.hmac(convert_to(p_session_id::text || ':' || p_device_id::text,
+                                           'UTF8'), k.key, 'sha256'), 'hex')
+  from private.conversation_keys k
+$$;
+
+--
 -- Name: conversation_hash(text); Type: FUNCTION; Schema: private
 --
 
@@ -485,10 +531,11 @@ CREATE FUNCTION private.conversation_variables(p_session public.call_sessions) R
     'relative_name', r.display_name,
     'household_name', h.name,
     'call_session_id', p_session.id::text,
+    'call_binding', private.conversation_binding(p_session.id, p_session.device_id),
     'last_call_summary', coalesce((
-      select l.summary from public.call_logs l
+      select private.agent_text(l.summary, 500) from public.call_logs l
        where l.relative_id = p_session.relative_id and l.call_session_id <> p_session.id
-         and l.summary is not null
+         and l.summary is not null and l.verified_at is not null
        order by l.created_at desc limit 1), ''))
   from public.relatives r join public.households h on h.id = r.household_id
   where r.id = p_session.relative_id
@@ -848,6 +895,12 @@ CREATE TABLE public.webhook_events (
 );
 
 --
+-- Name: TABLE webhook_events; Type: COMMENT; Schema: public
+--
+
+COMMENT ON TABLE public.webhook_events IS 'Every inbound webhook as received (audit, replay, dedupe). RLS is enabled with no policy on purpose (the advisors'' rls_enabled_no_policy): anon and authenticated must never read it; the webhook route writes it through SQL functions as service_role (which bypasses RLS), and the dashboard reads outcomes from call_logs, never raw payloads.';
+
+--
 -- Name: ingest_transcription(public.webhook_events, text[]); Type: FUNCTION; Schema: private
 --
 
@@ -1085,6 +1138,7 @@ $$;
 
 CREATE FUNCTION private.is_concerning(p_value jsonb) RETURNS boolean
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select case jsonb_typeof(p_value)
            when 'boolean' then p_value = 'true'::jsonb
@@ -1126,6 +1180,7 @@ $$;
 
 CREATE FUNCTION private.is_time_of_day(p_field text, p_time time without time zone) RETURNS boolean
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select case
     when p_time is null or p_time < time '24:00' then true
@@ -1253,6 +1308,7 @@ $$;
 
 CREATE FUNCTION private.json_number(p_value jsonb) RETURNS numeric
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$ select case when jsonb_typeof(p_value) = 'number' then (p_value #>> '{}')::numeric end $$;
 
 --
@@ -1261,6 +1317,7 @@ CREATE FUNCTION private.json_number(p_value jsonb) RETURNS numeric
 
 CREATE FUNCTION private.json_object(p_value jsonb) RETURNS jsonb
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$ select case when jsonb_typeof(p_value) = 'object' then p_value else '{}'::jsonb end $$;
 
 --
@@ -1269,6 +1326,7 @@ CREATE FUNCTION private.json_object(p_value jsonb) RETURNS jsonb
 
 CREATE FUNCTION private.json_text(p_value jsonb) RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select case jsonb_typeof(p_value) when 'string' then p_value #>> '{}'
                                     when 'number' then p_value #>> '{}'
@@ -1376,6 +1434,20 @@ CREATE FUNCTION private.new_erasure(p_household_id uuid, p_scope text, p_now tim
 $$;
 
 --
+-- Name: new_pairing_reference(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.new_pairing_reference() RETURNS text
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  select string_agg(substr('0123456789ABCDEFGHJKMNPQRSTVWXYZ',
+                           ((r.bits >> (5 * (7 - i))) & 31)::integer + 1, 1), '' order by i)
+  from (select ('x' || encode(extensions.gen_random_bytes(5), 'hex'))::bit(40)::bigint as bits) r,
+       generate_series(0, 7) as i
+$$;
+
+--
 -- Name: next_occurrence(text, time without time zone, smallint[], text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private
 --
 
@@ -1409,6 +1481,7 @@ $$;
 
 CREATE FUNCTION private.notify_channel() RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$ select 'callpanion_queue' $$;
 
 --
@@ -1468,6 +1541,7 @@ $$;
 
 CREATE FUNCTION private.occurrences_between(p_kind text, p_local_time time without time zone, p_days smallint[], p_zone text, p_run_at timestamp with time zone, p_from timestamp with time zone, p_to timestamp with time zone) RETURNS TABLE(occurrence_at timestamp with time zone)
     LANGUAGE sql STABLE ROWS 2 PARALLEL SAFE
+    SET search_path TO ''
     AS $$
   select p_run_at
   where p_kind = 'one_off' and p_run_at between p_from and p_to
@@ -1732,6 +1806,26 @@ CREATE FUNCTION private.pairing_code_lifetime() RETURNS interval
     AS $$ select s.code_lifetime from private.pairing_settings s $$;
 
 --
+-- Name: pairing_id_for_reference(text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.pairing_id_for_reference(p_reference text) RETURNS uuid
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_nobody uuid := gen_random_uuid();
+  v_found uuid;
+begin
+  select d.id into v_found from public.device_pairs d
+   where d.pairing_reference = private.canonical_pairing_reference(p_reference)
+     and d.status = 'pending'
+     and d.pairing_code_expires_at > now();
+  return coalesce(v_found, v_nobody);
+end
+$$;
+
+--
 -- Name: pairing_max_failures(); Type: FUNCTION; Schema: private
 --
 
@@ -1739,6 +1833,18 @@ CREATE FUNCTION private.pairing_max_failures() RETURNS integer
     LANGUAGE sql STABLE
     SET search_path TO ''
     AS $$ select s.max_failures from private.pairing_settings s $$;
+
+--
+-- Name: pairing_scope(uuid, uuid); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.pairing_scope(p_pairing_id uuid, p_household_id uuid) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select case when p_household_id is not null then 'household:' || p_household_id::text
+              else 'unknown:' || (abs(hashtext(p_pairing_id::text)) % 16)::text end
+$$;
 
 --
 -- Name: queue_retries(uuid[], timestamp with time zone); Type: FUNCTION; Schema: private
@@ -2010,6 +2116,7 @@ END OR private.reject_value('schedules.kind'::text, kind, 'needs local_time and 
 
 CREATE FUNCTION private.schedule_next_run(s public.schedules, p_now timestamp with time zone) RETURNS timestamp with time zone
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select case when s.active then
     private.next_occurrence(s.kind, s.local_time, s.days_of_week, s.timezone, s.run_at,
@@ -2023,6 +2130,7 @@ $$;
 
 CREATE FUNCTION private.schedule_still_wants(s public.schedules, p_occurrence timestamp with time zone) RETURNS boolean
     LANGUAGE sql STABLE
+    SET search_path TO ''
     AS $$
   select s.active
      and (s.paused_until is null or s.paused_until <= p_occurrence)
@@ -2127,6 +2235,33 @@ end
 $$;
 
 --
+-- Name: set_pairing_reference(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.set_pairing_reference() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if new.status = 'pending' then
+    if new.pairing_reference is null then
+      -- A clash among pending rows (N / 1.1e12) is caught by the unique index; draw again.
+      loop
+        new.pairing_reference := private.new_pairing_reference();
+        exit when not exists (select 1 from public.device_pairs d
+                               where d.pairing_reference = new.pairing_reference
+                                 and d.status = 'pending');
+      end loop;
+    end if;
+  else
+    -- Claimed (active) or revoked: the reference can never pair again, so it is not kept.
+    new.pairing_reference := null;
+  end if;
+  return new;
+end
+$$;
+
+--
 -- Name: settle_ring_windows(jsonb, uuid[], timestamp with time zone); Type: FUNCTION; Schema: private
 --
 
@@ -2201,6 +2336,7 @@ $$;
 
 CREATE FUNCTION private.unreachable_reason(p_device_id uuid, p_provider text) RETURNS text
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$
   select case when p_device_id is null then 'no active paired device'
               when p_provider is null then 'the paired device has no valid push token' end
@@ -2212,6 +2348,7 @@ $$;
 
 CREATE FUNCTION private.webhook_clock_tolerance() RETURNS interval
     LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
     AS $$ select interval '2 minutes' $$;
 
 --
@@ -2247,8 +2384,9 @@ CREATE FUNCTION private.webhook_session(p_data jsonb) RETURNS private.webhook_ma
     AS $_$
 declare
   v_conversation text := private.json_text(p_data -> 'conversation_id');
-  v_var text := private.json_text(
-    p_data #> '{conversation_initiation_client_data,dynamic_variables,call_session_id}');
+  v_vars jsonb := p_data #> '{conversation_initiation_client_data,dynamic_variables}';
+  v_var text := private.json_text(v_vars -> 'call_session_id');
+  v_binding text := private.json_text(v_vars -> 'call_binding');
   v_var_id uuid;
   v_session public.call_sessions;
 begin
@@ -2258,12 +2396,20 @@ begin
   if v_var ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
     v_var_id := v_var::uuid;
   end if;
+  -- Reported by the session's own (authenticated) device: trusted, unless the variables
+  -- name another session or carry a binding that is not this session's.
   select c.* into v_session from public.call_sessions c
    where c.conversation_id = v_conversation for update of c;
   if v_session.id is not null then
     if v_var_id is not null and v_var_id <> v_session.id then
       return row(null, format('call_session_id %s does not match the session of conversation %s',
                               v_var_id, v_conversation))::private.webhook_match;
+    end if;
+    if v_binding is not null
+       and v_binding is distinct from private.conversation_binding(v_session.id,
+                                                                   v_session.device_id) then
+      return row(null, format('call_binding does not verify for the session of conversation %s',
+                              v_conversation))::private.webhook_match;
     end if;
     return row(v_session, null)::private.webhook_match;
   end if;
@@ -2273,9 +2419,19 @@ begin
                           else format('call_session_id "%s" is not a UUID', left(v_var, 60)) end
               )::private.webhook_match;
   end if;
+  -- Only the variables point at a session: they are the client's, so they must carry the
+  -- binding minted for that session's own device.
+  if v_binding is null then
+    return row(null, format('call_session_id %s came without call_binding: no device of that '
+                            'session reported this conversation', v_var_id))::private.webhook_match;
+  end if;
   select c.* into v_session from public.call_sessions c where c.id = v_var_id for update of c;
   if v_session.id is null then
     return row(null, format('call session %s does not exist', v_var_id))::private.webhook_match;
+  elsif v_binding is distinct from private.conversation_binding(v_session.id,
+                                                                v_session.device_id) then
+    return row(null, format('call_binding does not verify for call session %s', v_var_id))
+      ::private.webhook_match;
   elsif v_session.conversation_id is not null then
     return row(null, format('call session %s belongs to another conversation', v_var_id))
       ::private.webhook_match;
@@ -2926,9 +3082,15 @@ CREATE FUNCTION public.claim_pairing_code(p_pairing_id uuid, p_code text, p_secr
     AS $_$
 declare
   v_settings private.pairing_settings;
-  v_guesses private.pairing_guesses;
-  v_pending public.device_pairs;
+  v_pair public.device_pairs;
   v_hash text;
+  v_scope text;
+  v_now timestamptz := now();
+  v_unknown_spent integer;
+  v_unknown_wait double precision;
+  v_scope_spent integer;
+  v_scope_wait double precision;
+  v_open boolean;
   v_replaced uuid;
   v_relative public.relatives;
   v_household_name text;
@@ -2944,50 +3106,62 @@ begin
     raise exception 'invalid secret_hash: must be 64 lowercase hexadecimal characters'
       using errcode = 'CP422';
   end if;
+  if nullif(btrim(p_fcm_token), '') is null and nullif(btrim(p_voip_token), '') is null then
+    raise exception 'invalid fcm_token: a device needs a push token to ring (fcm_token, or '
+                    'voip_token on iOS); nothing was paired and the current device keeps working'
+      using errcode = 'CP422';
+  end if;
   select * into v_settings from private.pairing_settings;
-
-  -- The global budget. Read without a lock, so that claims (and floods of guesses at unknown
-  -- pairings) do not queue behind one row; concurrent wrong guesses may overshoot the budget
-  -- by at most the number of claims running at that moment.
-  select g.* into v_guesses from private.pairing_guesses g;
-  if v_guesses.window_start + v_settings.guess_window <= now() then
-    update private.pairing_guesses g set window_start = now(), wrong = 0
-     where g.window_start = v_guesses.window_start
-    returning g.* into v_guesses;
-    if v_guesses.window_start is null then  -- another claim started the new window first
-      select g.* into v_guesses from private.pairing_guesses g;
-    end if;
-  end if;
-  if v_guesses.wrong >= v_settings.guess_budget then
-    return jsonb_build_object(
-      'outcome', 'busy',
-      'retry_after', greatest(1, ceil(extract(epoch from
-                       v_guesses.window_start + v_settings.guess_window - now())))::integer);
-  end if;
 
   -- Computed whatever follows, so every refusal costs the same work.
   v_hash := private.pairing_code_hash(p_pairing_id, p_code);
-  select d.* into v_pending from public.device_pairs d
-   where d.id = p_pairing_id and d.status = 'pending'
-   for update of d;
-  if v_pending.id is null
-     or v_pending.pairing_code_expires_at <= now()
-     or v_pending.pairing_failed_attempts >= v_settings.max_failures then
-    -- No open code to weigh the guess against: it cannot succeed, and counts against nothing.
-    return jsonb_build_object('outcome', 'invalid');
+  select d.* into v_pair from public.device_pairs d where d.id = p_pairing_id for update of d;
+  v_scope := private.pairing_scope(p_pairing_id, v_pair.household_id);
+
+  -- Both budgets are read on every path, without a lock (concurrent refusals may overshoot
+  -- a budget by the number of claims running at that moment).
+  select coalesce(sum(b.spent), 0),
+         min(extract(epoch from b.window_start + v_settings.guess_window - v_now))
+    into v_unknown_spent, v_unknown_wait
+    from private.pairing_budgets b
+   where b.scope like 'unknown:%' and b.window_start + v_settings.guess_window > v_now;
+  select coalesce(sum(b.spent), 0),
+         min(extract(epoch from b.window_start + v_settings.guess_window - v_now))
+    into v_scope_spent, v_scope_wait
+    from private.pairing_budgets b
+   where b.scope = v_scope and b.window_start + v_settings.guess_window > v_now;
+  if v_unknown_spent >= v_settings.unknown_budget then
+    return jsonb_build_object('outcome', 'busy',
+                              'retry_after', greatest(1, ceil(v_unknown_wait))::integer);
   end if;
-  if v_pending.pairing_code_hash is distinct from v_hash then
+  if v_pair.household_id is not null and v_scope_spent >= v_settings.household_budget then
+    return jsonb_build_object('outcome', 'busy',
+                              'retry_after', greatest(1, ceil(v_scope_wait))::integer);
+  end if;
+
+  v_open := v_pair.status = 'pending' and v_pair.pairing_code_expires_at > v_now
+            and v_pair.pairing_failed_attempts < v_settings.max_failures;
+  if not coalesce(v_open and v_pair.pairing_code_hash = v_hash, false) then
+    -- Every refusal: the same two statements. The first changes a row only for a wrong code
+    -- at an open pairing (the per-code lock); the second counts the refusal against the
+    -- pairing's household, or the unknown pool.
     update public.device_pairs d
        set pairing_failed_attempts = d.pairing_failed_attempts + 1
-     where d.id = v_pending.id;
-    update private.pairing_guesses g set wrong = g.wrong + 1;
+     where d.id = p_pairing_id and coalesce(v_open, false);
+    insert into private.pairing_budgets as b (scope, window_start, spent)
+    values (v_scope, v_now, 1)
+    on conflict (scope) do update
+      set window_start = case when b.window_start + v_settings.guess_window <= v_now
+                              then v_now else b.window_start end,
+          spent = case when b.window_start + v_settings.guess_window <= v_now
+                       then 1 else b.spent + 1 end;
     return jsonb_build_object('outcome', 'invalid');
   end if;
 
   update public.device_pairs d
      set status = 'revoked', revoked_at = now(),
          revoked_reason = 'replaced by a newly paired device'
-   where d.relative_id = v_pending.relative_id and d.status = 'active'
+   where d.relative_id = v_pair.relative_id and d.status = 'active'
   returning d.id into v_replaced;
 
   update public.device_pairs d
@@ -2998,13 +3172,13 @@ begin
          apns_token_invalidated_at = null, apns_token_invalid_reason = null,
          secret_hash = p_secret_hash, paired_at = now(), last_seen_at = now(),
          pairing_code_hash = null, pairing_code_expires_at = null, pairing_failed_attempts = 0
-   where d.id = v_pending.id;
+   where d.id = v_pair.id;
 
-  select r.* into v_relative from public.relatives r where r.id = v_pending.relative_id;
+  select r.* into v_relative from public.relatives r where r.id = v_pair.relative_id;
   select h.name into v_household_name from public.households h where h.id = v_relative.household_id;
   return jsonb_build_object(
     'outcome', 'paired',
-    'device_id', v_pending.id,
+    'device_id', v_pair.id,
     'replaced_device_id', v_replaced,
     'relative', jsonb_build_object(
       'id', v_relative.id, 'display_name', v_relative.display_name,
@@ -3139,6 +3313,27 @@ begin
   insert into public.household_members (household_id, user_id, role)
     values (v_household.id, v_user, 'admin');
   return v_household;
+end
+$$;
+
+--
+-- Name: create_pairing(uuid); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.create_pairing(p_relative_id uuid) RETURNS TABLE(pairing_id uuid, device_id uuid, code text, reference text, expires_at timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_created record;
+  v_reference text;
+begin
+  select c.* into strict v_created from public.create_pairing_code(p_relative_id) c;
+  select d.pairing_reference into strict v_reference
+    from public.device_pairs d where d.id = v_created.pairing_id;
+  return query select v_created.pairing_id, v_created.device_id, v_created.code,
+                      substr(v_reference, 1, 4) || '-' || substr(v_reference, 5, 4),
+                      v_created.expires_at;
 end
 $$;
 
@@ -3593,6 +3788,26 @@ end
 $$;
 
 --
+-- Name: pair_device_by_reference(text, text, text, text, text, text, text, text, text); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.pair_device_by_reference(p_reference text, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if private.canonical_pairing_reference(p_reference) is null then
+    -- The reference's form is public (the dashboard shows it): saying so leaks nothing.
+    raise exception 'invalid pairing_reference: must be the 8 letters and digits shown beside the code'
+      using errcode = 'CP422';
+  end if;
+  return public.pair_device(private.pairing_id_for_reference(p_reference), p_code, p_secret_hash,
+                            p_platform, p_app_version, p_label, p_fcm_token, p_voip_token,
+                            p_apns_token);
+end
+$$;
+
+--
 -- Name: prepare_call_accept(uuid, uuid); Type: FUNCTION; Schema: public
 --
 
@@ -3696,6 +3911,10 @@ begin
         v_event.error := v_result.o_error;
         v_event.call_session_id := v_result.o_session_id;
         v_event.household_id := v_result.o_household_id;
+        if v_result.o_status = 'processed' then
+          update public.call_logs l set verified_at = now()
+           where l.call_session_id = v_result.o_session_id;
+        end if;
       elsif v_event.event_type = 'post_call_audio' then
         -- Acknowledged and linked to its session; the audio itself was never stored.
         select * into v_match from private.webhook_session(v_event.payload -> 'data');
@@ -5256,10 +5475,6 @@ CREATE FUNCTION public.update_device_tokens(p_device_id uuid, p_fcm_token text, 
 declare
   v_device public.device_pairs;
 begin
-  if p_fcm_token is null and p_voip_token is null and p_apns_token is null then
-    raise exception 'invalid tokens: send at least one of fcm_token, voip_token, apns_token'
-      using errcode = 'CP422';
-  end if;
   perform private.active_device(p_device_id);
   update public.device_pairs d
      set fcm_token = coalesce(p_fcm_token, d.fcm_token),
@@ -5430,6 +5645,18 @@ CREATE TABLE private.contact_verifications (
 );
 
 --
+-- Name: conversation_keys; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.conversation_keys (
+    singleton boolean DEFAULT true NOT NULL,
+    key bytea DEFAULT extensions.gen_random_bytes(32) NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT conversation_keys_key_check CHECK ((length(key) >= 32)),
+    CONSTRAINT conversation_keys_singleton CHECK (singleton)
+);
+
+--
 -- Name: erased_conversations; Type: TABLE; Schema: private
 --
 
@@ -5477,14 +5704,13 @@ CREATE TABLE private.outbox (
 );
 
 --
--- Name: pairing_guesses; Type: TABLE; Schema: private
+-- Name: pairing_budgets; Type: TABLE; Schema: private
 --
 
-CREATE TABLE private.pairing_guesses (
-    singleton boolean DEFAULT true NOT NULL,
+CREATE TABLE private.pairing_budgets (
+    scope text NOT NULL,
     window_start timestamp with time zone DEFAULT now() NOT NULL,
-    wrong integer DEFAULT 0 NOT NULL,
-    CONSTRAINT pairing_guesses_singleton CHECK (singleton)
+    spent integer DEFAULT 0 NOT NULL
 );
 
 --
@@ -5507,13 +5733,15 @@ CREATE TABLE private.pairing_settings (
     singleton boolean DEFAULT true NOT NULL,
     code_lifetime interval DEFAULT '00:10:00'::interval NOT NULL,
     max_failures integer DEFAULT 5 NOT NULL,
-    guess_budget integer DEFAULT 1000 NOT NULL,
     guess_window interval DEFAULT '01:00:00'::interval NOT NULL,
+    household_budget integer DEFAULT 25 NOT NULL,
+    unknown_budget integer DEFAULT 10000 NOT NULL,
     CONSTRAINT pairing_settings_code_lifetime_check CHECK (private.between_('pairing_settings.code_lifetime'::text, code_lifetime, '00:01:00'::interval, '1 day'::interval)),
-    CONSTRAINT pairing_settings_guess_budget_check CHECK (private.between_('pairing_settings.guess_budget'::text, guess_budget, 1, 1000000)),
     CONSTRAINT pairing_settings_guess_window_check CHECK (private.between_('pairing_settings.guess_window'::text, guess_window, '00:01:00'::interval, '1 day'::interval)),
+    CONSTRAINT pairing_settings_household_budget_check CHECK (private.between_('pairing_settings.household_budget'::text, household_budget, 1, 100000)),
     CONSTRAINT pairing_settings_max_failures_check CHECK (private.between_('pairing_settings.max_failures'::text, max_failures, 1, 20)),
-    CONSTRAINT pairing_settings_singleton CHECK (singleton)
+    CONSTRAINT pairing_settings_singleton CHECK (singleton),
+    CONSTRAINT pairing_settings_unknown_budget_check CHECK (private.between_('pairing_settings.unknown_budget'::text, unknown_budget, 1, 10000000))
 );
 
 --
@@ -5606,6 +5834,7 @@ CREATE TABLE public.call_logs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     discrepancies jsonb DEFAULT '[]'::jsonb NOT NULL,
+    verified_at timestamp with time zone,
     transcript_expired_at timestamp with time zone,
     summary_expired_at timestamp with time zone,
     CONSTRAINT call_logs_call_successful_check CHECK (private.one_of('call_logs.call_successful'::text, call_successful, '{success,failure,unknown}'::text[])),
@@ -5618,6 +5847,12 @@ CREATE TABLE public.call_logs (
 --
 
 COMMENT ON COLUMN public.call_logs.discrepancies IS 'What the post-call report said that did not fit the session: [{kind, detail, ...}].';
+
+--
+-- Name: COLUMN call_logs.verified_at; Type: COMMENT; Schema: public
+--
+
+COMMENT ON COLUMN public.call_logs.verified_at IS 'when a post-call report bound to this session''s own device wrote this log (null: written before bindings existed; never read back to the agent)';
 
 --
 -- Name: devices; Type: VIEW; Schema: public
@@ -5772,6 +6007,12 @@ CREATE TABLE public.notification_queue (
 );
 
 --
+-- Name: TABLE notification_queue; Type: COMMENT; Schema: public
+--
+
+COMMENT ON TABLE public.notification_queue IS 'One row per push attempt of one occurrence. RLS is enabled with no policy on purpose (the advisors'' rls_enabled_no_policy): anon and authenticated must never read or write it; the phases and the worker (service_role, which bypasses RLS) change it through SQL functions.';
+
+--
 -- Name: privacy_settings; Type: TABLE; Schema: public
 --
 
@@ -5890,6 +6131,13 @@ ALTER TABLE ONLY private.contact_verifications
     ADD CONSTRAINT contact_verifications_pkey PRIMARY KEY (id);
 
 --
+-- Name: conversation_keys conversation_keys_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.conversation_keys
+    ADD CONSTRAINT conversation_keys_pkey PRIMARY KEY (singleton);
+
+--
 -- Name: erased_conversations erased_conversations_pkey; Type: CONSTRAINT; Schema: private
 --
 
@@ -5911,11 +6159,11 @@ ALTER TABLE ONLY private.outbox
     ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
 
 --
--- Name: pairing_guesses pairing_guesses_pkey; Type: CONSTRAINT; Schema: private
+-- Name: pairing_budgets pairing_budgets_pkey; Type: CONSTRAINT; Schema: private
 --
 
-ALTER TABLE ONLY private.pairing_guesses
-    ADD CONSTRAINT pairing_guesses_pkey PRIMARY KEY (singleton);
+ALTER TABLE ONLY private.pairing_budgets
+    ADD CONSTRAINT pairing_budgets_pkey PRIMARY KEY (scope);
 
 --
 -- Name: pairing_keys pairing_keys_pkey; Type: CONSTRAINT; Schema: private
@@ -6218,6 +6466,12 @@ CREATE INDEX outbox_ready_idx ON private.outbox USING btree (COALESCE(next_attem
 CREATE INDEX sms_status_pending_received_idx ON private.sms_status_pending USING btree (received_at);
 
 --
+-- Name: alerts_acknowledged_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX alerts_acknowledged_by_idx ON public.alerts USING btree (acknowledged_by);
+
+--
 -- Name: alerts_device_idx; Type: INDEX; Schema: public
 --
 
@@ -6230,10 +6484,10 @@ CREATE INDEX alerts_device_idx ON public.alerts USING btree (device_id);
 CREATE INDEX alerts_household_idx ON public.alerts USING btree (household_id, created_at DESC);
 
 --
--- Name: alerts_relative_idx; Type: INDEX; Schema: public
+-- Name: alerts_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX alerts_relative_idx ON public.alerts USING btree (relative_id);
+CREATE INDEX alerts_relative_household_idx ON public.alerts USING btree (relative_id, household_id);
 
 --
 -- Name: alerts_session_idx; Type: INDEX; Schema: public
@@ -6254,10 +6508,10 @@ CREATE INDEX call_logs_conversation_idx ON public.call_logs USING btree (convers
 CREATE INDEX call_logs_household_idx ON public.call_logs USING btree (household_id, created_at DESC);
 
 --
--- Name: call_logs_relative_idx; Type: INDEX; Schema: public
+-- Name: call_logs_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX call_logs_relative_idx ON public.call_logs USING btree (relative_id);
+CREATE INDEX call_logs_relative_household_idx ON public.call_logs USING btree (relative_id, household_id);
 
 --
 -- Name: call_sessions_conversation_idx; Type: INDEX; Schema: public
@@ -6290,10 +6544,10 @@ CREATE UNIQUE INDEX call_sessions_occurrence_key ON public.call_sessions USING b
 CREATE INDEX call_sessions_open_idx ON public.call_sessions USING btree (COALESCE(answered_at, ringing_at, created_at)) WHERE (status = ANY (ARRAY['accepted'::text, 'in_progress'::text]));
 
 --
--- Name: call_sessions_relative_idx; Type: INDEX; Schema: public
+-- Name: call_sessions_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX call_sessions_relative_idx ON public.call_sessions USING btree (relative_id);
+CREATE INDEX call_sessions_relative_household_idx ON public.call_sessions USING btree (relative_id, household_id);
 
 --
 -- Name: call_sessions_ringing_idx; Type: INDEX; Schema: public
@@ -6320,6 +6574,12 @@ CREATE INDEX contact_methods_sms_idx ON public.contact_methods USING btree (addr
 CREATE INDEX contact_methods_user_idx ON public.contact_methods USING btree (user_id);
 
 --
+-- Name: device_pairs_created_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX device_pairs_created_by_idx ON public.device_pairs USING btree (created_by);
+
+--
 -- Name: device_pairs_household_idx; Type: INDEX; Schema: public
 --
 
@@ -6338,16 +6598,28 @@ CREATE UNIQUE INDEX device_pairs_one_active_idx ON public.device_pairs USING btr
 CREATE UNIQUE INDEX device_pairs_one_pending_idx ON public.device_pairs USING btree (relative_id) WHERE (status = 'pending'::text);
 
 --
--- Name: device_pairs_relative_idx; Type: INDEX; Schema: public
+-- Name: device_pairs_pending_reference_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX device_pairs_relative_idx ON public.device_pairs USING btree (relative_id);
+CREATE UNIQUE INDEX device_pairs_pending_reference_idx ON public.device_pairs USING btree (pairing_reference) WHERE (status = 'pending'::text);
+
+--
+-- Name: device_pairs_relative_household_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX device_pairs_relative_household_idx ON public.device_pairs USING btree (relative_id, household_id);
 
 --
 -- Name: erasures_household_idx; Type: INDEX; Schema: public
 --
 
 CREATE INDEX erasures_household_idx ON public.erasures USING btree (household_id, requested_at DESC);
+
+--
+-- Name: erasures_requested_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX erasures_requested_by_idx ON public.erasures USING btree (requested_by);
 
 --
 -- Name: escalation_contacts_user_idx; Type: INDEX; Schema: public
@@ -6360,6 +6632,12 @@ CREATE INDEX escalation_contacts_user_idx ON public.escalation_contacts USING bt
 --
 
 CREATE INDEX household_members_user_idx ON public.household_members USING btree (user_id);
+
+--
+-- Name: households_created_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX households_created_by_idx ON public.households USING btree (created_by);
 
 --
 -- Name: member_alert_settings_user_idx; Type: INDEX; Schema: public
@@ -6392,10 +6670,22 @@ CREATE UNIQUE INDEX notification_queue_occurrence_key ON public.notification_que
 CREATE INDEX notification_queue_ready_idx ON public.notification_queue USING btree (COALESCE(next_attempt_at, send_at)) WHERE (status = ANY (ARRAY['queued'::text, 'due'::text]));
 
 --
+-- Name: privacy_settings_updated_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX privacy_settings_updated_by_idx ON public.privacy_settings USING btree (updated_by);
+
+--
 -- Name: relatives_household_idx; Type: INDEX; Schema: public
 --
 
 CREATE INDEX relatives_household_idx ON public.relatives USING btree (household_id);
+
+--
+-- Name: schedules_created_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX schedules_created_by_idx ON public.schedules USING btree (created_by);
 
 --
 -- Name: schedules_due_idx; Type: INDEX; Schema: public
@@ -6410,10 +6700,10 @@ CREATE INDEX schedules_due_idx ON public.schedules USING btree (next_run_at) WHE
 CREATE INDEX schedules_household_idx ON public.schedules USING btree (household_id);
 
 --
--- Name: schedules_relative_idx; Type: INDEX; Schema: public
+-- Name: schedules_relative_household_idx; Type: INDEX; Schema: public
 --
 
-CREATE INDEX schedules_relative_idx ON public.schedules USING btree (relative_id);
+CREATE INDEX schedules_relative_household_idx ON public.schedules USING btree (relative_id, household_id);
 
 --
 -- Name: transcript_reads_household_idx; Type: INDEX; Schema: public
@@ -6522,6 +6812,12 @@ CREATE TRIGGER contact_methods_touch BEFORE UPDATE ON public.contact_methods FOR
 --
 
 CREATE TRIGGER device_pairs_normalise BEFORE INSERT OR UPDATE ON public.device_pairs FOR EACH ROW EXECUTE FUNCTION private.device_pairs_normalise();
+
+--
+-- Name: device_pairs device_pairs_pairing_reference; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER device_pairs_pairing_reference BEFORE INSERT OR UPDATE OF status ON public.device_pairs FOR EACH ROW EXECUTE FUNCTION private.set_pairing_reference();
 
 --
 -- Name: device_pairs device_pairs_touch; Type: TRIGGER; Schema: public
@@ -7267,19 +7563,19 @@ CREATE POLICY transcript_reads_select ON public.transcript_reads FOR SELECT TO a
 ALTER TABLE public.webhook_events ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: SCHEMA private; Type: ACL; Schema: -
+--
+
+GRANT USAGE ON SCHEMA private TO authenticated;
+GRANT USAGE ON SCHEMA private TO service_role;
+
+--
 -- Name: SCHEMA public; Type: ACL; Schema: -
 --
 
 GRANT USAGE ON SCHEMA public TO anon;
 GRANT USAGE ON SCHEMA public TO authenticated;
 GRANT USAGE ON SCHEMA public TO service_role;
-
---
--- Name: SCHEMA private; Type: ACL; Schema: -
---
-
-GRANT USAGE ON SCHEMA private TO authenticated;
-GRANT USAGE ON SCHEMA private TO service_role;
 
 --
 -- Name: FUNCTION between_(p_field text, p_value anycompatible, p_min anycompatible, p_max anycompatible); Type: ACL; Schema: private
@@ -7501,6 +7797,12 @@ REVOKE ALL ON FUNCTION private.advance_escalation(p_alert_id uuid, p_now timesta
 REVOKE ALL ON FUNCTION private.after_quiet_hours(p_at timestamp with time zone, p_zone text, p_start time without time zone, p_end time without time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION agent_text(p_text text, p_max integer); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.agent_text(p_text text, p_max integer) FROM PUBLIC;
+
+--
 -- Name: FUNCTION alert_is_critical(p_kind text); Type: ACL; Schema: private
 --
 
@@ -7545,10 +7847,22 @@ REVOKE ALL ON FUNCTION private.b64url_decode(p_text text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.call_transition(p_status text, p_event text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION canonical_pairing_reference(p_reference text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.canonical_pairing_reference(p_reference text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION contact_code_hash(p_method_id uuid, p_code text); Type: ACL; Schema: private
 --
 
 REVOKE ALL ON FUNCTION private.contact_code_hash(p_method_id uuid, p_code text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION conversation_binding(p_session_id uuid, p_device_id uuid); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.conversation_binding(p_session_id uuid, p_device_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION conversation_hash(p_conversation_id text); Type: ACL; Schema: private
@@ -7689,6 +8003,12 @@ GRANT ALL ON FUNCTION private.member_household_ids() TO service_role;
 REVOKE ALL ON FUNCTION private.new_erasure(p_household_id uuid, p_scope text, p_now timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION new_pairing_reference(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.new_pairing_reference() FROM PUBLIC;
+
+--
 -- Name: FUNCTION notify_outbox(p_count integer, p_earliest timestamp with time zone); Type: ACL; Schema: private
 --
 
@@ -7757,10 +8077,22 @@ REVOKE ALL ON FUNCTION private.pairing_code_hash(p_pairing_id uuid, p_code text)
 REVOKE ALL ON FUNCTION private.pairing_code_lifetime() FROM PUBLIC;
 
 --
+-- Name: FUNCTION pairing_id_for_reference(p_reference text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.pairing_id_for_reference(p_reference text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION pairing_max_failures(); Type: ACL; Schema: private
 --
 
 REVOKE ALL ON FUNCTION private.pairing_max_failures() FROM PUBLIC;
+
+--
+-- Name: FUNCTION pairing_scope(p_pairing_id uuid, p_household_id uuid); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.pairing_scope(p_pairing_id uuid, p_household_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION queue_retries(p_missed uuid[], p_now timestamp with time zone); Type: ACL; Schema: private
@@ -7887,6 +8219,12 @@ GRANT INSERT(retry_interval),UPDATE(retry_interval) ON TABLE public.schedules TO
 --
 
 GRANT INSERT(ring_timeout),UPDATE(ring_timeout) ON TABLE public.schedules TO authenticated;
+
+--
+-- Name: FUNCTION set_pairing_reference(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.set_pairing_reference() FROM PUBLIC;
 
 --
 -- Name: FUNCTION sms_status_rank(p_status text); Type: ACL; Schema: private
@@ -8043,6 +8381,14 @@ GRANT ALL ON FUNCTION public.create_household(p_name text) TO authenticated;
 GRANT ALL ON FUNCTION public.create_household(p_name text) TO service_role;
 
 --
+-- Name: FUNCTION create_pairing(p_relative_id uuid); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.create_pairing(p_relative_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.create_pairing(p_relative_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.create_pairing(p_relative_id uuid) TO service_role;
+
+--
 -- Name: FUNCTION create_pairing_code(p_relative_id uuid); Type: ACL; Schema: public
 --
 
@@ -8144,6 +8490,13 @@ GRANT ALL ON FUNCTION public.outbox_depth() TO service_role;
 
 REVOKE ALL ON FUNCTION public.pair_device(p_pairing_id uuid, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.pair_device(p_pairing_id uuid, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) TO service_role;
+
+--
+-- Name: FUNCTION pair_device_by_reference(p_reference text, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.pair_device_by_reference(p_reference text, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.pair_device_by_reference(p_reference text, p_code text, p_secret_hash text, p_platform text, p_app_version text, p_label text, p_fcm_token text, p_voip_token text, p_apns_token text) TO service_role;
 
 --
 -- Name: FUNCTION prepare_call_accept(p_device_id uuid, p_session_id uuid); Type: ACL; Schema: public
@@ -8512,6 +8865,12 @@ GRANT SELECT(created_at) ON TABLE public.call_logs TO authenticated;
 GRANT SELECT(updated_at) ON TABLE public.call_logs TO authenticated;
 
 --
+-- Name: COLUMN call_logs.verified_at; Type: ACL; Schema: public
+--
+
+GRANT SELECT(verified_at) ON TABLE public.call_logs TO authenticated;
+
+--
 -- Name: COLUMN call_logs.transcript_expired_at; Type: ACL; Schema: public
 --
 
@@ -8726,7 +9085,7 @@ ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON T
 --
 
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.alerts;
-ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.call_logs (id, call_session_id, household_id, relative_id, outcome, started_at, duration_secs, summary, title, call_successful, mood, concerns, created_at, updated_at, transcript_expired_at, summary_expired_at);
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.call_logs (id, call_session_id, household_id, relative_id, outcome, started_at, duration_secs, summary, title, call_successful, mood, concerns, created_at, updated_at, verified_at, transcript_expired_at, summary_expired_at);
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.call_sessions;
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.device_pairs (id, household_id, relative_id, status, platform, label, app_version, fcm_token_invalidated_at, fcm_token_invalid_reason, voip_token_invalidated_at, voip_token_invalid_reason, apns_token_invalidated_at, apns_token_invalid_reason, pairing_code_expires_at, paired_at, last_seen_at, notification_permission, full_screen_intent_permission, revoked_at, revoked_reason, created_by, created_at, updated_at);
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.notification_queue (id, status, send_at, next_attempt_at);

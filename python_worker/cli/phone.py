@@ -20,8 +20,10 @@ def configure(sub: argparse._SubParsersAction[Any]) -> None:
     phone_run = phone_sub.add_parser("run", help="pair with a code and ring until stopped")
     phone_run.add_argument("--name", required=True, help="a short name (state file, output)")
     phone_run.add_argument("--platform", required=True, choices=("ios", "android"))
-    phone_run.add_argument(
-        "--pairing-id", required=True, help="the pairing id (the dashboard's QR code or link)"
+    pairing = phone_run.add_mutually_exclusive_group(required=True)
+    pairing.add_argument("--pairing-id", help="the pairing id (the dashboard's QR code or link)")
+    pairing.add_argument(
+        "--pairing-reference", help="the reference shown beside the code (typed pairing)"
     )
     phone_run.add_argument("--code", required=True, help="the 6-digit pairing code")
     phone_run.add_argument(
@@ -33,6 +35,13 @@ def configure(sub: argparse._SubParsersAction[Any]) -> None:
         help="per call, in order: answer:N, decline, ignore, manual, offline (default manual)",
     )
     phone_run.add_argument("--control-port", type=int, default=0, help="default: a free port")
+    phone_run.add_argument(
+        "--app-state",
+        default="background",
+        choices=("foreground", "background", "terminated"),
+        help="where the app is when an FCM push comes: each is its own path with its own"
+        " checks (default background)",
+    )
     for action, text in (
         ("answer", "answer the call ringing for a person"),
         ("decline", "decline the call ringing for a person"),
@@ -75,8 +84,9 @@ def cmd_phone(args: argparse.Namespace) -> int:
             script,
             state_dir=state_dir,
             control_port=args.control_port,
+            app_state=args.app_state,
         )
-        asyncio.run(run_phone(phone, args.pairing_id, args.code))
+        asyncio.run(run_phone(phone, args.pairing_id, args.code, args.pairing_reference))
         return 0
     states = control.running_phones(state_dir, args.name)
     if args.action == "state":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -59,5 +58,5 @@ def cmd_worker(_: argparse.Namespace) -> int:
             "`callpanion --env-file .callpanion/emulators/emulators.env worker`"
         )
     logs.configure(settings.log_level)
-    asyncio.run(worker.run_worker(settings))
+    worker.run_until_stopped(worker.run_worker(settings))
     return 0

@@ -397,6 +397,7 @@ def transcription_payload(
     conversation_id: str,
     *,
     call_session_id: str | None = None,
+    call_binding: str | None = None,
     agent_id: str = "agent_emulated",
     event_timestamp: int | None = None,
     summary: str = "Talked about the garden and the grandchildren's visit.",
@@ -408,12 +409,17 @@ def transcription_payload(
     data_collection: dict[str, Any] | None = None,
     evaluation: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A post_call_transcription event shaped like ElevenLabs' (with some fields we ignore)."""
+    """A post_call_transcription event shaped like ElevenLabs' (with some fields we ignore).
+
+    `call_session_id` and `call_binding` are the dynamic variables the API gave the app on
+    `accepted`, echoed back as ElevenLabs does."""
     now = int(time.time())
     start = now - duration_secs - 30 if start_time_unix_secs is None else start_time_unix_secs
     variables: dict[str, Any] = {"relative_name": "Mum", "household_name": "The Smiths"}
     if call_session_id is not None:
         variables["call_session_id"] = call_session_id
+    if call_binding is not None:
+        variables["call_binding"] = call_binding
     collected = {"mood": "cheerful"} if data_collection is None else data_collection
     evaluated = {"greeted_by_name": "success"} if evaluation is None else evaluation
     return {

@@ -130,6 +130,8 @@ class FcmDelivery:
     android: dict[str, object]
     http_version: str
     received_at: float
+    #: The message's `notification` block, if any (a phone shows it beside what the app does).
+    notification: dict[str, object] | None = None
 
 
 @dataclass
@@ -219,6 +221,15 @@ def validate_message(message: object) -> tuple[str, dict[str, str], dict[str, ob
             "message.android.data", "android.data must be a map of string to string"
         )
     return (token if isinstance(token, str) else ""), data, android
+
+
+def _notification(message: dict[str, object]) -> dict[str, object] | None:
+    """The message's notification block (top level or `android.notification`), if any."""
+    android = message.get("android")
+    block = message.get("notification") or (
+        android.get("notification") if isinstance(android, dict) else None
+    )
+    return dict(block) if isinstance(block, dict) else None
 
 
 class FcmEmulator:
@@ -389,7 +400,13 @@ class FcmEmulator:
             with self._lock:
                 self.delivered_count += 1
                 delivery = FcmDelivery(
-                    token, message_id, data, android, request.http_version, self.clock()
+                    token,
+                    message_id,
+                    data,
+                    android,
+                    request.http_version,
+                    self.clock(),
+                    _notification(body["message"]),
                 )
                 self.deliveries.append(delivery)
             # The device's connection to FCM: handed over as it is accepted.

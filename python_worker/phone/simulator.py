@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from python_worker.errors import CallPanionError
-from python_worker.phone.checks import Paired, PushRefused, Ring, check_push
+from python_worker.phone.checks import FCM_PATHS, Paired, PushRefused, Ring, check_push
 from python_worker.phone.script import Behaviour
 
 #: How long one long poll to an emulator waits for news before asking again.
@@ -77,7 +77,11 @@ class PhoneStats:
 
 
 class Phone:
-    """One simulated phone (android: FCM; ios: APNs VoIP with an FCM fallback token)."""
+    """One simulated phone (android: FCM; ios: APNs VoIP with an FCM fallback token).
+
+    `app_state` is where the app is when an FCM push arrives (`foreground`, `background` or
+    `terminated`): each takes its own path in the app, with its own checks
+    (python_worker.phone.checks.PUSH_CHECKS). A VoIP push always takes PushKit's."""
 
     def __init__(
         self,
@@ -89,9 +93,15 @@ class Phone:
         emit: Emit = emit_json_line,
         state_dir: Path | None = None,
         control_port: int = 0,
+        app_state: str = "background",
     ) -> None:
         if platform not in ("ios", "android"):
             raise CallPanionError(f"platform: must be ios or android, got {platform!r}")
+        if app_state not in FCM_PATHS:
+            raise CallPanionError(
+                f"app_state: must be one of {', '.join(FCM_PATHS)}, got {app_state!r}"
+            )
+        self.app_state = app_state
         if not script:
             raise CallPanionError("script: give at least one behaviour")
         self.name = name
@@ -124,11 +134,15 @@ class Phone:
         self.emit_sink({"t": _now().isoformat(), "phone": self.name, "event": event, **fields})
 
     # -- pairing: the one place that knows the request shape ----------------------------
-    async def pair(self, pairing_id: str, code: str) -> None:
+    async def pair(self, pairing_id: str | None, code: str, reference: str | None = None) -> None:
         """Claim a pairing code with this phone's tokens (POST /v1/devices/pair). The pairing
-        id comes from the dashboard's QR code or link, the code from its screen."""
+        id comes from the dashboard's QR code or link; a person who types sends the
+        reference shown beside the code instead."""
+        which = (
+            {"pairing_id": pairing_id} if reference is None else {"pairing_reference": reference}
+        )
         body: dict[str, Any] = {
-            "pairing_id": pairing_id,
+            **which,
             "code": code,
             "platform": self.platform,
             "fcm_token": self.fcm_token,
@@ -193,12 +207,29 @@ class Phone:
         if (body or {}).get("kind") not in (None, "incoming_call"):
             self.emit("notice", provider=provider, kind=body.get("kind") if body else None)
             return
+        message = None
+        if provider == "fcm":
+            # The whole message as FCM delivered it, for the checks on more than its data.
+            message = {
+                "data": body,
+                "android": record.get("android") or {},
+                "notification": record.get("notification"),
+            }
         try:
-            ring = check_push(provider, body or {}, self.paired)
+            ring = check_push(provider, body or {}, self.paired, self.app_state, message)
         except PushRefused as refused:
             self.stats.refused += 1
-            self.emit("push_refused", provider=provider, field=refused.field, reason=refused.reason)
+            self.emit(
+                "push_refused",
+                provider=provider,
+                path=self.app_state if provider == "fcm" else "pushkit",
+                field=refused.field,
+                reason=refused.reason,
+                effect=refused.effect,
+            )
             return
+        for warning in ring.warnings:
+            self.emit("push_warning", provider=provider, call_id=ring.call_id, field=warning)
         if ring.call_id in self._seen:
             self.stats.duplicates += 1
             self.emit("duplicate_ignored", call_id=ring.call_id, provider=provider)
@@ -222,7 +253,10 @@ class Phone:
         return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
     async def _ring(self, ring: Ring) -> None:
-        ring_s = min(ring.duration_ms / 1000, (ring.expires_at - _now()).total_seconds())
+        ring_s = ring.duration_ms / 1000
+        if ring.expires_at is not None:
+            # The ported app ends a call whose expires_at has passed instead of ringing.
+            ring_s = min(ring_s, (ring.expires_at - _now()).total_seconds())
         if ring_s <= 0:
             self.stats.stale += 1
             self.emit("stale_push_ended", call_id=ring.call_id)
@@ -261,6 +295,11 @@ class Phone:
 
     async def _talk(self, ring: Ring) -> None:
         answer = await self.report(ring, "accepted")
+        if not ring.opens_call:
+            # No string callType in CallKit's extra: accept opens no call screen
+            # (callkit_service.dart:253), so no conversation starts.
+            self.emit("no_call_screen", call_id=ring.call_id)
+            return
         conversation = (answer or {}).get("conversation")
         if not conversation:
             self.emit("no_conversation", call_id=ring.call_id)
@@ -292,13 +331,20 @@ class Phone:
     async def report(
         self, ring: Ring, event: str, *, conversation_id: str | None = None
     ) -> dict[str, Any] | None:
-        """POST one call event to the push's `api_base`; the answer's JSON, or None."""
+        """POST one call event for the session CallKit's extra names, to the API the phone
+        paired with (as the ported app does); the answer's JSON, or None. Nothing is sent
+        when the extra names no session: the app's handlers then report nothing."""
+        if ring.session_id is None:
+            self.emit("not_reported", call_id=ring.call_id, sent=event)
+            return None
         body: dict[str, Any] = {"event": event, "at": _now().isoformat()}
         if conversation_id is not None:
             body["conversation_id"] = conversation_id
         try:
             response = await self._api.post(
-                f"{ring.api_base}/v1/calls/{ring.call_id}/events", json=body, headers=self._auth
+                f"{self.endpoints.api_url}/v1/calls/{ring.session_id}/events",
+                json=body,
+                headers=self._auth,
             )
         except httpx.HTTPError as error:
             self.emit("report_failed", call_id=ring.call_id, sent=event, error=str(error))
@@ -345,6 +391,7 @@ class Phone:
         return {
             "name": self.name,
             "platform": self.platform,
+            "app_state": self.app_state,
             "device_id": self.device_id,
             "offline": self.offline,
             "ringing": list(self._ringing),
@@ -381,13 +428,16 @@ class Phone:
             writer.close()
 
     # -- the whole life -------------------------------------------------------------------------
-    async def run(self, pairing_id: str, code: str, stop: asyncio.Event) -> PhoneStats:
-        """Pair, register, listen and ring until `stop` is set."""
+    async def run(
+        self, pairing_id: str | None, code: str, stop: asyncio.Event, reference: str | None = None
+    ) -> PhoneStats:
+        """Pair (by pairing id, or by the typed `reference`), register, listen and ring until
+        `stop` is set."""
         control = await asyncio.start_server(self._control, "127.0.0.1", self.control_port)
         port = control.sockets[0].getsockname()[1]
         state_file = None
         try:
-            await self.pair(pairing_id, code)
+            await self.pair(pairing_id, code, reference)
             await self.register_tokens()
             if self.state_dir is not None:
                 self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -413,12 +463,14 @@ class Phone:
         return self.stats
 
 
-async def run_phone(phone: Phone, pairing_id: str, code: str) -> PhoneStats:
+async def run_phone(
+    phone: Phone, pairing_id: str | None, code: str, reference: str | None = None
+) -> PhoneStats:
     """Run a phone until SIGINT or SIGTERM (`callpanion phone run`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     with contextlib.suppress(asyncio.CancelledError):
-        return await phone.run(pairing_id, code, stop)
+        return await phone.run(pairing_id, code, stop, reference)
     return phone.stats

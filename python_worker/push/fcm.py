@@ -5,7 +5,11 @@
   for Google. The access token is cached; from REFRESH_MARGIN_S before expiry it is refreshed
   in the background while sends go on with the current one. google-auth is blocking, so the
   refresh runs in a thread: the event loop never waits on the token endpoint unless the token
-  is about to expire (under MIN_VALIDITY_S left) or was rejected.
+  is about to expire (under MIN_VALIDITY_S left) or was rejected. A fetch is bounded
+  (TOKEN_TIMEOUT_S, on the socket and on the wait) and runs in a daemon thread of its own,
+  not the event loop's default executor: `asyncio.run` joins that executor's threads at
+  exit, so a token endpoint that accepts and never answers held a stopping worker for the
+  120 s of google-auth's default timeout (issue 22, found with py-spy).
 - Transport: one shared HTTP/2 client (`python_worker.push.http2`) with bounded concurrency.
 - Every answer is classified per the FCM table of PROTOCOLS.md into a `SendResult`.
 """
@@ -16,10 +20,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import google.auth.exceptions
 import google.auth.transport.requests
@@ -49,6 +55,56 @@ MIN_VALIDITY_S = 30.0
 # SETTINGS; the lower of the two applies). More sends wait in a fair queue.
 DEFAULT_MAX_IN_FLIGHT = 1000
 DEFAULT_TIMEOUT_S = 10.0
+#: The token endpoint's answer, at most (socket timeout and the wait for the fetch alike).
+TOKEN_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+
+
+class _TimedRequest(google.auth.transport.requests.Request):
+    """google-auth's transport with our timeout instead of its default of 120 s."""
+
+    def __init__(self, session: requests.Session, timeout_s: float) -> None:
+        super().__init__(session)
+        self._timeout_s = timeout_s
+
+    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None,
+                 timeout: float | None = None, **kwargs: Any) -> Any:  # fmt: skip
+        return super().__call__(  # type: ignore[no-untyped-call]
+            url, method, body, headers, timeout=timeout or self._timeout_s, **kwargs
+        )
+
+
+async def in_daemon_thread(function: Callable[[], T]) -> T:
+    """Run a blocking call in a daemon thread of its own and await its result.
+
+    Unlike `asyncio.to_thread`, nothing waits for the thread when the event loop closes: a
+    call stuck on a silent peer cannot keep the process from exiting.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return  # the caller gave up (cancelled or timed out)
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result = function()
+        except BaseException as error:  # handed to the awaiting task
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, None, error)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name="fcm-token", daemon=True).start()
+    return await future
+
 
 # errorCode -> outcome, per PROTOCOLS.md. INVALID_ARGUMENT is special-cased (token or not).
 _OUTCOMES: dict[str, Outcome] = {
@@ -144,7 +200,7 @@ class FcmSender:
             session.verify = ca_file
             # Otherwise requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override `verify`.
             session.trust_env = False
-        self._auth_request = google.auth.transport.requests.Request(session)
+        self._auth_request = _TimedRequest(session, TOKEN_TIMEOUT_S)
         url = urllib.parse.urlsplit(base_url)
         if url.scheme != "https" or not url.hostname:
             raise ValueError(f"FCM base URL must be https://host[:port], got {base_url!r}")
@@ -205,10 +261,17 @@ class FcmSender:
         """Fetch a new token once, however many sends ask at the same time."""
         if stale is not None and self._token != stale:
             return  # someone already replaced the refused token
-        await asyncio.shield(self._start_refresh())
+        try:
+            async with asyncio.timeout(TOKEN_TIMEOUT_S):
+                await asyncio.shield(self._start_refresh())
+        except TimeoutError:
+            raise google.auth.exceptions.TransportError(  # type: ignore[no-untyped-call]
+                f"no answer from the token endpoint within {TOKEN_TIMEOUT_S:g} s"
+            ) from None
 
     async def _fetch(self) -> None:
-        await asyncio.to_thread(self._credentials.refresh, self._auth_request)
+        credentials, request = self._credentials, self._auth_request
+        await in_daemon_thread(lambda: credentials.refresh(request))
         token = self._credentials.token
         expiry = self._credentials.expiry
         if not token or expiry is None:

@@ -29,15 +29,15 @@ from python_worker.push.payloads import IncomingCall
 from python_worker.push.retry import RetryPolicy
 from python_worker.worker.db import UNSENT_RESULTS, ClaimedRow, RecordResult, WorkerDatabase
 from python_worker.worker.metrics import Metrics
-from python_worker.worker.recorder import ResultRecorder
+from python_worker.worker.recorder import ResultRecorder, record_while_leased
 
 log = logging.getLogger("callpanion.dispatch")
 
-#: Retry a failed record call this often before the lease runs out (the database may be
-#: restarting); after that, another worker re-sends and the device rings once anyway.
-RECORD_RETRY = RetryPolicy(base_s=0.5, cap_s=5.0)
 #: Ring window when a row's payload does not say (the schedule default).
 DEFAULT_RING_SECONDS = 45
+#: The longest one send may take, whatever the provider does: above the senders' own bounds
+#: (token fetch and request, 10 s each), so it only ends a send that something else let hang.
+SEND_BOUND_S = 25.0
 
 
 class Senders:
@@ -223,8 +223,23 @@ class Dispatcher:
         started = self.clock()
         now = dt.datetime.fromtimestamp(started, dt.UTC)
         self.metrics.lateness.observe(max(0.0, started - due))
+        # A send never outlives its row's deadline: a provider that hangs is cut off and the
+        # row is recorded with the reason (record_push_results expires a retry that would
+        # come past the deadline), never left claimed without one.
+        bound = min(SEND_BOUND_S, max(0.0, row.deadline_at.timestamp() - started))
         try:
-            result = await self.senders.send(row, incoming_call(row, self.text, now))
+            async with asyncio.timeout(bound):
+                result = await self.senders.send(row, incoming_call(row, self.text, now))
+        except TimeoutError:
+            until = "its deadline" if bound < SEND_BOUND_S else f"{SEND_BOUND_S:g} s"
+            result = SendResult(
+                row.provider,
+                Outcome.RETRY,
+                0,
+                "no_answer",
+                retry_after_s=RetryPolicy().delay(row.provider_attempts),
+                detail=f"{row.provider} did not answer within {bound:.1f} s ({until})",
+            )
         except PayloadTooLarge as error:
             result = SendResult(
                 row.provider, Outcome.OUR_BUG, 0, "payload_too_large", detail=str(error)
@@ -266,23 +281,21 @@ class Dispatcher:
         lease_end = min(
             self.in_flight.get(row.queue_id, row).locked_until.timestamp() for row, _ in done
         )
-        failures = 0
         try:
-            while True:
-                try:
-                    rows = await self.db.record(payload)
-                    break
-                except psycopg.OperationalError as error:
-                    self.metrics.db_errors.inc()
-                    failures += 1
-                    if self.clock() > lease_end:
-                        log.error(
-                            "could not record results before the lease ran out; another worker"
-                            " will send these calls again",
-                            extra={"rows": len(done), "error": str(error)},
-                        )
-                        return
-                    await asyncio.sleep(RECORD_RETRY.delay(failures))
+            recorded = await record_while_leased(
+                lambda: self.db.record(payload),
+                lease_end,
+                clock=self.clock,
+                on_error=self.metrics.db_errors.inc,
+            )
+            if recorded is None:
+                log.error(
+                    "could not record results before the lease ran out; another worker"
+                    " will send these calls again",
+                    extra={"rows": len(done)},
+                )
+                return
+            rows = recorded
         finally:
             for row, _ in done:
                 self.in_flight.pop(row.queue_id, None)

@@ -15,9 +15,15 @@ loop looks again every PEER_CHECK_S, and its next claim takes back a dead one's 
 ring window ends, the loop runs phase 2 (`run_phase2_now`) rather than waiting for pg_cron's
 minute, so an unanswered call is marked missed (and retried) within moments.
 
-SIGTERM / SIGINT: stop claiming, let running sends finish for up to the shutdown grace,
-give back every row not sent (only this process's), exit. A lost database connection is
-retried with backoff; nothing is lost meanwhile (rows stay queued, leases run out and return).
+SIGTERM / SIGINT: stop claiming, let running sends finish, record their results, give back
+every row not sent (only this process's), exit, all within CALLPANION_SHUTDOWN_GRACE_SECS
++ 0.5 s (8.5 s by default, under `docker stop`'s 10 s) whatever the providers and the
+database do: every step has its share of the grace (`_shutdown`), and a watchdog thread ends
+the process (exit 70) if anything still holds it half a second after the grace. A second
+SIGTERM or SIGINT ends it at once (exit status 128 + the signal); its rows come back through
+its presence lock, which dies with it.
+A lost database connection is retried with backoff; nothing is lost meanwhile (rows stay
+queued, leases run out and return).
 """
 
 from __future__ import annotations
@@ -27,13 +33,18 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TypeVar
 
 import psycopg
 
 from python_worker.errors import CallPanionError
+from python_worker.notify.senders import Notifiers
 from python_worker.push.apns import ApnsSender
 from python_worker.push.fcm import FcmSender
 from python_worker.push.retry import RetryPolicy
@@ -42,6 +53,7 @@ from python_worker.worker.cancels import CancelNotices
 from python_worker.worker.db import NextWork, WorkerDatabase
 from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.worker.metrics import Metrics
+from python_worker.worker.outbox import OutboxDelivery
 from python_worker.worker.presence import Presence, lease_owner
 from python_worker.worker.realtime import RealtimeWakeups
 from python_worker.worker.settings import WorkerSettings
@@ -60,6 +72,19 @@ HEALTH_STALE_S = 30.0
 #: the next claim takes its rows back (its lock is gone). Bounds a dead worker's calls'
 #: extra lateness; one cheap claim per look.
 PEER_CHECK_S = 0.25
+#: Of the shutdown grace, what is kept for recording results, giving rows back and closing
+#: connections after running sends are cut off (at most half the grace).
+FINISH_RESERVE_S = 2.0
+#: How long tasks still running after the worker's own stop may take to end when cancelled.
+LEFTOVER_S = 0.1
+#: The watchdog ends the process this long after the grace, if the graceful path (which
+#: aims to be done within the grace) is still held: the bound is grace + this.
+WATCHDOG_MARGIN_S = 0.5
+#: Exit status when the watchdog has to end a stop that overran the grace.
+OVERRAN_EXIT = 70
+
+T = TypeVar("T")
+
 #: Phase 2 is run at most this often for ring windows that ended (if it cannot settle one,
 #: say the session changed meanwhile, the loop does not spin on it).
 PHASE2_MIN_GAP_S = 1.0
@@ -94,6 +119,7 @@ class Worker:
         senders: Senders,
         source: WakeupSource,
         *,
+        notifiers: Notifiers | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -114,6 +140,15 @@ class Worker:
         self.cancels = CancelNotices(
             self.db, senders, lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s
         )
+        #: Family alerts, on the same lease owner, presence lock, metrics and wake-ups.
+        self.alerts = OutboxDelivery(
+            self.db,
+            notifiers or Notifiers(None, None, None, public_url=settings.public_api_url),
+            self.metrics,
+            lease_s=settings.lease_s,
+            poll_interval_s=settings.poll_interval_s,
+            clock=clock,
+        )
         self.source = source
         self.clock = clock
         self._wake = asyncio.Event()
@@ -123,12 +158,41 @@ class Worker:
         self._phase2_at = -PHASE2_MIN_GAP_S
         self._phase2_for: dt.datetime | None = None  # the ring end phase 2 last ran for
         self._source_connected = False
+        self._stop_at: float | None = None
+        self._signals = 0
         self.http_port: int | None = None
 
     # -- signals from outside -------------------------------------------------------------
+    def _signalled(self, loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:
+        """SIGTERM/SIGINT: the first begins a graceful stop, bounded by a watchdog; the
+        second ends the process at once."""
+        if self._signals:
+            os.write(2, f"second {sig.name}: exiting now\n".encode())
+            os._exit(128 + sig)
+        self._signals += 1
+        self._start_watchdog()
+        loop.call_soon_threadsafe(self.stop)
+
+    def _start_watchdog(self) -> None:
+        grace = self.settings.shutdown_grace_s
+
+        def overran() -> None:
+            log.error(
+                "stop overran the shutdown grace; exiting now",
+                extra={"grace_s": grace, "threads": [t.name for t in threading.enumerate()]},
+            )
+            _flush_logs()
+            os._exit(OVERRAN_EXIT)
+
+        watchdog = threading.Timer(grace + WATCHDOG_MARGIN_S, overran)
+        watchdog.daemon = True
+        watchdog.name = "stop-watchdog"
+        watchdog.start()
+
     def stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
         if not self._stop.is_set():
+            self._stop_at = time.monotonic()
             log.info(
                 "stopping: no new claims; finishing sends", extra={"in_flight": self.in_flight}
             )
@@ -140,11 +204,13 @@ class Worker:
         self.metrics.wakeups.inc()
         self._wake.set()
         self.cancels.wake()
+        self.alerts.wake()
 
     def _connected(self) -> None:
         self._source_connected = True
         self._wake.set()  # catch up: anything queued while the source was away
         self.cancels.wake()
+        self.alerts.wake()
 
     def _batch_done(self) -> None:
         # A fallback is due at once, a retry soon: look again now.
@@ -157,9 +223,15 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------
     async def run(self, *, install_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
+        previous: dict[signal.Signals, object] = {}
         if install_signals:
+            # signal.signal, not loop.add_signal_handler: the handler runs in the main thread
+            # even while the event loop is stuck in a blocking call, so the watchdog and the
+            # second signal always work; the graceful part is handed to the loop.
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
+                previous[sig] = signal.signal(
+                    sig, lambda signum, _frame: self._signalled(loop, signal.Signals(signum))
+                )
         await self.db.open()
         server = await asyncio.start_server(
             self._serve_http, self.settings.http_host, self.settings.http_port
@@ -170,6 +242,7 @@ class Worker:
         )
         renew_task = asyncio.create_task(self._renew_leases(), name="lease-renewal")
         cancel_task = asyncio.create_task(self.cancels.run(), name="cancel-notices")
+        alerts_task = asyncio.create_task(self._alerts(), name="alerts")
         log.info(
             "worker started",
             extra={
@@ -184,18 +257,21 @@ class Worker:
             await self._loop()
         finally:
             await self._shutdown()
-            for task in (source_task, renew_task, cancel_task):
+            # Each step gets what is left of the grace; a task that does not end when it is
+            # cancelled (a query on a frozen database, say) is left behind, not waited for.
+            background = (source_task, renew_task, cancel_task, alerts_task)
+            for task in background:
                 task.cancel()
-            await asyncio.gather(source_task, renew_task, cancel_task, return_exceptions=True)
+            await asyncio.wait(background, timeout=self._left(0.5, until=0.97))
             server.close()
-            await server.wait_closed()
-            await self.dispatcher.senders.aclose()
-            await self.dispatcher.recorder.aclose()
-            await self.presence.close()
-            await self.db.close()
-            if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+            await self._bounded(server.wait_closed(), 0.2)
+            await self._bounded(self.dispatcher.senders.aclose(), 0.5)
+            await self._bounded(self.dispatcher.recorder.aclose(), 0.2)
+            await self._bounded(self.alerts.aclose(), 0.5)
+            await self._bounded(self.presence.close(), 0.5)
+            await self._bounded(self.db.close(), 0.5)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)  # type: ignore[arg-type]
             log.info("worker stopped", extra={"worker_id": self.settings.worker_id})
 
     async def _loop(self) -> None:
@@ -273,6 +349,13 @@ class Worker:
         log.debug("ran phase 2 for an ended ring window", extra={"released": released})
         return MIN_IDLE_S  # look again: retries may be due, the next window may have ended
 
+    async def _alerts(self) -> None:
+        """The alert outbox, once this process holds its presence lock (the call loop takes
+        it first): rows it claims are then tied to the lock, so a crash returns them at once."""
+        while not self.presence.held and not self._stop.is_set():
+            await asyncio.sleep(0.05)
+        await self.alerts.run()
+
     def _db_ok(self) -> None:
         self._last_db_ok = self.clock()
         self.metrics.db_up.set(1)
@@ -282,25 +365,78 @@ class Worker:
             await asyncio.sleep(self.settings.lease_s / 3)
             try:
                 await self.dispatcher.renew_leases()
+                await self.alerts.renew_leases()
             except psycopg.OperationalError as error:
                 self.metrics.db_errors.inc()
                 log.warning("could not renew leases", extra={"error": str(error).strip()})
 
+    def _left(self, at_most: float, *, until: float = 1.0) -> float:
+        """Seconds left until `until` (a fraction of the shutdown grace after the stop
+        began), at most `at_most`; never negative."""
+        if self._stop_at is None:
+            return at_most
+        used = time.monotonic() - self._stop_at
+        return max(0.0, min(at_most, self.settings.shutdown_grace_s * until - used))
+
+    async def _bounded(
+        self, work: Awaitable[T], at_most: float, *, until: float = 0.97
+    ) -> T | None:
+        """Await `work` for at most `at_most` seconds, and not past `until` of the grace; give
+        up (None) rather than wait for a task that does not end when it is cancelled."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=self._left(at_most, until=until))
+        if not done:
+            task.cancel()
+            return None
+        return task.result()
+
     async def _shutdown(self) -> None:
-        """Finish running sends (bounded), then give back every row this worker holds."""
+        """Finish running sends (bounded), then give back every row this worker holds.
+
+        The grace is shared out: running sends until the reserve (the last FINISH_RESERVE_S,
+        at most half of it) begins; recording their results until the middle of the reserve;
+        giving rows back until 90 % of it is used; closing connections in what is left.
+        """
         self.dispatcher.stop()
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
+        grace = self.settings.shutdown_grace_s
+        reserve = min(FINISH_RESERVE_S, grace / 2) / grace if grace else 0.0
+        # The last tenth of the reserve is for closing connections and the loop itself.
+        sends_until, record_until, release_until = 1 - reserve, 1 - reserve / 2, 1 - reserve / 4
+        # The alert outbox stops beside the calls, within the same shares of the grace.
+        alerts = asyncio.ensure_future(
+            self.alerts.shutdown(self._left(grace, until=sends_until))
+        )
+        try:
+            await self._shutdown_calls(grace, sends_until, record_until, release_until)
+        finally:
+            await self._bounded(alerts, grace, until=release_until)
+
+    async def _shutdown_calls(
+        self, grace: float, sends_until: float, record_until: float, release_until: float
+    ) -> None:
+        """The calls' part of the stop: running sends, their results, then the rows held."""
         batches = list(self._batches)
         if batches:
-            _, pending = await asyncio.wait(batches, timeout=self.settings.shutdown_grace_s)
+            _, pending = await asyncio.wait(batches, timeout=self._left(grace, until=sends_until))
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                log.warning("sends cut off by the stop", extra={"batches": len(pending)})
+                await asyncio.wait(pending, timeout=self._left(0.1, until=record_until))
         # Results of finished sends still on their way: record them before giving rows back,
         # or a push that rang would be sent again.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.dispatcher.recorder.flushed(), 5.0)
+        await self._bounded(self.dispatcher.recorder.flushed(), grace, until=record_until)
         try:
-            released = await asyncio.wait_for(self.db.release(), 5.0)
+            releasing = asyncio.ensure_future(self.db.release())
+            done, _ = await asyncio.wait(
+                {releasing}, timeout=self._left(grace, until=release_until)
+            )
+            if not done:
+                releasing.cancel()
+                raise TimeoutError("the database did not answer in time")
+            released = releasing.result()
         except (psycopg.OperationalError, TimeoutError) as error:
             log.warning(
                 "could not give back claimed rows; their leases will run out",
@@ -365,6 +501,20 @@ class Worker:
             return
         for status, rows in depth.items():
             self.metrics.queue_rows.labels(status).set(rows)
+        try:
+            outbox = await asyncio.wait_for(self.db.rows("outbox_depth", {}), 1.0)
+        except (psycopg.OperationalError, TimeoutError):
+            return
+        for row in outbox:
+            self.metrics.outbox_rows.labels(row["kind"], row["channel"] or "", row["status"]).set(
+                row["rows"]
+            )
+
+
+def _flush_logs() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:
@@ -372,7 +522,36 @@ def _log_crash(task: asyncio.Task[None]) -> None:
         log.error("a batch crashed; its leases will run out", exc_info=task.exception())
 
 
+def run_until_stopped(main: Coroutine[object, object, None]) -> None:
+    """`asyncio.run` without its unbounded wait at the end.
+
+    asyncio.run cancels every task left and waits for each to finish, then joins the default
+    executor's threads. A task that does not end when cancelled (psycopg cancelling a query
+    on a database that no longer answers) or a thread stuck on a silent peer would hold the
+    process after the worker's own stop is done; here they get LEFTOVER_S, then the loop
+    closes without them.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=LEFTOVER_S))
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
 async def run_worker(settings: WorkerSettings) -> None:
-    """Build the worker from settings and the FCM_* / APNS_* variables, run until SIGTERM."""
-    worker = Worker(settings, build_senders(), wakeup_source(settings))
+    """Build the worker from settings and the FCM_* / APNS_* / VAPID_* / SMTP_* / TWILIO_*
+    variables, run until SIGTERM."""
+    worker = Worker(
+        settings,
+        build_senders(),
+        wakeup_source(settings),
+        notifiers=Notifiers.from_env(settings.public_api_url),
+    )
     await worker.run()

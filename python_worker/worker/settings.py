@@ -25,8 +25,10 @@ DEFAULT_LEASE_SECS = 30
 DEFAULT_CLAIM_AHEAD_MS = 1000
 #: Pushes in flight at once per worker (rows claimed and not yet recorded).
 DEFAULT_MAX_IN_FLIGHT = 20000
-#: On SIGTERM: stop claiming, finish sends for at most this long, give back the rest.
-DEFAULT_SHUTDOWN_GRACE_SECS = 10.0
+#: On SIGTERM: stop claiming, finish sends, record, give back the rest and exit, all within
+#: this long (sends get all but the last 2 s). Under `docker stop`'s default 10 s grace, so
+#: the graceful path, not a SIGKILL, ends a container's worker.
+DEFAULT_SHUTDOWN_GRACE_SECS = 8.0
 #: /healthz and /metrics (loopback by default; the container listens on all interfaces).
 DEFAULT_WORKER_HTTP_HOST = "127.0.0.1"
 DEFAULT_WORKER_HTTP_PORT = 9108

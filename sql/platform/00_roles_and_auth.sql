@@ -4,22 +4,29 @@
 -- Never apply this file to a hosted Supabase project: it already has all of this.
 
 -- API roles, as PostgREST switches to them. service_role bypasses RLS like on Supabase.
+-- anon, authenticated and service_role INHERIT, as on hosted projects since 2023 (a role
+-- granted to them passes its privileges on); authenticator stays NOINHERIT, so it has nothing
+-- of its own until PostgREST switches role. A stack made by an older stand-in is brought to
+-- the same shape by the ALTERs below.
 do $$
 begin
   if not exists (select 1 from pg_roles where rolname = 'anon') then
-    create role anon nologin noinherit;
+    create role anon nologin inherit;
   end if;
   if not exists (select 1 from pg_roles where rolname = 'authenticated') then
-    create role authenticated nologin noinherit;
+    create role authenticated nologin inherit;
   end if;
   if not exists (select 1 from pg_roles where rolname = 'service_role') then
-    create role service_role nologin noinherit bypassrls;
+    create role service_role nologin inherit bypassrls;
   end if;
   if not exists (select 1 from pg_roles where rolname = 'authenticator') then
     create role authenticator login noinherit;
   end if;
 end
 $$;
+alter role anon inherit;
+alter role authenticated inherit;
+alter role service_role inherit;
 
 grant anon, authenticated, service_role to authenticator;
 grant anon, authenticated, service_role to postgres;

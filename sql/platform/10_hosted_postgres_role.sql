@@ -52,7 +52,8 @@ begin
      and current_setting('shared_preload_libraries') like '%pg_cron%'
      and current_database() = coalesce(current_setting('cron.database_name', true), 'postgres')
   then
-    create extension if not exists pg_cron;
+    -- In pg_catalog, as hosted Supabase creates it (the advisors flag extension_in_public).
+    create extension if not exists pg_cron with schema pg_catalog;
     grant usage on schema cron to postgres with grant option;
     grant all on all functions in schema cron to postgres with grant option;
     grant all on all tables in schema cron to postgres with grant option;

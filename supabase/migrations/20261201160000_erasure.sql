@@ -45,6 +45,7 @@ create table public.erasures (
   updated_at timestamptz not null default now()
 );
 create index erasures_household_idx on public.erasures (household_id, requested_at desc);
+create index erasures_requested_by_idx on public.erasures (requested_by);
 create trigger erasures_touch before update on public.erasures
   for each row execute function private.touch_updated_at();
 alter table public.erasures enable row level security;

@@ -44,6 +44,7 @@ create table public.privacy_settings (
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now()
 );
+create index privacy_settings_updated_by_idx on public.privacy_settings (updated_by);
 create trigger privacy_settings_touch before update on public.privacy_settings
   for each row execute function private.touch_updated_at();
 alter table public.privacy_settings enable row level security;
@@ -116,7 +117,7 @@ create trigger transcript_reads_no_truncate before truncate on public.transcript
 revoke select on public.call_logs from authenticated;
 grant select (id, call_session_id, household_id, relative_id, conversation_id, outcome, started_at,
               duration_secs, summary, title, call_successful, mood, concerns, cost,
-              termination_reason, created_at, updated_at, transcript_expired_at,
+              termination_reason, created_at, updated_at, verified_at, transcript_expired_at,
               summary_expired_at)
   on public.call_logs to authenticated;
 do $$
@@ -127,7 +128,7 @@ begin
     alter publication supabase_realtime drop table public.call_logs;
     alter publication supabase_realtime add table public.call_logs
       (id, call_session_id, household_id, relative_id, outcome, started_at, duration_secs,
-       summary, title, call_successful, mood, concerns, created_at, updated_at,
+       summary, title, call_successful, mood, concerns, created_at, updated_at, verified_at,
        transcript_expired_at, summary_expired_at);
   end if;
 end

@@ -121,6 +121,7 @@ export type Database = {
           transcript: NonNullable<Json>
           transcript_expired_at: string | null
           updated_at: string
+          verified_at: string | null
         }
         Insert: {
           call_session_id: string
@@ -146,6 +147,7 @@ export type Database = {
           transcript?: NonNullable<Json>
           transcript_expired_at?: string | null
           updated_at?: string
+          verified_at?: string | null
         }
         Update: {
           call_session_id?: string
@@ -171,6 +173,7 @@ export type Database = {
           transcript?: NonNullable<Json>
           transcript_expired_at?: string | null
           updated_at?: string
+          verified_at?: string | null
         }
         Relationships: [
           {
@@ -367,6 +370,7 @@ export type Database = {
           pairing_code_expires_at: string | null
           pairing_code_hash: string | null
           pairing_failed_attempts: number
+          pairing_reference: string | null
           platform: string | null
           relative_id: string
           revoked_at: string | null
@@ -398,6 +402,7 @@ export type Database = {
           pairing_code_expires_at?: string | null
           pairing_code_hash?: string | null
           pairing_failed_attempts?: number
+          pairing_reference?: string | null
           platform?: string | null
           relative_id: string
           revoked_at?: string | null
@@ -429,6 +434,7 @@ export type Database = {
           pairing_code_expires_at?: string | null
           pairing_code_hash?: string | null
           pairing_failed_attempts?: number
+          pairing_reference?: string | null
           platform?: string | null
           relative_id?: string
           revoked_at?: string | null
@@ -1326,6 +1332,16 @@ export type Database = {
           isSetofReturn: false
         }
       }
+      create_pairing: {
+        Args: { p_relative_id: string }
+        Returns: {
+          code: string
+          device_id: string
+          expires_at: string
+          pairing_id: string
+          reference: string
+        }[]
+      }
       create_pairing_code: {
         Args: { p_relative_id: string }
         Returns: {
@@ -1433,6 +1449,20 @@ export type Database = {
           p_label: string
           p_pairing_id: string
           p_platform: string
+          p_secret_hash: string
+          p_voip_token: string
+        }
+        Returns: Json
+      }
+      pair_device_by_reference: {
+        Args: {
+          p_apns_token: string
+          p_app_version: string
+          p_code: string
+          p_fcm_token: string
+          p_label: string
+          p_platform: string
+          p_reference: string
           p_secret_hash: string
           p_voip_token: string
         }

@@ -15,8 +15,24 @@ import pytest
 from python_worker.stack.cluster import LocalStack
 from tests.support.api import api, api_database, elevenlabs, webhook_secret
 from tests.support.db import migrated_stack
+from tests.support.push import emulator_suite, emulators, endpoints
+from tests.support.worker import wdb, worker_database, workers
 
-__all__ = ["api", "api_database", "database_url", "elevenlabs", "pg_stack", "webhook_secret"]
+# The family-alert flow (test_family_told.py) runs real workers against the tier's cluster.
+__all__ = [
+    "api",
+    "api_database",
+    "database_url",
+    "elevenlabs",
+    "emulator_suite",
+    "emulators",
+    "endpoints",
+    "pg_stack",
+    "wdb",
+    "webhook_secret",
+    "worker_database",
+    "workers",
+]
 
 
 @pytest.fixture(scope="session")

@@ -300,6 +300,8 @@ def test_repeats_start_the_chain_again(db: Conn, fam: Family) -> None:
     )
     alert = raise_alert(db, fam)
     escalate(db, fam.now + timedelta(minutes=2))
+    # Every step waits its own `wait` from the step before (not only step 1).
+    assert escalate(db, fam.now + timedelta(minutes=3, seconds=59)) == 0
     escalate(db, fam.now + timedelta(minutes=4))
     escalate(db, fam.now + timedelta(minutes=6))
     assert escalate(db, fam.now + timedelta(minutes=30)) == 0

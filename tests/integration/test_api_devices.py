@@ -95,7 +95,6 @@ def test_refreshed_tokens_replace_the_old_ones_and_are_valid_again(
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({}, "tokens"),
         ({"apns_token": "12"}, "apns_token"),
         ({"fcm_token": "bad token with spaces" * 3}, "fcm_token"),
     ],

@@ -244,19 +244,33 @@ class WholeCallWorld:
         return row
 
     def phone(
-        self, conn: psycopg.Connection[Row], family: Family, platform: str, script: str
+        self,
+        conn: psycopg.Connection[Row],
+        family: Family,
+        platform: str,
+        script: str,
+        *,
+        typed: bool = False,
+        app_state: str = "background",
     ) -> PhoneProcess:
-        """A phone paired for real with a code the admin created; waited for until ready."""
+        """A phone paired for real with a code the admin created (scanned: its pairing id;
+        `typed`: the reference shown beside the code); waited for until ready."""
         ticket = self.as_admin(
-            conn, family, "select pairing_id, code from create_pairing_code(%s)", [family.relative]
+            conn, family, "select pairing_id, code, reference from create_pairing(%s)",
+            [family.relative],
+        )  # fmt: skip
+        which = (
+            ["--pairing-reference", ticket["reference"]]
+            if typed
+            else ["--pairing-id", str(ticket["pairing_id"])]
         )
-        pairing_id, code = str(ticket["pairing_id"]), ticket["code"]
+        code = ticket["code"]
         name = f"phone{len(self.phones) + 1}"
         process = subprocess.Popen(
             [
                 sys.executable, "-m", "python_worker", "--env-file", str(self.env_file),
                 "phone", "run", "--name", name, "--platform", platform,
-                "--pairing-id", pairing_id, "--code", code,
+                *which, "--code", code, "--app-state", app_state,
                 "--api", self.api_url, "--script", script,
                 "--state-dir", str(self.folder / "phones"),
             ],

@@ -171,3 +171,17 @@ def build_world(conn: Conn) -> World:
     )
     b = add_household(conn, "Household B", {"admin_b": "admin"})
     return World(a=a, b=b, outsider=add_user(conn))
+
+
+def call_binding(conn: Conn, session_id: uuid.UUID | str) -> str:
+    """The `call_binding` the API gives the session's own device on `accepted` (issue 25):
+    what a genuine post-call webhook echoes back beside `call_session_id`."""
+    row = conn.execute(
+        "select private.conversation_binding(c.id, c.device_id) as binding"
+        " from call_sessions c where c.id = %s",
+        [session_id],
+    ).fetchone()
+    assert row is not None, f"no call session {session_id}"
+    binding = row["binding"] if isinstance(row, dict) else row[0]
+    assert isinstance(binding, str)
+    return binding

@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 
 from python_worker.emulators.inbox import Inbox, inbox_query
-from python_worker.phone.checks import PUSH_CHECKS, Paired, PushRefused, check_push
+from python_worker.phone.checks import (
+    PUSH_CHECKS,
+    Paired,
+    PushRefused,
+    check_push,
+    dart_int_try_parse,
+)
 from python_worker.phone.script import Behaviour, parse_script
-from python_worker.push.payloads import IncomingCall, apns_voip_payload, fcm_data
+from python_worker.push.payloads import IncomingCall, apns_voip_payload, fcm_call_message, fcm_data
 
 SESSION = uuid.uuid4()
 EXPIRES = dt.datetime(2031, 1, 6, 9, 2, tzinfo=dt.UTC)
@@ -37,11 +43,18 @@ def pushes() -> dict[str, dict[str, Any]]:
     return {"fcm": fcm_data(CALL), "apns": json.loads(apns_voip_payload(CALL))}
 
 
-@pytest.mark.parametrize("provider", ["fcm", "apns"])
-def test_our_pushes_pass_every_check(provider: str) -> None:
-    ring = check_push(provider, pushes()[provider], PAIRED)
-    assert ring.call_id == str(SESSION)
-    assert (ring.duration_ms, ring.expires_at, ring.api_base) == (30_000, EXPIRES, CALL.api_base)
+@pytest.mark.parametrize(
+    ("provider", "state"),
+    [("fcm", "foreground"), ("fcm", "background"), ("fcm", "terminated"), ("apns", "background")],
+)
+def test_our_pushes_ring_on_every_path(provider: str, state: str) -> None:
+    ring = check_push(provider, pushes()[provider], PAIRED, state)
+    assert ring.call_id == ring.session_id == str(SESSION)
+    assert (ring.duration_ms, ring.expires_at, ring.opens_call) == (30_000, EXPIRES, True)
+
+
+#: A well-formed id that is nobody's (fixed, so that the test ids are the same on every run).
+OTHER_ID = "0f0e0d0c-0b0a-4908-8706-050403020100"
 
 
 def _broken(provider: str, key: str, value: Any) -> dict[str, Any]:
@@ -53,58 +66,130 @@ def _broken(provider: str, key: str, value: Any) -> dict[str, Any]:
     return push
 
 
-#: A well-formed id that is nobody's (fixed, so that the test ids are the same on every run).
-OTHER_ID = "0f0e0d0c-0b0a-4908-8706-050403020100"
-
-
-@pytest.mark.parametrize("provider", ["fcm", "apns"])
+# Each path refuses only what the app's code on that path refuses (the README's old list
+# refused every one of these on every path: `expires_at`, `api_base`, `duration` and the
+# CallKit id were our own inventions, and the background path never checked ownership).
 @pytest.mark.parametrize(
-    ("key", "value", "requirement"),
+    ("provider", "state", "key", "value", "requirement"),
     [
-        ("type", "0", 'must be "incoming_call"'),
-        ("type", None, 'must be "incoming_call"'),
-        ("sessionId", "", "must be non-empty"),
-        ("householdId", None, "must be non-empty"),
-        ("relativeId", OTHER_ID, "must be the relative id the app stored at pairing"),
-        ("id", "not-a-uuid", "the CallKit id must be a UUID"),
-        ("id", OTHER_ID, "the CallKit id must be the call session id"),
-        ("expires_at", None, "must be an ISO 8601 time with an offset"),
-        ("expires_at", "2031-01-06T09:02:00", "must be an ISO 8601 time with an offset"),
-        ("duration", 0, "must be the ring time in milliseconds"),
-        ("api_base", "ftp://x", "must be the http(s) URL"),
+        ("fcm", "foreground", "type", "0", 'must be "incoming_call"'),
+        ("fcm", "foreground", "type", None, 'must be "incoming_call"'),
+        ("fcm", "foreground", "sessionId", "", "must be non-empty"),
+        ("fcm", "foreground", "householdId", None, "must be non-empty"),
+        ("fcm", "foreground", "relativeId", OTHER_ID, "must be the relative id"),
+        ("fcm", "background", "type", "call_scheduled", 'must be "incoming_call"'),
+        ("fcm", "terminated", "type", None, 'must be "incoming_call"'),
+        ("apns", "background", "type", "call_scheduled", 'must be "incoming_call" (or not'),
+        ("apns", "background", "id", "not-a-uuid", "must be a UUID"),
     ],
 )
 def test_a_push_the_app_would_drop_is_refused_naming_the_key(
-    provider: str, key: str, value: Any, requirement: str
+    provider: str, state: str, key: str, value: Any, requirement: str
 ) -> None:
-    if provider == "fcm" and value is not None and not isinstance(value, str):
-        value = str(value)  # FCM data values are strings
     with pytest.raises(PushRefused) as refused:
-        check_push(provider, _broken(provider, key, value), PAIRED)
+        check_push(provider, _broken(provider, key, value), PAIRED, state)
     assert refused.value.field == key
     assert refused.value.reason.startswith(requirement)
 
 
-def test_the_checks_are_one_table_in_the_apps_order() -> None:
-    assert [c.key for c in PUSH_CHECKS] == [
-        "type",
-        "sessionId",
-        "householdId",
-        "relativeId",
-        "householdId",
-        "relativeId",
-        "extra.sessionId",
-        "extra.callType",
-        "extra.householdId",
-        "extra.relativeId",
-        "id",
-        "id",
-        "expires_at",
-        "duration",
-        "api_base",
-    ]
-    # The app's own conditions say where its code makes them.
-    assert all("CallPanionAPK@217646d:" in c.source for c in PUSH_CHECKS[:10])
+@pytest.mark.parametrize(
+    ("provider", "state", "key", "value"),
+    [
+        ("fcm", "background", "sessionId", None),
+        ("fcm", "background", "relativeId", OTHER_ID),
+        ("fcm", "terminated", "householdId", ""),
+        ("fcm", "foreground", "expires_at", None),
+        ("fcm", "foreground", "api_base", "ftp://x"),
+        ("fcm", "foreground", "id", "not-a-uuid"),
+        ("apns", "background", "type", None),  # no type at all: AppDelegate's else-branch
+        ("apns", "background", "relativeId", OTHER_ID),
+        ("apns", "background", "sessionId", ""),
+    ],
+)
+def test_what_a_path_does_not_check_still_rings(
+    provider: str, state: str, key: str, value: Any
+) -> None:
+    ring = check_push(provider, _broken(provider, key, value), PAIRED, state)
+    assert ring.call_id
+
+
+def test_a_bad_duration_rings_as_long_as_the_app_would() -> None:
+    # Dart: int.tryParse(...) ?? 30000; "45" (seconds sent as ms) is a 45 ms ring.
+    assert check_push("fcm", _broken("fcm", "duration", "45"), PAIRED).duration_ms == 45
+    assert check_push("fcm", _broken("fcm", "duration", "soon"), PAIRED).duration_ms == 30_000
+    # Swift: `as? Int ?? 30000`; a string is not an Int.
+    assert check_push("apns", _broken("apns", "duration", "30000"), PAIRED).duration_ms == 30_000
+
+
+def test_without_a_session_id_in_callkits_extra_nothing_is_reported() -> None:
+    payload = pushes()["apns"]
+    payload["extra"] = {"callType": "in_app_call"}
+    ring = check_push("apns", payload, PAIRED)
+    assert (ring.session_id, ring.opens_call) == (None, True)
+    payload["extra"] = "not an object"
+    assert check_push("apns", payload, PAIRED).session_id is None
+
+
+def test_the_checks_are_one_table_per_path() -> None:
+    keys = {path: [c.key for c in table] for path, table in PUSH_CHECKS.items()}
+    assert keys == {
+        "foreground": ["type", "sessionId", "householdId", "relativeId", "householdId",
+                       "relativeId"],
+        "background": ["type"],
+        "terminated": ["type"],
+        "pushkit": ["type", "id"],
+    }  # fmt: skip
+    # Every condition says where the app's (or its plugin's) code makes it.
+    assert all(
+        "CallPanionAPK@217646d:" in c.source or "flutter_callkit_incoming@3.0.0:" in c.source
+        for table in PUSH_CHECKS.values()
+        for c in table
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("45000", 45000),
+        ("-45", -45),
+        ("+7", 7),
+        ("\u00a045\u3000", 45),
+        ("0x1F", 31),
+        ("-0x10", -16),
+        ("0xFFFFFFFFFFFFFFFF", -1),  # 64 bits read as unsigned: the signed int with them
+        ("0x8000000000000000", -(2**63)),
+        ("0x10000000000000000", None),  # more than 64 bits
+        ("9223372036854775807", 2**63 - 1),
+        ("-9223372036854775808", -(2**63)),
+        ("9223372036854775808", None),
+        ("0x", None),
+        ("1_000", None),
+        ("", None),
+    ],
+)
+def test_duration_parses_as_dart_int_try_parse(text: str, value: int | None) -> None:
+    assert dart_int_try_parse(text) == value
+
+
+def test_the_ring_carries_what_the_app_shows_and_reports() -> None:
+    # The CallKit id: the payload's `id` on iOS (the plugin's), the session id on the Dart
+    # paths (the ported app's), whatever the other key says.
+    other = str(uuid.uuid4())
+    apns = pushes()["apns"] | {"id": other.upper()}
+    ring = check_push("apns", apns, PAIRED)
+    assert (ring.call_id, ring.session_id, ring.caller) == (other, str(SESSION), "CallPanion")
+    fcm = pushes()["fcm"] | {"id": other}
+    ring = check_push("fcm", fcm, PAIRED, "foreground")
+    assert (ring.call_id, ring.session_id, ring.caller) == (
+        str(SESSION),
+        str(SESSION),
+        "CallPanion",
+    )
+    # An expires_at the ported app cannot read is no expiry (the app at 217646d reads none).
+    assert check_push("fcm", fcm | {"expires_at": "soon"}, PAIRED).expires_at is None
+    # Our whole message breaks no condition: no warnings.
+    message = fcm_call_message(CALL, "fcm_token")
+    assert check_push("fcm", pushes()["fcm"], PAIRED, "terminated", message).warnings == ()
 
 
 def test_scripts_parse_and_name_a_bad_step() -> None:
