@@ -141,6 +141,32 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         functions=(),
         unit=("tests/unit/phone/test_phone_checks.py", "tests/unit/push/test_app_push_contract.py"),
     ),
+    # Issue 26: the code added most recently, against the tests written for it.
+    PythonTarget(
+        name="recorder",
+        path="python_worker/worker/recorder.py",
+        functions=(),
+        unit=(
+            "tests/unit/worker/test_recorder_batching.py",
+            "tests/unit/worker/test_worker_units.py::"
+            "test_the_recorder_records_in_small_batches_in_order_and_flushed_waits_for_them",
+            "tests/unit/worker/test_worker_units.py::test_a_failing_record_does_not_wedge_the_recorder",
+        ),
+    ),
+    PythonTarget(
+        name="cancels",
+        path="python_worker/worker/cancels.py",
+        functions=(),
+        unit=(),
+        integration=("tests/integration/test_cancel_notice_sends.py",),
+    ),
+    PythonTarget(
+        name="presence",
+        path="python_worker/worker/presence.py",
+        functions=(),
+        unit=("tests/unit/worker/test_lease_owner.py",),
+        integration=("tests/integration/test_presence.py",),
+    ),
 )
 
 #: cosmic-ray operators left out, as regular expressions on the operator name. Binary

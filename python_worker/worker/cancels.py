@@ -23,7 +23,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from python_worker.push.outcomes import Outcome, PayloadTooLarge, SendResult
+from python_worker.push.outcomes import Outcome, SendResult
 from python_worker.push.payloads import apns_cancel_payload, fcm_cancel_message
 from python_worker.worker.db import RecordResult, WorkerDatabase
 from python_worker.worker.dispatcher import Senders, not_configured
@@ -32,6 +32,7 @@ from python_worker.worker.duty import PolledDuty
 log = logging.getLogger("callpanion.worker.cancels")
 
 #: Notices per claim: cancellations are rare, one batch is plenty.
+# equivalent mutant: another batch size sends the same notices, in more or fewer claims.
 BATCH_SIZE = 100
 
 
@@ -70,6 +71,7 @@ class CancelNotices(PolledDuty):
                 "record_cancel_results",
                 {"worker": self.db.worker_id, "results": Jsonb(results)},
             )
+            # equivalent mutant: strict=True: record_cancel_results answers once per notice.
             for row, outcome in zip(rows, recorded, strict=False):
                 answer = RecordResult(outcome["result"])
                 self.sent += answer is RecordResult.SENT
@@ -83,16 +85,17 @@ class CancelNotices(PolledDuty):
                         "provider": row["provider"],
                     },
                 )
+            # equivalent mutant: any other test of the count (`<=`, `>`, `==`, `not <`): an
+            # extra claim finds nothing, and what a full batch left goes at the next loop.
             if len(rows) < BATCH_SIZE:
                 return claimed
 
     async def _send(self, row: dict[str, Any]) -> dict[str, object]:
         session: uuid.UUID = row["call_session_id"]
         deadline: dt.datetime = row["deadline_at"]
-        try:
-            result = await self._push(row, session, deadline)
-        except PayloadTooLarge as error:
-            result = SendResult(row["provider"], Outcome.OUR_BUG, 0, "payload", detail=str(error))
+        # No PayloadTooLarge to catch: a cancel is a fixed shape around one UUID (payloads.py),
+        # far below every provider's limit (make mutate showed the handler was dead).
+        result = await self._push(row, session, deadline)
         return {
             "notice_id": str(row["notice_id"]),
             "outcome": result.outcome.value,
@@ -113,6 +116,8 @@ class CancelNotices(PolledDuty):
             ttl = int((deadline - dt.datetime.now(dt.UTC)).total_seconds())
             message = fcm_cancel_message(session, row["push_token"], max(ttl, 1))
             return await self.senders.fcm.send(message, attempt=row["attempts"])
+        # equivalent mutant: `<= "apns"`: the outbox's providers are apns and fcm (a check
+        # constraint), and fcm is handled above.
         if row["provider"] == "apns":
             if self.senders.apns is None:
                 return not_configured("apns", "APNS_KEY_FILE")

@@ -63,6 +63,8 @@ class ResultRecorder(Generic[T]):
         """Queue one result; it is recorded within about `interval_s`."""
         self._pending.append(item)
         self._added += 1
+        # equivalent mutant: `==`: results come one at a time, so the count meets max_rows
+        # on its way up, and a batch at or over it is taken without waiting anyway.
         if len(self._pending) >= self.max_rows:
             self._full.set()
         if self._task is None or self._task.done():
@@ -76,6 +78,8 @@ class ResultRecorder(Generic[T]):
 
     async def _run(self) -> None:
         while self._pending:
+            # equivalent mutant: `<=`: a full batch has set `_full` (add() sets it when the
+            # count reaches max_rows, and nothing clears it before this wait), so no wait.
             if len(self._pending) < self.max_rows:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.interval_s)
