@@ -6934,12 +6934,6 @@ CREATE TRIGGER schedules_withdraw_on_delete BEFORE DELETE ON public.schedules FO
 CREATE TRIGGER transcript_reads_immutable BEFORE DELETE OR UPDATE ON public.transcript_reads FOR EACH ROW EXECUTE FUNCTION private.transcript_reads_immutable();
 
 --
--- Name: transcript_reads transcript_reads_no_truncate; Type: TRIGGER; Schema: public
---
-
-CREATE TRIGGER transcript_reads_no_truncate BEFORE TRUNCATE ON public.transcript_reads FOR EACH STATEMENT EXECUTE FUNCTION private.transcript_reads_immutable();
-
---
 -- Name: webhook_events webhook_events_forget_erased; Type: TRIGGER; Schema: public
 --
 

@@ -110,8 +110,8 @@ end
 $$;
 create trigger transcript_reads_immutable before update or delete on public.transcript_reads
   for each row execute function private.transcript_reads_immutable();
-create trigger transcript_reads_no_truncate before truncate on public.transcript_reads
-  for each statement execute function private.transcript_reads_immutable();
+-- TRUNCATE is granted to nobody; the owner keeps it (a test database is emptied with
+-- `truncate households cascade`, and the owner could drop this trigger anyway).
 
 -- The transcript-class columns leave the table's grant (and Realtime's column list).
 revoke select on public.call_logs from authenticated;
