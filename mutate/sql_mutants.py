@@ -56,6 +56,14 @@ _BUDGET_TESTS = "tests/integration/test_api_pairing.py"
 ALERT_TABLES = "20261201120000_family_alerts_tables.sql"
 ALERTS = "20261201120100_family_alerts_functions.sql"
 ALERT_TESTS = "tests/integration/test_alerts_sql.py"
+ERASURE = "20261201160000_erasure.sql"
+PRIVACY = "20261201160100_retention_and_transcript_access.sql"
+ERASURE_TESTS = "tests/integration/test_erasure.py"
+PRIVACY_TESTS = "tests/integration/test_privacy.py"
+ERASE_ALL = (
+    f"{ERASURE_TESTS}::"
+    "test_erasing_a_relative_leaves_nothing_anywhere_and_the_other_relative_keeps_all"
+)
 LIFECYCLE_EVENTS = "20261126100200_call_lifecycle_events.sql"
 ENDED_WITH_CONVERSATION = "20261126230200_ended_with_conversation.sql"
 
@@ -371,14 +379,10 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
     ),
     SqlMutant(
         name="outbox_once_widened",
-        migration=ALERT_TABLES,
-        original=(
-            "constraint outbox_once unique nulls not distinct (kind, alert_id, method_id, step),"
-        ),
-        mutated=(
-            "constraint outbox_once unique nulls not distinct (kind, alert_id, method_id, "
-            "step, id),"
-        ),
+        # Issue 24 re-made the constraint with `subject` (one provider_deletion per conversation).
+        migration=ERASURE,
+        original="  unique nulls not distinct (kind, alert_id, method_id, step, subject);",
+        mutated="  unique nulls not distinct (kind, alert_id, method_id, step, subject, id);",
         tests=(f"{ALERT_TESTS}::test_nothing_is_told_twice",),
     ),
     SqlMutant(
@@ -556,6 +560,111 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
             "member_alert_settings"
         ),
         tests=(f"{ALERT_TESTS}::test_members_see_masked_deliveries_but_not_each_others_addresses",),
+    ),
+    # Issue 26 item 3: erasure (issue 24). Each one leaves something of the erased relative, or
+    # lets the wrong caller erase; the catalog-wide search or the attacker tests must notice.
+    SqlMutant(
+        name="erasure_keeps_webhook_bodies",
+        migration=ERASURE,
+        original=(
+            "  delete from public.webhook_events w\n"
+            "   where w.call_session_id = any (v_sessions) or w.conversation_id = any (v_convs)\n"
+            "      or ((w.household_id = v_household or w.household_id is null)\n"
+            "          and exists (select 1 from unnest(v_needles) n"
+            " where strpos(w.payload::text, n) > 0));\n"
+        ),
+        mutated="  delete from public.webhook_events w where false;\n",
+        tests=(ERASE_ALL,),
+    ),
+    SqlMutant(
+        name="erasure_misses_ids_inside_webhook_json",
+        migration=ERASURE,
+        original=(
+            "  v_needles := array[p_relative_id::text] || v_sessions::text[] || v_devices::text[];"
+        ),
+        mutated="  v_needles := array[]::text[];",
+        tests=(
+            f"{ERASURE_TESTS}::test_erasure_finds_an_unmatched_webhook_by_the_ids_inside_its_body",
+        ),
+    ),
+    SqlMutant(
+        name="erasure_keeps_sms_replies",
+        migration=ERASURE,
+        original=(
+            "  delete from private.sms_replies r"
+            " where r.result ->> 'alert_id' = any (v_alerts::text[]);"
+        ),
+        mutated="  delete from private.sms_replies r where false;",
+        tests=(ERASE_ALL,),
+    ),
+    SqlMutant(
+        name="erasure_keeps_alerts",
+        migration=ERASURE,
+        original="  delete from public.alerts a where a.id = any (v_alerts);",
+        mutated="  delete from public.alerts a where a.relative_id = p_relative_id and false;",
+        tests=(ERASE_ALL,),
+    ),
+    SqlMutant(
+        name="erasure_asks_elevenlabs_nothing",
+        migration=ERASURE,
+        original="  from unnest(v_convs) c\n  on conflict on constraint outbox_once do nothing;",
+        mutated=(
+            "  from unnest(v_convs) c where false\n"
+            "  on conflict on constraint outbox_once do nothing;"
+        ),
+        tests=(
+            ERASE_ALL,
+            f"{ERASURE_TESTS}::test_an_outage_at_elevenlabs_only_delays_the_deletion",
+        ),
+    ),
+    SqlMutant(
+        name="erasure_keeps_the_conversation_id_once_confirmed",
+        migration=ERASURE,
+        original="    new.payload := new.payload - 'conversation_id';",
+        mutated="    new.payload := new.payload;",
+        tests=(ERASE_ALL,),
+    ),
+    SqlMutant(
+        name="erasure_by_any_member",
+        migration=ERASURE,
+        original="  if p_household_id not in (select private.admin_household_ids()) then",
+        mutated="  if false then",
+        tests=(
+            f"{ERASURE_TESTS}::test_a_plain_member_cannot_erase",
+            f"{PRIVACY_TESTS}::test_a_member_or_another_household_cannot_export",
+        ),
+    ),
+    SqlMutant(
+        name="erasure_by_another_household",
+        migration=ERASURE,
+        original="     or p_household_id not in (select private.member_household_ids()) then",
+        mutated="     or false then",
+        tests=(f"{ERASURE_TESTS}::test_another_household_cannot_erase",),
+    ),
+    SqlMutant(
+        name="late_webhook_keeps_its_body",
+        migration=ERASURE,
+        original="  if new.conversation_id is not null and exists (",
+        mutated="  if false and exists (",
+        tests=(f"{ERASURE_TESTS}::test_a_late_webhook_for_an_erased_conversation_keeps_no_body",),
+    ),
+    SqlMutant(
+        name="transcript_column_granted_to_members",
+        migration=PRIVACY,
+        original="              summary_expired_at)\n  on public.call_logs to authenticated;",
+        mutated=(
+            "              summary_expired_at, transcript)\n  on public.call_logs to authenticated;"
+        ),
+        tests=(f"{PRIVACY_TESTS}::test_nobody_reads_the_transcript_column_through_the_table",),
+    ),
+    SqlMutant(
+        name="transcript_read_by_members_when_summaries_only",
+        migration=PRIVACY,
+        original="     and coalesce(v_reads, 'summaries') <> 'transcripts' then",
+        mutated="     and false then",
+        tests=(
+            f"{PRIVACY_TESTS}::test_summaries_only_a_member_is_refused_an_admin_reads_and_is_audited",
+        ),
     ),
 )
 

@@ -136,6 +136,15 @@ def add_household(conn: Conn, name: str, people: dict[str, str]) -> Household:
             [hid, member],
         )
     conn.execute("insert into escalation_policies (household_id) values (%s)", [hid])
+    # Issue 24: an erasure and a transcript read (privacy_settings is made with the household).
+    conn.execute(
+        "insert into erasures (household_id, scope, requested_by) values (%s, 'relative', %s)",
+        [hid, admin],
+    )
+    conn.execute(
+        "insert into transcript_reads (household_id, call_session_id, user_id) values (%s, %s, %s)",
+        [hid, sessions[0], admin],
+    )
     conn.execute(
         "insert into escalation_contacts (household_id, user_id, step) values (%s, %s, 1)",
         [hid, admin],
