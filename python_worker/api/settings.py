@@ -82,6 +82,7 @@ class ApiSettings(EnvSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
+
     #: Where Twilio reaches us (its webhooks' signatures cover this URL, not the local one).
     public_api_url: Annotated[str, Field(alias="CALLPANION_PUBLIC_API_URL")] = (
         DEFAULT_PUBLIC_API_URL

@@ -405,9 +405,7 @@ class Worker:
         # The last tenth of the reserve is for closing connections and the loop itself.
         sends_until, record_until, release_until = 1 - reserve, 1 - reserve / 2, 1 - reserve / 4
         # The alert outbox stops beside the calls, within the same shares of the grace.
-        alerts = asyncio.ensure_future(
-            self.alerts.shutdown(self._left(grace, until=sends_until))
-        )
+        alerts = asyncio.ensure_future(self.alerts.shutdown(self._left(grace, until=sends_until)))
         try:
             await self._shutdown_calls(grace, sends_until, record_until, release_until)
         finally:
