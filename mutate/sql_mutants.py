@@ -49,12 +49,29 @@ LIFECYCLE = "20261126100100_call_lifecycle_scheduler.sql"
 CANCELLED_IS_OVER = "20261126180000_cancelled_call_is_over.sql"
 CRASH = "20261126210000_crash_recovery.sql"
 PHASE2 = "20261126211000_phase2_reclaims_orphans.sql"
+BINDING = "20261201110000_conversation_binding.sql"
+BUDGETS = "20261201111000_pairing_budgets.sql"
+_BINDING_E2E = "tests/e2e/test_conversation_binding.py"
+_BUDGET_TESTS = "tests/integration/test_api_pairing.py"
 ALERT_TABLES = "20261201120000_family_alerts_tables.sql"
 ALERTS = "20261201120100_family_alerts_functions.sql"
 ALERT_TESTS = "tests/integration/test_alerts_sql.py"
 CLAIM_COST = "20261201150000_claim_cost_per_owner.sql"
 RECORD_COST = "20261201150100_record_cost.sql"
 OWNER_TESTS = "tests/integration/test_claim_owners.py"
+ERASURE = "20261201160000_erasure.sql"
+PRIVACY = "20261201160100_retention_and_transcript_access.sql"
+ERASURE_TESTS = "tests/integration/test_erasure.py"
+PRIVACY_TESTS = "tests/integration/test_privacy.py"
+ERASE_ALL = (
+    f"{ERASURE_TESTS}::"
+    "test_erasing_a_relative_leaves_nothing_anywhere_and_the_other_relative_keeps_all"
+)
+LIFECYCLE_EVENTS = "20261126100200_call_lifecycle_events.sql"
+ENDED_WITH_CONVERSATION = "20261126230200_ended_with_conversation.sql"
+
+WITHDRAWAL = "tests/integration/test_withdrawal_scope.py"
+EDGES = "tests/integration/test_state_edges.py"
 
 SQL_MUTANTS: tuple[SqlMutant, ...] = (
     SqlMutant(
@@ -235,6 +252,126 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         ),
         note="record_push_results (dispatch work may rewrite it)",
     ),
+    # Issue 25 / 26 item 3: a conversation belongs to its own device's session.
+    SqlMutant(
+        name="bare_call_session_id_trusted",
+        migration=BINDING,
+        original=(
+            "  if v_binding is null then\n    return row(null, format('call_session_id %s came"
+        ),
+        mutated="  if false then\n    return row(null, format('call_session_id %s came",
+        tests=(
+            f"{_BINDING_E2E}::test_a_bare_call_session_id_of_another_household_completes_nothing",
+        ),
+    ),
+    SqlMutant(
+        name="binding_of_another_session_accepted",
+        migration=BINDING,
+        original=(
+            "  elsif v_binding is distinct from private.conversation_binding(v_session.id,\n"
+            + " " * 64
+            + "v_session.device_id) then"
+        ),
+        mutated="  elsif false then",
+        tests=(
+            f"{_BINDING_E2E}::test_the_attackers_own_binding_does_not_verify_for_another_session",
+        ),
+    ),
+    SqlMutant(
+        name="binding_ignored_when_conversation_known",
+        migration=BINDING,
+        original="    if v_binding is not null\n       and v_binding is distinct from",
+        mutated="    if false\n       and v_binding is distinct from",
+        tests=("tests/integration/test_binding_sql.py",),
+    ),
+    SqlMutant(
+        name="unverified_logs_read_back",
+        migration=BINDING,
+        original="and l.summary is not null and l.verified_at is not null",
+        mutated="and l.summary is not null",
+        tests=(
+            f"{_BINDING_E2E}::test_the_own_devices_conversation_completes_its_call_and_only_"
+            "verified_text_is_read_back",
+        ),
+    ),
+    SqlMutant(
+        name="agent_text_unbounded",
+        migration=BINDING,
+        original="select private.agent_text(l.summary, 500) from public.call_logs l",
+        mutated="select l.summary from public.call_logs l",
+        tests=("tests/integration/test_binding_sql.py",),
+    ),
+    # Issue 25 / 26 item 3: pairing budgets nobody else can spend.
+    SqlMutant(
+        name="one_budget_for_every_household",
+        migration=BUDGETS,
+        original="when p_household_id is not null then 'household:' || p_household_id::text",
+        mutated="when p_household_id is not null then 'household:'",
+        tests=(
+            f"{_BUDGET_TESTS}::test_a_spent_household_budget_stops_only_that_households_pairings",
+        ),
+    ),
+    SqlMutant(
+        name="household_budget_not_enforced",
+        migration=BUDGETS,
+        original=(
+            "  if v_pair.household_id is not null and v_scope_spent >= v_settings.household_budget"
+        ),
+        mutated="  if false and v_scope_spent >= v_settings.household_budget",
+        tests=(
+            f"{_BUDGET_TESTS}::test_a_spent_household_budget_stops_only_that_households_pairings",
+        ),
+    ),
+    SqlMutant(
+        name="unknown_pool_not_enforced",
+        migration=BUDGETS,
+        original="  if v_unknown_spent >= v_settings.unknown_budget then",
+        mutated="  if false then",
+        tests=(
+            f"{_BUDGET_TESTS}::test_a_spent_unknown_pool_stops_all_pairing_until_its_window_ends",
+        ),
+    ),
+    SqlMutant(
+        name="own_codes_spend_the_unknown_pool",
+        migration=BUDGETS,
+        original="    values (v_scope, v_now, 1)",
+        mutated="    values (private.pairing_scope(p_pairing_id, null), v_now, 1)",
+        tests=(
+            "tests/integration/test_pairing_budgets.py::test_one_account_spending_as_fast_as_it_"
+            "can_changes_nothing_for_another_household",
+        ),
+    ),
+    SqlMutant(
+        name="unknown_ids_spend_no_pool",
+        migration=BUDGETS,
+        original="  v_scope := private.pairing_scope(p_pairing_id, v_pair.household_id);",
+        mutated="  v_scope := coalesce('household:' || v_pair.household_id::text, 'unknown');",
+        tests=(
+            "tests/integration/test_typed_pairing.py::test_an_unknown_reference_spends_the_"
+            "unknown_pool_as_an_unknown_pairing_id_does",
+        ),
+        note="unknown guesses land in a scope no budget read sums (the shard forgotten)",
+    ),
+    SqlMutant(
+        name="closed_codes_counted_as_wrong",
+        migration=BUDGETS,
+        original="     where d.id = p_pairing_id and coalesce(v_open, false);",
+        mutated="     where d.id = p_pairing_id;",
+        tests=("tests/integration/test_pairing_equal_work.py",),
+    ),
+    SqlMutant(
+        name="pairing_without_push_token",
+        migration=BUDGETS,
+        original=(
+            "  if nullif(btrim(p_fcm_token), '') is null"
+            " and nullif(btrim(p_voip_token), '') is null then"
+        ),
+        mutated="  if false then",
+        tests=(
+            "tests/integration/test_pairing_budgets.py::test_a_pairing_without_any_push_token_is_"
+            "refused_and_the_working_device_stays",
+        ),
+    ),
     # Issue 23: the reclaim and the peer check per owner; the record's cheaper statements.
     SqlMutant(
         name="reclaim_takes_live_owners_rows",
@@ -278,14 +415,10 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
     ),
     SqlMutant(
         name="outbox_once_widened",
-        migration=ALERT_TABLES,
-        original=(
-            "constraint outbox_once unique nulls not distinct (kind, alert_id, method_id, step),"
-        ),
-        mutated=(
-            "constraint outbox_once unique nulls not distinct (kind, alert_id, method_id, "
-            "step, id),"
-        ),
+        # Issue 24 re-made the constraint with `subject` (one provider_deletion per conversation).
+        migration=ERASURE,
+        original="  unique nulls not distinct (kind, alert_id, method_id, step, subject);",
+        mutated="  unique nulls not distinct (kind, alert_id, method_id, step, subject, id);",
         tests=(f"{ALERT_TESTS}::test_nothing_is_told_twice",),
     ),
     SqlMutant(
@@ -464,4 +597,471 @@ SQL_MUTANTS: tuple[SqlMutant, ...] = (
         ),
         tests=(f"{ALERT_TESTS}::test_members_see_masked_deliveries_but_not_each_others_addresses",),
     ),
+    # Issue 26 item 3: erasure (issue 24). Each one leaves something of the erased relative, or
+    # lets the wrong caller erase; the catalog-wide search or the attacker tests must notice.
+    SqlMutant(
+        name="erasure_keeps_webhook_bodies",
+        migration=ERASURE,
+        original=(
+            "  delete from public.webhook_events w\n"
+            "   where w.call_session_id = any (v_sessions) or w.conversation_id = any (v_convs)\n"
+            "      or ((w.household_id = v_household or w.household_id is null)\n"
+            "          and exists (select 1 from unnest(v_needles) n"
+            " where strpos(w.payload::text, n) > 0));\n"
+        ),
+        mutated="  delete from public.webhook_events w where false;\n",
+        tests=(ERASE_ALL,),
+    ),
+    SqlMutant(
+        name="erasure_misses_ids_inside_webhook_json",
+        migration=ERASURE,
+        original=(
+            "  v_needles := array[p_relative_id::text] || v_sessions::text[] || v_devices::text[];"
+        ),
+        mutated="  v_needles := array[]::text[];",
+        tests=(
+            f"{ERASURE_TESTS}::test_erasure_finds_an_unmatched_webhook_by_the_ids_inside_its_body",
+        ),
+    ),
+    SqlMutant(
+        name="erasure_keeps_sms_replies",
+        migration=ERASURE,
+        original=(
+            "  delete from private.sms_replies r"
+            " where r.result ->> 'alert_id' = any (v_alerts::text[]);"
+        ),
+        mutated="  delete from private.sms_replies r where false;",
+        tests=(ERASE_ALL,),
+    ),
+    SqlMutant(
+        name="erasure_keeps_alerts",
+        migration=ERASURE,
+        original="  delete from public.alerts a where a.id = any (v_alerts);",
+        mutated="  delete from public.alerts a where a.relative_id = p_relative_id and false;",
+        tests=(ERASE_ALL,),
+    ),
+    SqlMutant(
+        name="erasure_asks_elevenlabs_nothing",
+        migration=ERASURE,
+        original="  from unnest(v_convs) c\n  on conflict on constraint outbox_once do nothing;",
+        mutated=(
+            "  from unnest(v_convs) c where false\n"
+            "  on conflict on constraint outbox_once do nothing;"
+        ),
+        tests=(
+            ERASE_ALL,
+            f"{ERASURE_TESTS}::test_an_outage_at_elevenlabs_only_delays_the_deletion",
+        ),
+    ),
+    SqlMutant(
+        name="erasure_keeps_the_conversation_id_once_confirmed",
+        migration=ERASURE,
+        original="    new.payload := new.payload - 'conversation_id';",
+        mutated="    new.payload := new.payload;",
+        tests=(ERASE_ALL,),
+    ),
+    SqlMutant(
+        name="erasure_by_any_member",
+        migration=ERASURE,
+        original="  if p_household_id not in (select private.admin_household_ids()) then",
+        mutated="  if false then",
+        tests=(
+            f"{ERASURE_TESTS}::test_a_plain_member_cannot_erase",
+            f"{PRIVACY_TESTS}::test_a_member_or_another_household_cannot_export",
+        ),
+    ),
+    SqlMutant(
+        name="erasure_by_another_household",
+        migration=ERASURE,
+        original="     or p_household_id not in (select private.member_household_ids()) then",
+        mutated="     or false then",
+        tests=(f"{ERASURE_TESTS}::test_another_household_cannot_erase",),
+    ),
+    SqlMutant(
+        name="late_webhook_keeps_its_body",
+        migration=ERASURE,
+        original="  if new.conversation_id is not null and exists (",
+        mutated="  if false and exists (",
+        tests=(f"{ERASURE_TESTS}::test_a_late_webhook_for_an_erased_conversation_keeps_no_body",),
+    ),
+    SqlMutant(
+        name="transcript_column_granted_to_members",
+        migration=PRIVACY,
+        original="              summary_expired_at)\n  on public.call_logs to authenticated;",
+        mutated=(
+            "              summary_expired_at, transcript)\n  on public.call_logs to authenticated;"
+        ),
+        tests=(f"{PRIVACY_TESTS}::test_nobody_reads_the_transcript_column_through_the_table",),
+    ),
+    SqlMutant(
+        name="transcript_read_by_members_when_summaries_only",
+        migration=PRIVACY,
+        original="     and coalesce(v_reads, 'summaries') <> 'transcripts' then",
+        mutated="     and false then",
+        tests=(
+            f"{PRIVACY_TESTS}::test_summaries_only_a_member_is_refused_an_admin_reads_and_is_audited",
+        ),
+    ),
 )
+
+#: The call state machine (issue 26): withdrawal after a conversation, the webhook's rule per
+#: state, its equal timestamps, and the fields nobody read back. Anchored on the latest
+#: definitions (withdraw_after_conversation, record_call_event and ingest_transcription in
+#: LIFECYCLE_EVENTS; record_device_event in ENDED_WITH_CONVERSATION). Not mutated, being
+#: equivalent: `c.id <> p_session.id` in the withdrawal (the session that talked is
+#: in_progress or completed by then, outside the statuses withdrawn) and
+#: `a.relative_id = p_session.relative_id` (an alert naming the session or the schedule's
+#: occurrence is the relative's already).
+SAME_OCCURRENCE = (
+    "c.schedule_id = p_session.schedule_id and c.occurrence_at = p_session.occurrence_at"
+)
+STATE_MACHINE_MUTANTS: tuple[SqlMutant, ...] = (
+    SqlMutant(
+        name="withdrawal_reaches_the_schedules_other_occurrences",
+        migration=LIFECYCLE_EVENTS,
+        original=SAME_OCCURRENCE,
+        mutated="c.schedule_id = p_session.schedule_id",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_reaches_other_schedules_at_that_time",
+        migration=LIFECYCLE_EVENTS,
+        original=SAME_OCCURRENCE,
+        mutated="c.occurrence_at = p_session.occurrence_at",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_spares_a_ringing_sibling",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> p_session.id and c.status in ('queued', 'ringing')",
+        mutated="and c.id <> p_session.id and c.status in ('queued')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_spares_queued_attempts",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> p_session.id and c.status in ('queued', 'ringing')",
+        mutated="and c.id <> p_session.id and c.status in ('ringing')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_rewrites_a_missed_attempt",
+        migration=LIFECYCLE_EVENTS,
+        original="and c.id <> p_session.id and c.status in ('queued', 'ringing')",
+        mutated="and c.id <> p_session.id and c.status in ('queued', 'ringing', 'missed')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_cancels_a_claimed_queue_row",
+        migration=LIFECYCLE_EVENTS,
+        original="where q.call_session_id = w.id and q.status in ('queued', 'due')",
+        mutated="where q.call_session_id = w.id and q.status in ('queued', 'due', 'claimed')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_leaves_a_due_queue_row",
+        migration=LIFECYCLE_EVENTS,
+        original="where q.call_session_id = w.id and q.status in ('queued', 'due')",
+        mutated="where q.call_session_id = w.id and q.status in ('queued')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_leaves_a_queued_queue_row",
+        migration=LIFECYCLE_EVENTS,
+        original="where q.call_session_id = w.id and q.status in ('queued', 'due')",
+        mutated="where q.call_session_id = w.id and q.status in ('due')",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_closes_the_next_occurrences_alert",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "p_session.schedule_id::text\n"
+            "              and (a.details ->> 'occurrence_at')::timestamptz"
+            " = p_session.occurrence_at));"
+        ),
+        mutated="p_session.schedule_id::text));",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_closes_another_schedules_alert",
+        migration=LIFECYCLE_EVENTS,
+        original="and a.details ->> 'schedule_id' = p_session.schedule_id::text\n",
+        mutated="\n",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_finds_alerts_by_occurrence_only",
+        migration=LIFECYCLE_EVENTS,
+        original="     and (a.call_session_id = p_session.id\n",
+        mutated="     and (false\n",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_closes_other_kinds_of_alert",
+        migration=LIFECYCLE_EVENTS,
+        original="a.relative_id = p_session.relative_id and a.kind = 'missed_calls'",
+        mutated="a.relative_id = p_session.relative_id",
+        tests=(WITHDRAWAL,),
+    ),
+    SqlMutant(
+        name="withdrawal_after_connected_skipped",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "    if v_next = 'in_progress' then\n"
+            "      perform private.withdraw_after_conversation(v_session);"
+        ),
+        mutated="    if v_next = 'in_progress' then\n      null;",
+        tests=(
+            f"{WITHDRAWAL}::test_connected_withdraws_only_this_occurrences_unanswered_attempts",
+        ),
+    ),
+    SqlMutant(
+        name="second_completed_attempt_while_one_is_accepted",
+        migration=LIFECYCLE_EVENTS,
+        original="c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="c.id <> v_session.id and c.status in ('in_progress', 'completed')",
+        tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
+    ),
+    SqlMutant(
+        name="second_completed_attempt_while_one_is_in_progress",
+        migration=LIFECYCLE_EVENTS,
+        original="c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="c.id <> v_session.id and c.status in ('accepted', 'completed')",
+        tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
+    ),
+    SqlMutant(
+        name="second_completed_attempt_after_one_completed",
+        migration=LIFECYCLE_EVENTS,
+        original="c.id <> v_session.id and c.status in ('accepted', 'in_progress', 'completed')",
+        mutated="c.id <> v_session.id and c.status in ('accepted', 'in_progress')",
+        tests=(f"{WITHDRAWAL}::test_an_occurrence_never_has_two_completed_attempts",),
+    ),
+    SqlMutant(
+        name="report_as_old_as_the_applied_one_applied",
+        migration=LIFECYCLE_EVENTS,
+        original="if v_newest >= p_event.event_timestamp then",
+        mutated="if v_newest > p_event.event_timestamp then",
+        tests=(f"{EDGES}::test_a_report_as_old_as_the_applied_one_is_superseded",),
+    ),
+    SqlMutant(
+        name="failed_answer_without_ended_at",
+        migration=LIFECYCLE_EVENTS,
+        original="ended_at = case when v_next in ('declined', 'missed', 'completed', 'failed')",
+        mutated="ended_at = case when v_next in ('declined', 'missed', 'completed')",
+        tests=(
+            f"{EDGES}::test_an_answered_call_that_ends_before_connecting_fails_at_the_devices_time",
+        ),
+    ),
+    SqlMutant(
+        name="reopened_session_keeps_its_failure_reason",
+        migration=LIFECYCLE_EVENTS,
+        original="failure_reason = case when c.status = 'completed' then c.failure_reason end,",
+        mutated="failure_reason = c.failure_reason,",
+        tests=(f"{EDGES}::test_a_missed_call_a_report_reopens_loses_its_failure_reason",),
+    ),
+    SqlMutant(
+        name="report_clears_no_end_event",
+        migration=LIFECYCLE_EVENTS,
+        original="failure_reason = case when c.status = 'completed' then c.failure_reason end,",
+        mutated="failure_reason = null,",
+        tests=(f"{EDGES}::test_a_completed_sessions_own_failure_reason_stays",),
+    ),
+    SqlMutant(
+        name="connected_conversation_of_another_call_unique_violation",
+        migration=LIFECYCLE_EVENTS,
+        original="where c.conversation_id = p_conversation_id and c.id <> p_session_id) then",
+        mutated="where false) then",
+        tests=(f"{EDGES}::test_a_conversation_of_another_call_is_409_not_a_unique_violation",),
+    ),
+    SqlMutant(
+        name="ended_conversation_of_another_call_unique_violation",
+        migration=ENDED_WITH_CONVERSATION,
+        original="where c.conversation_id = v_conversation and c.id <> p_session_id) then",
+        mutated="where false) then",
+        tests=(f"{EDGES}::test_a_failed_answer_learning_a_conversation_of_another_call_is_409",),
+    ),
+    SqlMutant(
+        name="webhook_rule_missed_is_kept",
+        migration=LIFECYCLE_EVENTS,
+        original=(
+            "v_completes := v_session.status in ('queued', 'ringing', 'accepted', 'in_progress',"
+            " 'missed',"
+        ),
+        mutated=(
+            "v_completes := v_session.status in ('queued', 'ringing', 'accepted', 'in_progress',"
+        ),
+        tests=(f"{EDGES}::test_a_missed_call_a_report_reopens_loses_its_failure_reason",),
+    ),
+    SqlMutant(
+        name="webhook_rule_failed_before_an_answer_completes",
+        migration=LIFECYCLE_EVENTS,
+        original="or (v_session.status = 'failed' and v_session.answered_at is not null);",
+        mutated="or (v_session.status = 'failed');",
+        tests=(
+            "tests/integration/test_call_lifecycle.py::test_what_a_conversation_report_does_in_each_state",
+        ),
+    ),
+    SqlMutant(
+        name="ended_after_an_answer_completes",
+        migration=CANCELLED_IS_OVER,
+        original="                           when p_status = 'accepted' then 'failed'\n",
+        mutated="                           when p_status = 'accepted' then 'completed'\n",
+        tests=(
+            f"{EDGES}::test_an_answered_call_that_ends_before_connecting_fails_at_the_devices_time",
+        ),
+    ),
+    SqlMutant(
+        name="ring_window_ending_now_is_sent_again",
+        migration=CRASH,
+        original="when q.ring_expires_at <= p_now then 'ring_window' end as overdue",
+        mutated="when q.ring_expires_at < p_now then 'ring_window' end as overdue",
+        tests=(f"{EDGES}::test_a_ring_window_ending_exactly_now_is_not_sent_again",),
+        note="claim_due_calls (dispatch work may rewrite it)",
+    ),
+)
+
+SQL_MUTANTS = SQL_MUTANTS + STATE_MACHINE_MUTANTS
+
+PAIRING = "tests/integration/test_pairing_refusals.py"
+CRASH_EDGES = "tests/integration/test_crash_recovery_edges.py"
+
+#: Pairing's refusals (issue 26), anchored on claim_pairing_code's latest definition
+#: (BUDGETS; pair_device and pair_device_by_reference wrap it without redefining it). A later
+#: rewrite of the claim must re-anchor these (test_sql_mutants.py says so).
+PAIRING_MUTANTS: tuple[SqlMutant, ...] = (
+    SqlMutant(
+        name="pairing_code_expiring_now_accepted",
+        migration=BUDGETS,
+        original="'pending' and v_pair.pairing_code_expires_at > v_now\n",
+        mutated="'pending' and v_pair.pairing_code_expires_at >= v_now\n",
+        tests=(f"{PAIRING}::test_wrong_expired_locked_and_unknown_get_one_answer_byte_for_byte",),
+    ),
+    SqlMutant(
+        name="pairing_code_at_its_failure_limit_weighed",
+        migration=BUDGETS,
+        original="            and v_pair.pairing_failed_attempts < v_settings.max_failures;\n",
+        mutated="            and v_pair.pairing_failed_attempts <= v_settings.max_failures;\n",
+        tests=(f"{PAIRING}::test_a_code_is_locked_at_its_last_allowed_failure",),
+    ),
+    SqlMutant(
+        name="pairing_guess_at_a_paired_device_weighed",
+        migration=BUDGETS,
+        original="  v_open := v_pair.status = 'pending' and ",
+        mutated="  v_open := ",
+        tests=(f"{PAIRING}::test_a_guess_at_a_paired_devices_id_costs_nothing",),
+        note="only a revoked row that kept its code tells: the revoked_code case",
+    ),
+    SqlMutant(
+        name="pairing_claim_without_row_lock",
+        migration=BUDGETS,
+        original=" where d.id = p_pairing_id for update of d;\n",
+        mutated=" where d.id = p_pairing_id;\n",
+        tests=(f"{PAIRING}::test_two_apps_claiming_one_code_at_once_pair_one_device",),
+    ),
+    SqlMutant(
+        name="pairing_wrong_guess_not_counted",
+        migration=BUDGETS,
+        original="       set pairing_failed_attempts = d.pairing_failed_attempts + 1\n",
+        mutated="       set pairing_failed_attempts = d.pairing_failed_attempts + 0\n",
+        tests=(f"{PAIRING}::test_a_code_is_locked_at_its_last_allowed_failure",),
+    ),
+    SqlMutant(
+        name="pairing_replaces_a_revoked_device",
+        migration=BUDGETS,
+        original="   where d.relative_id = v_pair.relative_id and d.status = 'active'\n",
+        mutated="   where d.relative_id = v_pair.relative_id and d.status <> 'pending'\n",
+        tests=(f"{PAIRING}::test_with_only_revoked_devices_nothing_is_replaced",),
+    ),
+    SqlMutant(
+        name="pairing_replaces_another_relatives_device",
+        migration=BUDGETS,
+        original="   where d.relative_id = v_pair.relative_id and d.status = 'active'\n",
+        mutated="   where d.household_id = v_pair.household_id and d.status = 'active'\n",
+        tests=(f"{PAIRING}::test_pairing_replaces_the_active_device_and_names_it",),
+    ),
+)
+
+#: Crash recovery under concurrency and restarts (issue 26): the live keys and the presence
+#: test are defined in CRASH and nowhere later; the reclaim's latest definition is in ALERTS.
+CRASH_MUTANTS: tuple[SqlMutant, ...] = (
+    # The calls' half of the reclaim, as the alerts rewrote it (ALERTS); the outbox's half
+    # is private.reclaim_orphaned_outbox, just below it in the same migration.
+    SqlMutant(
+        name="reclaim_without_skip_locked",
+        migration=ALERTS,
+        original=(
+            "                      and not private.worker_is_live(e.locked_by, v_live)\n"
+            "                    for update skip locked);"
+        ),
+        mutated=(
+            "                      and not private.worker_is_live(e.locked_by, v_live)\n"
+            "                    for update);"
+        ),
+        tests=(
+            f"{CRASH_EDGES}::test_a_reclaim_skips_an_orphan_another_worker_holds_and_takes_it_later",
+        ),
+        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
+    ),
+    SqlMutant(
+        name="reclaim_rows_claimed_before_the_restart",
+        migration=ALERTS,
+        original=(
+            "'claimed'\n"
+            "                      and e.presence_claimed_at"
+            " >= pg_catalog.pg_postmaster_start_time()\n"
+        ),
+        mutated="'claimed'\n",
+        tests=(f"{CRASH_EDGES}::test_rows_claimed_before_a_restart_are_left_to_their_lease",),
+        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
+    ),
+    SqlMutant(
+        name="reclaim_rows_of_a_live_worker",
+        migration=ALERTS,
+        original="                      and not private.worker_is_live(e.locked_by, v_live)\n",
+        mutated="",
+        tests=(f"{CRASH_EDGES}::test_an_owner_whose_lock_key_is_negative_is_still_seen_alive",),
+        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
+    ),
+    SqlMutant(
+        name="outbox_reclaim_rows_of_a_live_worker",
+        migration=ALERTS,
+        original="                    and not private.worker_is_live(e.locked_by, p_live)\n",
+        mutated="",
+        tests=(f"{ALERT_TESTS}::test_an_outbox_claim_of_a_worker_still_present_is_not_reclaimed",),
+        note="reclaim_orphaned_outbox: the twin of reclaim_rows_of_a_live_worker",
+    ),
+    SqlMutant(
+        name="worker_lock_key_compared_signed",
+        migration=CRASH,
+        original="select (private.worker_lock_key(p_worker)::bigint & 4294967295) = any (p_live)",
+        mutated="select private.worker_lock_key(p_worker)::bigint = any (p_live)",
+        tests=(f"{CRASH_EDGES}::test_an_owner_whose_lock_key_is_negative_is_still_seen_alive",),
+    ),
+    SqlMutant(
+        name="live_keys_of_every_database",
+        migration=CRASH,
+        original=(
+            "    and l.database = (select d.oid from pg_catalog.pg_database d\n"
+            "                      where d.datname = pg_catalog.current_database())\n"
+        ),
+        mutated="\n",
+        tests=(
+            f"{CRASH_EDGES}::test_a_lock_of_the_same_name_in_another_database_does_not_keep_rows",
+        ),
+    ),
+    SqlMutant(
+        name="lockless_claims_marked_present",
+        migration=CRASH,
+        original=(
+            "  if private.worker_is_live(p_worker, private.live_worker_keys()) then\n"
+            "    v_present := now();"
+        ),
+        mutated="  if true then\n    v_present := now();",
+        tests=(
+            "tests/integration/test_dispatch_sql.py::test_rows_claimed_without_a_presence_lock_keep_their_lease",
+        ),
+    ),
+)
+
+SQL_MUTANTS = SQL_MUTANTS + PAIRING_MUTANTS + CRASH_MUTANTS

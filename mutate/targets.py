@@ -40,13 +40,25 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
             "signature",
             "signature_header",
             "verify_signature",
+            "parse_signature_header",
+            "SignatureHeader.check",
+            "_is_hex",
             "_reject_constant",
             "_storable",
+            "json_problem",
             "parse_webhook",
             "without_audio",
         ),
         unit=("tests/unit/api/test_signature.py", "tests/unit/api/test_webhook_fuzz.py"),
         integration=("tests/integration/test_api_webhook.py",),
+    ),
+    PythonTarget(
+        name="client_address",
+        path="python_worker/api/rate_limit.py",
+        # Issue 25 item 3: whose address a pairing request is counted under.
+        functions=("trusted_networks", "_address", "client_key"),
+        unit=("tests/unit/api/test_client_address.py",),
+        integration=("tests/integration/test_api_pairing.py",),
     ),
     PythonTarget(
         name="payloads",
@@ -100,12 +112,61 @@ PYTHON_TARGETS: tuple[PythonTarget, ...] = (
         integration=("tests/integration/test_dispatcher_senders.py",),
     ),
     PythonTarget(
+        name="notify_outcomes",
+        path="python_worker/notify/outcomes.py",
+        # The alert senders' classification: provider answer -> outcome.
+        functions=("classify_webpush", "classify_twilio", "classify_smtp"),
+        unit=("tests/unit/notify/test_alert_classify.py",),
+        integration=("tests/integration/test_alert_senders.py",),
+    ),
+    PythonTarget(
+        name="outbox",
+        path="python_worker/worker/outbox.py",
+        # The delivery result mapping: classified answer -> record_outbox_results element.
+        functions=("result_json",),
+        unit=("tests/unit/notify/test_alert_classify.py",),
+        integration=("tests/integration/test_worker_alerts.py",),
+    ),
+    PythonTarget(
+        name="notify_senders",
+        path="python_worker/notify/senders.py",
+        functions=("not_configured",),
+        unit=("tests/unit/notify/test_alert_classify.py",),
+        integration=("tests/integration/test_alert_senders.py",),
+    ),
+    PythonTarget(
         name="phone_checks",
         path="python_worker/phone/checks.py",
         # The app's per-path conditions: a mutant that rings where the app would not (or the
         # reverse) makes "it rings in the simulator" mean nothing.
         functions=(),
         unit=("tests/unit/phone/test_phone_checks.py", "tests/unit/push/test_app_push_contract.py"),
+    ),
+    # Issue 26: the code added most recently, against the tests written for it.
+    PythonTarget(
+        name="recorder",
+        path="python_worker/worker/recorder.py",
+        functions=(),
+        unit=(
+            "tests/unit/worker/test_recorder_batching.py",
+            "tests/unit/worker/test_worker_units.py::"
+            "test_the_recorder_records_in_small_batches_in_order_and_flushed_waits_for_them",
+            "tests/unit/worker/test_worker_units.py::test_a_failing_record_does_not_wedge_the_recorder",
+        ),
+    ),
+    PythonTarget(
+        name="cancels",
+        path="python_worker/worker/cancels.py",
+        functions=(),
+        unit=(),
+        integration=("tests/integration/test_cancel_notice_sends.py",),
+    ),
+    PythonTarget(
+        name="presence",
+        path="python_worker/worker/presence.py",
+        functions=(),
+        unit=("tests/unit/worker/test_lease_owner.py",),
+        integration=("tests/integration/test_presence.py",),
     ),
 )
 

@@ -213,6 +213,21 @@ end
 $$;
 
 --
+-- Name: add_counts(jsonb, jsonb); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.add_counts(p_a jsonb, p_b jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(jsonb_object_agg(k, v), '{}'::jsonb) from (
+    select k, sum(v::bigint) as v
+    from (select key as k, value as v from jsonb_each_text(p_a)
+          union all select key, value from jsonb_each_text(p_b)) x
+    group by k) y
+$$;
+
+--
 -- Name: admin_household_ids(); Type: FUNCTION; Schema: private
 --
 
@@ -285,6 +300,19 @@ begin
   end if;
   return p_at;
 end
+$$;
+
+--
+-- Name: agent_text(text, integer); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.agent_text(p_text text, p_max integer) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select left(btrim(regexp_replace(
+           translate(regexp_replace(coalesce(p_text, ''), '[[:cntrl:]]', ' ', 'g'), '{}', ''),
+           '\s+', ' ', 'g')), p_max)
 $$;
 
 --
@@ -468,6 +496,30 @@ CREATE FUNCTION private.contact_code_hash(p_method_id uuid, p_code text) RETURNS
 $$;
 
 --
+-- Name: conversation_binding(uuid, uuid); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.conversation_binding(p_session_id uuid, p_device_id uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select encode(extensions.hmac(convert_to(p_session_id::text || ':' || p_device_id::text,
+                                           'UTF8'), k.key, 'sha256'), 'hex')
+  from private.conversation_keys k
+$$;
+
+--
+-- Name: conversation_hash(text); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.conversation_hash(p_conversation_id text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(p_conversation_id, 'UTF8')), 'hex')
+$$;
+
+--
 -- Name: conversation_variables(public.call_sessions); Type: FUNCTION; Schema: private
 --
 
@@ -479,10 +531,11 @@ CREATE FUNCTION private.conversation_variables(p_session public.call_sessions) R
     'relative_name', r.display_name,
     'household_name', h.name,
     'call_session_id', p_session.id::text,
+    'call_binding', private.conversation_binding(p_session.id, p_session.device_id),
     'last_call_summary', coalesce((
-      select l.summary from public.call_logs l
+      select private.agent_text(l.summary, 500) from public.call_logs l
        where l.relative_id = p_session.relative_id and l.call_session_id <> p_session.id
-         and l.summary is not null
+         and l.summary is not null and l.verified_at is not null
        order by l.created_at desc limit 1), ''))
   from public.relatives r join public.households h on h.id = r.household_id
   where r.id = p_session.relative_id
@@ -667,6 +720,152 @@ begin
     v_done := v_done || v_name;
   end loop;
   return v_done;
+end
+$$;
+
+--
+-- Name: erase_relative_rows(uuid, uuid, timestamp with time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.erase_relative_rows(p_relative_id uuid, p_erasure_id uuid, p_now timestamp with time zone) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_household uuid;
+  v_sessions uuid[];
+  v_devices uuid[];
+  v_convs text[];
+  v_alerts uuid[];
+  v_sids text[];
+  v_needles text[];
+  v_n integer;
+  v_removed jsonb := '{}'::jsonb;
+  v_queued integer;
+begin
+  select r.household_id into v_household from public.relatives r where r.id = p_relative_id for update;
+  v_sessions := array(select s.id from public.call_sessions s where s.relative_id = p_relative_id);
+  v_devices := array(select d.id from public.device_pairs d where d.relative_id = p_relative_id);
+  v_convs := array(
+    select distinct c from (
+      select s.conversation_id as c from public.call_sessions s where s.relative_id = p_relative_id
+      union all
+      select l.conversation_id from public.call_logs l where l.relative_id = p_relative_id
+      union all
+      select w.conversation_id from public.webhook_events w where w.call_session_id = any (v_sessions)
+    ) x where c is not null);
+  v_alerts := array(
+    select a.id from public.alerts a
+    where a.household_id = v_household
+      and (a.relative_id = p_relative_id or a.call_session_id = any (v_sessions)
+           or a.device_id = any (v_devices)));
+  v_sids := array(select o.provider_message_id from private.outbox o
+                  where o.alert_id = any (v_alerts) and o.provider_message_id is not null);
+  -- The ids a webhook body may carry (dynamic variables echo the relative and session ids).
+  v_needles := array[p_relative_id::text] || v_sessions::text[] || v_devices::text[];
+
+  -- ElevenLabs first: the rows that ask for the deletions, and the tombstones.
+  insert into private.outbox (kind, household_id, subject, payload, send_at)
+  select 'provider_deletion', v_household, 'conversation:' || private.conversation_hash(c),
+         jsonb_build_object('erasure_id', p_erasure_id, 'conversation_id', c), p_now
+  from unnest(v_convs) c
+  on conflict on constraint outbox_once do nothing;
+  get diagnostics v_queued = row_count;
+  insert into private.erased_conversations (conversation_hash, erased_at)
+  select private.conversation_hash(c), p_now from unnest(v_convs) c
+  on conflict do nothing;
+  perform private.notify_outbox(v_queued, p_now);
+
+  delete from public.webhook_events w
+   where w.call_session_id = any (v_sessions) or w.conversation_id = any (v_convs)
+      or ((w.household_id = v_household or w.household_id is null)
+          and exists (select 1 from unnest(v_needles) n where strpos(w.payload::text, n) > 0));
+  get diagnostics v_n = row_count;
+  v_removed := v_removed || jsonb_build_object('webhook_events', v_n);
+
+  delete from private.sms_replies r where r.result ->> 'alert_id' = any (v_alerts::text[]);
+  get diagnostics v_n = row_count;
+  v_removed := v_removed || jsonb_build_object('sms_replies', v_n);
+  delete from private.sms_status_pending p where p.message_sid = any (v_sids);
+
+  -- Their outbox rows, escalations and link uses go with the alerts (foreign keys cascade).
+  select count(*) into v_n from private.outbox o where o.alert_id = any (v_alerts);
+  v_removed := v_removed || jsonb_build_object('outbox', v_n);
+  delete from public.alerts a where a.id = any (v_alerts);
+  get diagnostics v_n = row_count;
+  v_removed := v_removed || jsonb_build_object('alerts', v_n);
+
+  select v_removed || jsonb_build_object(
+           'call_sessions', cardinality(v_sessions),
+           'call_logs', (select count(*) from public.call_logs l where l.relative_id = p_relative_id),
+           'notification_queue', (select count(*) from public.notification_queue q
+                                  where q.call_session_id = any (v_sessions)),
+           'cancel_notices', (select count(*) from private.cancel_notices c
+                              where c.call_session_id = any (v_sessions) or c.device_id = any (v_devices)),
+           'device_pairs', cardinality(v_devices),
+           'schedules', (select count(*) from public.schedules s where s.relative_id = p_relative_id),
+           'conversations', cardinality(v_convs),
+           'relatives', 1)
+    into v_removed;
+  delete from private.cancel_notices c
+   where c.call_session_id = any (v_sessions) or c.device_id = any (v_devices);
+  -- Sessions (with their logs and queue rows), devices and schedules cascade from the relative.
+  delete from public.relatives r where r.id = p_relative_id;
+  return v_removed;
+end
+$$;
+
+--
+-- Name: erasure_progress(uuid, timestamp with time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.erasure_progress(p_erasure_id uuid, p_now timestamp with time zone) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  update public.erasures e
+     set conversations = c.total, provider_confirmed = c.confirmed, provider_failed = c.failed,
+         provider_done_at = case when c.total = c.confirmed then coalesce(e.provider_done_at, p_now) end
+    from (select count(*)::integer as total,
+                 count(*) filter (where o.status = 'sent')::integer as confirmed,
+                 count(*) filter (where o.status in ('failed', 'cancelled', 'expired'))::integer as failed
+            from private.outbox o
+           where o.kind = 'provider_deletion' and o.payload ->> 'erasure_id' = p_erasure_id::text) c
+   where e.id = p_erasure_id
+$$;
+
+--
+-- Name: finish_erasures(timestamp with time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.finish_erasures(p_now timestamp with time zone DEFAULT now()) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_n integer;
+begin
+  delete from public.households h
+   where h.erased_at is not null and h.erased_at <= p_now
+     and not exists (select 1 from private.outbox o
+                     where o.household_id = h.id and o.kind = 'provider_deletion'
+                       and o.status <> 'sent');
+  get diagnostics v_n = row_count;
+  return v_n;
+end
+$$;
+
+--
+-- Name: households_privacy_defaults(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.households_privacy_defaults() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  insert into public.privacy_settings (household_id) values (new.id) on conflict do nothing;
+  return null;
 end
 $$;
 
@@ -1222,6 +1421,19 @@ CREATE FUNCTION private.member_household_ids() RETURNS SETOF uuid
 $$;
 
 --
+-- Name: new_erasure(uuid, text, timestamp with time zone); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.new_erasure(p_household_id uuid, p_scope text, p_now timestamp with time zone) RETURNS uuid
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+  insert into public.erasures (household_id, scope, requested_by, requested_at)
+  values (p_household_id, p_scope, (select auth.uid()), p_now)
+  returning id
+$$;
+
+--
 -- Name: new_pairing_reference(); Type: FUNCTION; Schema: private
 --
 
@@ -1520,6 +1732,36 @@ CREATE FUNCTION private.outbox_has_presence_claims() RETURNS boolean
 $$;
 
 --
+-- Name: outbox_provider_deletion_progress(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.outbox_provider_deletion_progress() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.erasure_progress((new.payload ->> 'erasure_id')::uuid, now());
+  return null;
+end
+$$;
+
+--
+-- Name: outbox_provider_deletion_sent(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.outbox_provider_deletion_sent() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if new.status = 'sent' then
+    new.payload := new.payload - 'conversation_id';
+  end if;
+  return new;
+end
+$$;
+
+--
 -- Name: own_contact_method(uuid); Type: FUNCTION; Schema: private
 --
 
@@ -1593,25 +1835,15 @@ CREATE FUNCTION private.pairing_max_failures() RETURNS integer
     AS $$ select s.max_failures from private.pairing_settings s $$;
 
 --
--- Name: presence_owners(); Type: FUNCTION; Schema: private
+-- Name: pairing_scope(uuid, uuid); Type: FUNCTION; Schema: private
 --
 
-CREATE FUNCTION private.presence_owners() RETURNS SETOF text
-    LANGUAGE sql STABLE
+CREATE FUNCTION private.pairing_scope(p_pairing_id uuid, p_household_id uuid) RETURNS text
+    LANGUAGE sql IMMUTABLE
     SET search_path TO ''
     AS $$
-  with recursive o(w) as (
-    (select q.locked_by from public.notification_queue q
-     where q.status = 'claimed' and q.presence_claimed_at is not null
-     order by q.locked_by limit 1)
-    union all
-    select (select q.locked_by from public.notification_queue q
-            where q.status = 'claimed' and q.presence_claimed_at is not null
-              and q.locked_by > o.w
-            order by q.locked_by limit 1)
-    from o where o.w is not null
-  )
-  select o.w from o where o.w is not null
+  select case when p_household_id is not null then 'household:' || p_household_id::text
+              else 'unknown:' || (abs(hashtext(p_pairing_id::text)) % 16)::text end
 $$;
 
 --
@@ -1708,7 +1940,6 @@ CREATE FUNCTION private.reclaim_orphaned_leases() RETURNS integer
     AS $$
 declare
   v_live bigint[];
-  v_dead text[];
   v_rows integer := 0;
   v_outbox integer := 0;
   v_calls boolean := exists (select 1 from public.notification_queue q
@@ -1720,26 +1951,16 @@ begin
   end if;
   v_live := private.live_worker_keys();
   if v_calls then
-    select array_agg(o.w) into v_dead
-    from private.presence_owners() o(w)
-    where not private.worker_is_live(o.w, v_live);
-  end if;
-  if v_dead is not null then
     update public.notification_queue q
        set status = 'due', locked_by = null, locked_until = null, presence_claimed_at = null,
            last_error = left(coalesce(q.last_error || '; ', '') || 'worker ' || q.locked_by
                              || ' is gone (its database session ended)', 2000)
      where q.id in (select e.id from public.notification_queue e
-                    where e.locked_by = any (v_dead) and e.status = 'claimed'
+                    where e.status = 'claimed'
                       and e.presence_claimed_at >= pg_catalog.pg_postmaster_start_time()
+                      and not private.worker_is_live(e.locked_by, v_live)
                     for update skip locked);
     get diagnostics v_rows = row_count;
-    update public.notification_queue q
-       set presence_claimed_at = null
-     where q.id in (select e.id from public.notification_queue e
-                    where e.locked_by = any (v_dead) and e.status = 'claimed'
-                      and e.presence_claimed_at < pg_catalog.pg_postmaster_start_time()
-                    for update skip locked);
   end if;
   if v_messages then
     v_outbox := private.reclaim_orphaned_outbox(v_live);
@@ -1808,6 +2029,26 @@ begin
   end if;
   raise exception 'invalid %: "%" %', p_field, left(p_value, 200), p_rule
     using errcode = 'check_violation';
+end
+$$;
+
+--
+-- Name: require_erasing_admin(text, uuid); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.require_erasing_admin(p_field text, p_household_id uuid) RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  if p_household_id is null
+     or p_household_id not in (select private.member_household_ids()) then
+    raise exception 'invalid %: not found', p_field using errcode = 'P0002';
+  end if;
+  if p_household_id not in (select private.admin_household_ids()) then
+    raise exception 'invalid %: only an admin of the household may erase or export its data', p_field
+      using errcode = '42501';
+  end if;
 end
 $$;
 
@@ -2025,33 +2266,20 @@ $$;
 --
 
 CREATE FUNCTION private.settle_ring_windows(p_results jsonb, p_mine uuid[], p_now timestamp with time zone) RETURNS void
-    LANGUAGE plpgsql
+    LANGUAGE sql
     SET search_path TO ''
     AS $$
-declare
-  v_delivered uuid[];
-  v_refused uuid[];
-begin
-  select coalesce(array_agg(x.queue_id) filter (where x.outcome = 'delivered'), '{}'),
-         coalesce(array_agg(x.queue_id) filter (where x.outcome <> 'delivered'
-                                                  and coalesce(x.status, 0) > 0), '{}')
-    into v_delivered, v_refused
-  from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text, status integer)
-  where x.queue_id = any (p_mine);
-  if cardinality(v_delivered) > 0 then
-    update public.call_sessions c
-       set ringing_at = least(c.ringing_at, q.ring_expires_at - c.ring_timeout)
-      from public.notification_queue q
-     where q.id = any (v_delivered) and q.status = 'sent' and c.id = q.call_session_id
-       and c.status = 'ringing' and c.ringing_at = p_now and q.ring_expires_at is not null
-       and q.ring_expires_at - c.ring_timeout < c.ringing_at;  -- else: nothing to change
-  end if;
-  if cardinality(v_refused) > 0 then
-    update public.notification_queue q
-       set ring_expires_at = null
-     where q.id = any (v_refused) and q.status = 'due';
-  end if;
-end
+  update public.call_sessions c
+     set ringing_at = least(c.ringing_at, q.ring_expires_at - c.ring_timeout)
+    from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text)
+    join public.notification_queue q on q.id = x.queue_id
+   where x.outcome = 'delivered' and x.queue_id = any (p_mine) and q.status = 'sent' and c.id = q.call_session_id
+     and c.status = 'ringing' and c.ringing_at = p_now and q.ring_expires_at is not null;
+  update public.notification_queue q
+     set ring_expires_at = null
+    from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text, status integer)
+   where q.id = x.queue_id and x.queue_id = any (p_mine) and q.status = 'due'
+     and x.outcome <> 'delivered' and coalesce(x.status, 0) > 0;
 $$;
 
 --
@@ -2083,6 +2311,26 @@ end
 $$;
 
 --
+-- Name: transcript_reads_immutable(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.transcript_reads_immutable() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  -- Deleting is allowed only as the cascade of its call's (or household's) deletion.
+  if tg_op = 'DELETE'
+     and (not exists (select 1 from public.call_sessions s where s.id = old.call_session_id)
+          or not exists (select 1 from public.households h where h.id = old.household_id)) then
+    return old;
+  end if;
+  raise exception 'transcript_reads is an audit log: its rows cannot be changed or deleted'
+    using errcode = '42501';
+end
+$$;
+
+--
 -- Name: unreachable_reason(uuid, text); Type: FUNCTION; Schema: private
 --
 
@@ -2104,6 +2352,29 @@ CREATE FUNCTION private.webhook_clock_tolerance() RETURNS interval
     AS $$ select interval '2 minutes' $$;
 
 --
+-- Name: webhook_events_forget_erased(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.webhook_events_forget_erased() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if new.conversation_id is not null and exists (
+       select 1 from private.erased_conversations e
+       where e.conversation_hash = private.conversation_hash(new.conversation_id)) then
+    new.payload := jsonb_build_object('type', new.event_type,
+                                      'event_timestamp', extract(epoch from new.event_timestamp),
+                                      'data', jsonb_build_object('erased', true));
+    new.conversation_id := null;
+    new.status := 'ignored';
+    new.error := 'the conversation was erased';
+  end if;
+  return new;
+end
+$$;
+
+--
 -- Name: webhook_session(jsonb); Type: FUNCTION; Schema: private
 --
 
@@ -2113,8 +2384,9 @@ CREATE FUNCTION private.webhook_session(p_data jsonb) RETURNS private.webhook_ma
     AS $_$
 declare
   v_conversation text := private.json_text(p_data -> 'conversation_id');
-  v_var text := private.json_text(
-    p_data #> '{conversation_initiation_client_data,dynamic_variables,call_session_id}');
+  v_vars jsonb := p_data #> '{conversation_initiation_client_data,dynamic_variables}';
+  v_var text := private.json_text(v_vars -> 'call_session_id');
+  v_binding text := private.json_text(v_vars -> 'call_binding');
   v_var_id uuid;
   v_session public.call_sessions;
 begin
@@ -2124,12 +2396,20 @@ begin
   if v_var ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
     v_var_id := v_var::uuid;
   end if;
+  -- Reported by the session's own (authenticated) device: trusted, unless the variables
+  -- name another session or carry a binding that is not this session's.
   select c.* into v_session from public.call_sessions c
    where c.conversation_id = v_conversation for update of c;
   if v_session.id is not null then
     if v_var_id is not null and v_var_id <> v_session.id then
       return row(null, format('call_session_id %s does not match the session of conversation %s',
                               v_var_id, v_conversation))::private.webhook_match;
+    end if;
+    if v_binding is not null
+       and v_binding is distinct from private.conversation_binding(v_session.id,
+                                                                   v_session.device_id) then
+      return row(null, format('call_binding does not verify for the session of conversation %s',
+                              v_conversation))::private.webhook_match;
     end if;
     return row(v_session, null)::private.webhook_match;
   end if;
@@ -2139,9 +2419,19 @@ begin
                           else format('call_session_id "%s" is not a UUID', left(v_var, 60)) end
               )::private.webhook_match;
   end if;
+  -- Only the variables point at a session: they are the client's, so they must carry the
+  -- binding minted for that session's own device.
+  if v_binding is null then
+    return row(null, format('call_session_id %s came without call_binding: no device of that '
+                            'session reported this conversation', v_var_id))::private.webhook_match;
+  end if;
   select c.* into v_session from public.call_sessions c where c.id = v_var_id for update of c;
   if v_session.id is null then
     return row(null, format('call session %s does not exist', v_var_id))::private.webhook_match;
+  elsif v_binding is distinct from private.conversation_binding(v_session.id,
+                                                                v_session.device_id) then
+    return row(null, format('call_binding does not verify for call session %s', v_var_id))
+      ::private.webhook_match;
   elsif v_session.conversation_id is not null then
     return row(null, format('call session %s belongs to another conversation', v_var_id))
       ::private.webhook_match;
@@ -2792,9 +3082,15 @@ CREATE FUNCTION public.claim_pairing_code(p_pairing_id uuid, p_code text, p_secr
     AS $_$
 declare
   v_settings private.pairing_settings;
-  v_guesses private.pairing_guesses;
-  v_pending public.device_pairs;
+  v_pair public.device_pairs;
   v_hash text;
+  v_scope text;
+  v_now timestamptz := now();
+  v_unknown_spent integer;
+  v_unknown_wait double precision;
+  v_scope_spent integer;
+  v_scope_wait double precision;
+  v_open boolean;
   v_replaced uuid;
   v_relative public.relatives;
   v_household_name text;
@@ -2810,50 +3106,62 @@ begin
     raise exception 'invalid secret_hash: must be 64 lowercase hexadecimal characters'
       using errcode = 'CP422';
   end if;
+  if nullif(btrim(p_fcm_token), '') is null and nullif(btrim(p_voip_token), '') is null then
+    raise exception 'invalid fcm_token: a device needs a push token to ring (fcm_token, or '
+                    'voip_token on iOS); nothing was paired and the current device keeps working'
+      using errcode = 'CP422';
+  end if;
   select * into v_settings from private.pairing_settings;
-
-  -- The global budget. Read without a lock, so that claims (and floods of guesses at unknown
-  -- pairings) do not queue behind one row; concurrent wrong guesses may overshoot the budget
-  -- by at most the number of claims running at that moment.
-  select g.* into v_guesses from private.pairing_guesses g;
-  if v_guesses.window_start + v_settings.guess_window <= now() then
-    update private.pairing_guesses g set window_start = now(), wrong = 0
-     where g.window_start = v_guesses.window_start
-    returning g.* into v_guesses;
-    if v_guesses.window_start is null then  -- another claim started the new window first
-      select g.* into v_guesses from private.pairing_guesses g;
-    end if;
-  end if;
-  if v_guesses.wrong >= v_settings.guess_budget then
-    return jsonb_build_object(
-      'outcome', 'busy',
-      'retry_after', greatest(1, ceil(extract(epoch from
-                       v_guesses.window_start + v_settings.guess_window - now())))::integer);
-  end if;
 
   -- Computed whatever follows, so every refusal costs the same work.
   v_hash := private.pairing_code_hash(p_pairing_id, p_code);
-  select d.* into v_pending from public.device_pairs d
-   where d.id = p_pairing_id and d.status = 'pending'
-   for update of d;
-  if v_pending.id is null
-     or v_pending.pairing_code_expires_at <= now()
-     or v_pending.pairing_failed_attempts >= v_settings.max_failures then
-    -- No open code to weigh the guess against: it cannot succeed, and counts against nothing.
-    return jsonb_build_object('outcome', 'invalid');
+  select d.* into v_pair from public.device_pairs d where d.id = p_pairing_id for update of d;
+  v_scope := private.pairing_scope(p_pairing_id, v_pair.household_id);
+
+  -- Both budgets are read on every path, without a lock (concurrent refusals may overshoot
+  -- a budget by the number of claims running at that moment).
+  select coalesce(sum(b.spent), 0),
+         min(extract(epoch from b.window_start + v_settings.guess_window - v_now))
+    into v_unknown_spent, v_unknown_wait
+    from private.pairing_budgets b
+   where b.scope like 'unknown:%' and b.window_start + v_settings.guess_window > v_now;
+  select coalesce(sum(b.spent), 0),
+         min(extract(epoch from b.window_start + v_settings.guess_window - v_now))
+    into v_scope_spent, v_scope_wait
+    from private.pairing_budgets b
+   where b.scope = v_scope and b.window_start + v_settings.guess_window > v_now;
+  if v_unknown_spent >= v_settings.unknown_budget then
+    return jsonb_build_object('outcome', 'busy',
+                              'retry_after', greatest(1, ceil(v_unknown_wait))::integer);
   end if;
-  if v_pending.pairing_code_hash is distinct from v_hash then
+  if v_pair.household_id is not null and v_scope_spent >= v_settings.household_budget then
+    return jsonb_build_object('outcome', 'busy',
+                              'retry_after', greatest(1, ceil(v_scope_wait))::integer);
+  end if;
+
+  v_open := v_pair.status = 'pending' and v_pair.pairing_code_expires_at > v_now
+            and v_pair.pairing_failed_attempts < v_settings.max_failures;
+  if not coalesce(v_open and v_pair.pairing_code_hash = v_hash, false) then
+    -- Every refusal: the same two statements. The first changes a row only for a wrong code
+    -- at an open pairing (the per-code lock); the second counts the refusal against the
+    -- pairing's household, or the unknown pool.
     update public.device_pairs d
        set pairing_failed_attempts = d.pairing_failed_attempts + 1
-     where d.id = v_pending.id;
-    update private.pairing_guesses g set wrong = g.wrong + 1;
+     where d.id = p_pairing_id and coalesce(v_open, false);
+    insert into private.pairing_budgets as b (scope, window_start, spent)
+    values (v_scope, v_now, 1)
+    on conflict (scope) do update
+      set window_start = case when b.window_start + v_settings.guess_window <= v_now
+                              then v_now else b.window_start end,
+          spent = case when b.window_start + v_settings.guess_window <= v_now
+                       then 1 else b.spent + 1 end;
     return jsonb_build_object('outcome', 'invalid');
   end if;
 
   update public.device_pairs d
      set status = 'revoked', revoked_at = now(),
          revoked_reason = 'replaced by a newly paired device'
-   where d.relative_id = v_pending.relative_id and d.status = 'active'
+   where d.relative_id = v_pair.relative_id and d.status = 'active'
   returning d.id into v_replaced;
 
   update public.device_pairs d
@@ -2864,13 +3172,13 @@ begin
          apns_token_invalidated_at = null, apns_token_invalid_reason = null,
          secret_hash = p_secret_hash, paired_at = now(), last_seen_at = now(),
          pairing_code_hash = null, pairing_code_expires_at = null, pairing_failed_attempts = 0
-   where d.id = v_pending.id;
+   where d.id = v_pair.id;
 
-  select r.* into v_relative from public.relatives r where r.id = v_pending.relative_id;
+  select r.* into v_relative from public.relatives r where r.id = v_pair.relative_id;
   select h.name into v_household_name from public.households h where h.id = v_relative.household_id;
   return jsonb_build_object(
     'outcome', 'paired',
-    'device_id', v_pending.id,
+    'device_id', v_pair.id,
     'replaced_device_id', v_replaced,
     'relative', jsonb_build_object(
       'id', v_relative.id, 'display_name', v_relative.display_name,
@@ -2896,6 +3204,8 @@ begin
    where q.status in ('sent', 'failed', 'expired', 'cancelled')
      and q.updated_at < p_now - v_cfg.retention;
   get diagnostics v_count = row_count;
+  perform public.enforce_retention(p_now);
+  perform private.finish_erasures(p_now);
   -- pg_cron's history, where it exists and the caller may trim it (looked up by oid: naming
   -- it would need usage on the cron schema, which service_role does not have).
   select c.oid::regclass into v_history
@@ -2979,6 +3289,7 @@ CREATE TABLE public.households (
     created_by uuid,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    erased_at timestamp with time zone,
     CONSTRAINT households_name_check CHECK (private.is_text('households.name'::text, name, 200))
 );
 
@@ -3119,6 +3430,259 @@ end
 $$;
 
 --
+-- Name: enforce_retention(timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.enforce_retention(p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_n integer;
+  v_out jsonb := '{}'::jsonb;
+begin
+  -- Rows no household claims (an unmatched webhook) get the defaults (7 and 30 days).
+  update public.webhook_events w set payload = null
+    from (select w2.id from public.webhook_events w2
+          left join public.privacy_settings s on s.household_id = w2.household_id
+          where w2.payload is not null
+            and w2.received_at < p_now - case when w2.event_type = 'post_call_audio'
+                                              then coalesce(s.audio_refs, interval '30 days')
+                                              else coalesce(s.webhook_bodies, interval '7 days') end) x
+   where w.id = x.id;
+  get diagnostics v_n = row_count;
+  v_out := v_out || jsonb_build_object('webhook_bodies', v_n);
+  -- Late webhooks for erased conversations (see 20261201160000_erasure.sql): a day is enough.
+  delete from public.webhook_events w
+   where w.error = 'the conversation was erased' and w.received_at < p_now - interval '1 day';
+
+  update public.call_logs l
+     set transcript = '[]'::jsonb, data_collection = '{}'::jsonb, evaluation = '{}'::jsonb,
+         discrepancies = '[]'::jsonb, transcript_expired_at = p_now
+    from public.privacy_settings s
+   where s.household_id = l.household_id and l.transcript_expired_at is null
+     and l.created_at < p_now - s.transcripts;
+  get diagnostics v_n = row_count;
+  v_out := v_out || jsonb_build_object('transcripts', v_n);
+
+  update public.call_logs l
+     set summary = null, title = null, summary_expired_at = p_now
+    from public.privacy_settings s
+   where s.household_id = l.household_id and l.summary_expired_at is null
+     and l.created_at < p_now - s.summaries;
+  get diagnostics v_n = row_count;
+  v_out := v_out || jsonb_build_object('summaries', v_n);
+
+  -- The session keeps its state, times and outcome; the log (duration, mood, cost) goes.
+  delete from public.call_logs l using public.privacy_settings s
+   where s.household_id = l.household_id and l.created_at < p_now - s.call_logs;
+  get diagnostics v_n = row_count;
+  v_out := v_out || jsonb_build_object('call_logs', v_n);
+
+  -- Queue snapshots: the name, ids and push tokens the push carried.
+  update public.notification_queue q
+     set payload = '{}'::jsonb, push_token = '', fallback_provider = null, fallback_token = null
+    from public.privacy_settings s
+   where s.household_id = q.household_id
+     and q.status in ('sent', 'failed', 'expired', 'cancelled')
+     and q.updated_at < p_now - s.snapshots and (q.payload <> '{}'::jsonb or q.push_token <> '');
+  get diagnostics v_n = row_count;
+  update private.cancel_notices c set push_token = ''
+    from public.privacy_settings s
+   where s.household_id = c.household_id and c.status in ('sent', 'failed', 'expired')
+     and c.updated_at < p_now - s.snapshots and c.push_token <> '';
+  v_out := v_out || jsonb_build_object('snapshots', v_n);
+
+  -- Alert messages: the text and details go; kind, severity, times and acknowledgement stay.
+  with old as (
+    update public.alerts a
+       set message = 'expired ' || a.kind || ' alert', details = jsonb_build_object('expired', true)
+      from public.privacy_settings s
+     where s.household_id = a.household_id and a.created_at < p_now - s.alert_messages
+       and not coalesce((a.details ->> 'expired')::boolean, false)
+    returning a.id
+  ), told as (
+    update private.outbox o set payload = jsonb_build_object('expired', true)
+      from old where o.alert_id = old.id and o.status not in ('queued', 'claimed')
+    returning o.id
+  ), uses as (
+    update private.alert_link_uses u set result = '{}'::jsonb from told where u.outbox_id = told.id
+  ), replies as (
+    delete from private.sms_replies r using old where r.result ->> 'alert_id' = old.id::text
+  )
+  select count(*) into v_n from old;
+  v_out := v_out || jsonb_build_object('alert_messages', v_n);
+  return v_out;
+end
+$$;
+
+--
+-- Name: erase_household(uuid, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.erase_household(p_household_id uuid, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_erasure uuid;
+  v_removed jsonb := '{}'::jsonb;
+  v_relative uuid;
+  v_sms text[];
+  v_sids text[];
+  v_n integer;
+begin
+  perform private.require_erasing_admin('erase_household.p_household_id', p_household_id);
+  perform 1 from public.households h where h.id = p_household_id for update;
+  v_erasure := private.new_erasure(p_household_id, 'household', p_now);
+  for v_relative in select r.id from public.relatives r where r.household_id = p_household_id loop
+    v_removed := private.add_counts(v_removed,
+                   private.erase_relative_rows(v_relative, v_erasure, p_now));
+  end loop;
+
+  v_sms := array(select m.address from public.contact_methods m
+                 where m.household_id = p_household_id and m.channel = 'sms');
+  v_sids := array(select o.provider_message_id from private.outbox o
+                  where o.household_id = p_household_id and o.provider_message_id is not null);
+  delete from private.sms_replies r
+   where r.from_number = any (v_sms)
+     and not exists (select 1 from public.contact_methods m
+                     where m.address = r.from_number and m.household_id <> p_household_id);
+  delete from private.sms_status_pending p where p.message_sid = any (v_sids);
+  delete from private.outbox o where o.household_id = p_household_id and o.kind <> 'provider_deletion';
+  get diagnostics v_n = row_count;
+  v_removed := private.add_counts(v_removed, jsonb_build_object('outbox', v_n));
+  delete from public.alerts a where a.household_id = p_household_id;
+  get diagnostics v_n = row_count;
+  v_removed := private.add_counts(v_removed, jsonb_build_object('alerts', v_n));
+  delete from public.webhook_events w where w.household_id = p_household_id;
+  get diagnostics v_n = row_count;
+  v_removed := private.add_counts(v_removed, jsonb_build_object('webhook_events', v_n));
+  delete from public.contact_methods m where m.household_id = p_household_id;
+  get diagnostics v_n = row_count;
+  v_removed := private.add_counts(v_removed, jsonb_build_object('contact_methods', v_n));
+  delete from public.member_alert_settings s where s.household_id = p_household_id;
+  delete from public.escalation_contacts c where c.household_id = p_household_id;
+  delete from public.escalation_policies p where p.household_id = p_household_id;
+  delete from private.alert_escalations e where e.household_id = p_household_id;
+  delete from private.cancel_notices c where c.household_id = p_household_id;
+  delete from public.household_members m
+   where m.household_id = p_household_id and m.user_id is distinct from (select auth.uid());
+  get diagnostics v_n = row_count;
+  v_removed := private.add_counts(v_removed, jsonb_build_object('household_members', v_n));
+  update public.households h
+     set name = 'Erased household', erased_at = p_now, created_by = null
+   where h.id = p_household_id;
+  update public.erasures e set removed = v_removed where e.id = v_erasure;
+  perform private.erasure_progress(v_erasure, p_now);
+  return (select to_jsonb(e) from public.erasures e where e.id = v_erasure)
+         || jsonb_build_object('household_removed', private.finish_erasures(p_now) > 0);
+end
+$$;
+
+--
+-- Name: erase_relative(uuid, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.erase_relative(p_relative_id uuid, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_household uuid;
+  v_erasure uuid;
+  v_removed jsonb;
+begin
+  select r.household_id into v_household from public.relatives r where r.id = p_relative_id;
+  perform private.require_erasing_admin('erase_relative.p_relative_id', v_household);
+  v_erasure := private.new_erasure(v_household, 'relative', p_now);
+  v_removed := private.erase_relative_rows(p_relative_id, v_erasure, p_now);
+  update public.erasures e set removed = v_removed where e.id = v_erasure;
+  perform private.erasure_progress(v_erasure, p_now);
+  return (select to_jsonb(e) from public.erasures e where e.id = v_erasure);
+end
+$$;
+
+--
+-- Name: export_relative(uuid, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.export_relative(p_relative_id uuid, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_rel public.relatives;
+  v_doc jsonb;
+begin
+  select r.* into v_rel from public.relatives r where r.id = p_relative_id;
+  perform private.require_erasing_admin('export_relative.p_relative_id', v_rel.household_id);
+  insert into public.transcript_reads (household_id, call_session_id, user_id, via, read_at)
+  select l.household_id, l.call_session_id, (select auth.uid()), 'export', p_now
+    from public.call_logs l where l.relative_id = p_relative_id;
+  v_doc := jsonb_build_object(
+    'format', 'callpanion.relative-export/1',
+    'exported_at', p_now,
+    'exported_by', (select auth.uid()),
+    'relative', jsonb_build_object('id', v_rel.id, 'display_name', v_rel.display_name,
+                                   'timezone', v_rel.timezone, 'created_at', v_rel.created_at),
+    'household', (select jsonb_build_object('id', h.id, 'name', h.name)
+                  from public.households h where h.id = v_rel.household_id),
+    'privacy_settings', (select to_jsonb(s) - 'household_id' - 'updated_by'
+                         from public.privacy_settings s where s.household_id = v_rel.household_id),
+    'schedules', coalesce((select jsonb_agg(to_jsonb(s) - 'household_id' - 'relative_id'
+                                            order by s.created_at)
+                           from public.schedules s where s.relative_id = p_relative_id), '[]'),
+    'devices', coalesce((select jsonb_agg(jsonb_build_object(
+                           'id', d.id, 'status', d.status, 'platform', d.platform, 'label', d.label,
+                           'app_version', d.app_version, 'paired_at', d.paired_at,
+                           'last_seen_at', d.last_seen_at, 'revoked_at', d.revoked_at,
+                           'push_tokens', jsonb_strip_nulls(jsonb_build_object(
+                             'fcm', d.fcm_token, 'voip', d.voip_token, 'apns', d.apns_token)))
+                           order by d.created_at)
+                         from public.device_pairs d where d.relative_id = p_relative_id), '[]'),
+    'calls', coalesce((select jsonb_agg(jsonb_build_object(
+                         'call_session_id', s.id, 'occurrence_at', s.occurrence_at,
+                         'origin', s.origin, 'attempt', s.attempt, 'status', s.status,
+                         'failure_reason', s.failure_reason, 'conversation_id', s.conversation_id,
+                         'ringing_at', s.ringing_at, 'answered_at', s.answered_at,
+                         'ended_at', s.ended_at,
+                         'log', (select to_jsonb(l) - 'household_id' - 'relative_id'
+                                 from public.call_logs l where l.call_session_id = s.id))
+                         order by s.occurrence_at, s.id)
+                       from public.call_sessions s where s.relative_id = p_relative_id), '[]'),
+    'alerts', coalesce((select jsonb_agg(jsonb_build_object(
+                          'id', a.id, 'kind', a.kind, 'severity', a.severity, 'message', a.message,
+                          'details', a.details, 'created_at', a.created_at,
+                          'acknowledged_at', a.acknowledged_at,
+                          'deliveries', coalesce((select jsonb_agg(jsonb_build_object(
+                              'kind', o.kind, 'channel', o.channel, 'step', o.step,
+                              'status', o.status, 'sent_at', o.sent_at,
+                              'delivery_status', o.delivery_status) order by o.created_at)
+                            from private.outbox o where o.alert_id = a.id), '[]'))
+                          order by a.created_at)
+                        from public.alerts a
+                        where a.relative_id = p_relative_id), '[]'),
+    'webhook_events', coalesce((select jsonb_agg(jsonb_build_object(
+                                  'id', w.id, 'event_type', w.event_type,
+                                  'received_at', w.received_at, 'status', w.status,
+                                  'payload', w.payload) order by w.received_at)
+                                from public.webhook_events w
+                                where w.call_session_id in (select s.id from public.call_sessions s
+                                                            where s.relative_id = p_relative_id)),
+                               '[]'),
+    'transcript_reads', coalesce((select jsonb_agg(jsonb_build_object(
+                                    'call_session_id', t.call_session_id, 'user_id', t.user_id,
+                                    'via', t.via, 'read_at', t.read_at) order by t.read_at, t.id)
+                                  from public.transcript_reads t
+                                  where t.call_session_id in (select s.id from public.call_sessions s
+                                                              where s.relative_id = p_relative_id)),
+                                 '[]'));
+  return v_doc;
+end
+$$;
+
+--
 -- Name: next_cancel_notice_at(timestamp with time zone); Type: FUNCTION; Schema: public
 --
 
@@ -3160,8 +3724,9 @@ CREATE FUNCTION public.next_work_at(p_now timestamp with time zone DEFAULT now()
          (select min(q.locked_until) from public.notification_queue q where q.status = 'claimed'),
          (select min(c.ringing_at + c.ring_timeout) from public.call_sessions c
           where c.status = 'ringing'),
-         exists (select 1 from private.presence_owners() o(w)
-                 where o.w is distinct from p_worker)
+         exists (select 1 from public.notification_queue q
+                 where q.status = 'claimed' and q.presence_claimed_at is not null
+                   and q.locked_by is distinct from p_worker)
 $$;
 
 --
@@ -3260,6 +3825,67 @@ end
 $$;
 
 --
+-- Name: privacy_overview(uuid, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.privacy_overview(p_household_id uuid, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_s public.privacy_settings;
+begin
+  if p_household_id is null or p_household_id not in (select private.member_household_ids()) then
+    raise exception 'invalid privacy_overview.p_household_id: not found' using errcode = 'P0002';
+  end if;
+  select s.* into v_s from public.privacy_settings s where s.household_id = p_household_id;
+  return jsonb_build_object(
+    'household_id', p_household_id,
+    'as_of', p_now,
+    'member_reads', v_s.member_reads,
+    'kinds', jsonb_build_array(
+      jsonb_build_object('kind', 'webhook_bodies', 'period', v_s.webhook_bodies,
+        'removes', 'the raw body of each ElevenLabs webhook (transcript included)',
+        'keeps', 'event type, times, status',
+        'oldest_goes_at', (select min(w.received_at) + v_s.webhook_bodies from public.webhook_events w
+                           where w.household_id = p_household_id and w.payload is not null
+                             and w.event_type <> 'post_call_audio')),
+      jsonb_build_object('kind', 'audio_refs', 'period', v_s.audio_refs,
+        'removes', 'post_call_audio bodies (the reference to the audio ElevenLabs holds)',
+        'keeps', 'event type, times, status',
+        'oldest_goes_at', (select min(w.received_at) + v_s.audio_refs from public.webhook_events w
+                           where w.household_id = p_household_id and w.payload is not null
+                             and w.event_type = 'post_call_audio')),
+      jsonb_build_object('kind', 'transcripts', 'period', v_s.transcripts,
+        'removes', 'transcript, data collection, evaluation, discrepancies',
+        'keeps', 'the call log''s summary, mood, duration',
+        'oldest_goes_at', (select min(l.created_at) + v_s.transcripts from public.call_logs l
+                           where l.household_id = p_household_id and l.transcript_expired_at is null)),
+      jsonb_build_object('kind', 'summaries', 'period', v_s.summaries,
+        'removes', 'summary and title', 'keeps', 'mood, concerns, duration',
+        'oldest_goes_at', (select min(l.created_at) + v_s.summaries from public.call_logs l
+                           where l.household_id = p_household_id and l.summary_expired_at is null)),
+      jsonb_build_object('kind', 'call_logs', 'period', v_s.call_logs,
+        'removes', 'the whole call log', 'keeps', 'the call session: state, times, outcome',
+        'oldest_goes_at', (select min(l.created_at) + v_s.call_logs from public.call_logs l
+                           where l.household_id = p_household_id)),
+      jsonb_build_object('kind', 'snapshots', 'period', v_s.snapshots,
+        'removes', 'the push payload (name, ids) and push tokens of finished queue rows and cancel notices',
+        'keeps', 'status and times',
+        'oldest_goes_at', (select min(q.updated_at) + v_s.snapshots from public.notification_queue q
+                           where q.household_id = p_household_id
+                             and q.status in ('sent', 'failed', 'expired', 'cancelled')
+                             and (q.payload <> '{}'::jsonb or q.push_token <> ''))),
+      jsonb_build_object('kind', 'alert_messages', 'period', v_s.alert_messages,
+        'removes', 'alert text and details, the messages sent about them, SMS replies',
+        'keeps', 'kind, severity, times, acknowledgement, delivery status',
+        'oldest_goes_at', (select min(a.created_at) + v_s.alert_messages from public.alerts a
+                           where a.household_id = p_household_id
+                             and not coalesce((a.details ->> 'expired')::boolean, false)))));
+end
+$$;
+
+--
 -- Name: process_webhook_event(uuid, text[]); Type: FUNCTION; Schema: public
 --
 
@@ -3285,6 +3911,10 @@ begin
         v_event.error := v_result.o_error;
         v_event.call_session_id := v_result.o_session_id;
         v_event.household_id := v_result.o_household_id;
+        if v_result.o_status = 'processed' then
+          update public.call_logs l set verified_at = now()
+           where l.call_session_id = v_result.o_session_id;
+        end if;
       elsif v_event.event_type = 'post_call_audio' then
         -- Acknowledged and linked to its session; the audio itself was never stored.
         select * into v_match from private.webhook_session(v_event.payload -> 'data');
@@ -3430,6 +4060,41 @@ begin
   )
   select count(*) into v_count from new_sessions;
   return v_count;
+end
+$$;
+
+--
+-- Name: read_transcript(uuid, timestamp with time zone); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.read_transcript(p_call_session_id uuid, p_now timestamp with time zone DEFAULT now()) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_log public.call_logs;
+  v_reads text;
+begin
+  select l.* into v_log from public.call_logs l where l.call_session_id = p_call_session_id;
+  if v_log.id is null or v_log.household_id not in (select private.member_household_ids()) then
+    raise exception 'invalid read_transcript.p_call_session_id: no call log of yours has this id'
+      using errcode = 'P0002';
+  end if;
+  select s.member_reads into v_reads from public.privacy_settings s
+   where s.household_id = v_log.household_id;
+  if v_log.household_id not in (select private.admin_household_ids())
+     and coalesce(v_reads, 'summaries') <> 'transcripts' then
+    raise exception 'transcripts of this household are for its admins only (members see summaries)'
+      using errcode = '42501';
+  end if;
+  insert into public.transcript_reads (household_id, call_session_id, user_id, via, read_at)
+  values (v_log.household_id, v_log.call_session_id, (select auth.uid()), 'read', p_now);
+  return jsonb_build_object(
+    'call_session_id', v_log.call_session_id, 'relative_id', v_log.relative_id,
+    'started_at', v_log.started_at, 'duration_secs', v_log.duration_secs,
+    'transcript', v_log.transcript, 'data_collection', v_log.data_collection,
+    'evaluation', v_log.evaluation, 'discrepancies', v_log.discrepancies,
+    'summary', v_log.summary, 'transcript_expired_at', v_log.transcript_expired_at);
 end
 $$;
 
@@ -3872,7 +4537,6 @@ begin
 
   with r as materialized (
     select x.*, q.call_session_id as session_id, q.deadline_at, q.device_id, q.platform,
-           q.ring_expires_at,
            left(concat_ws(' ', x.provider, nullif(x.status, 0)::text, x.reason)
                 || coalesce(': ' || x.detail, ''), 2000) as error,
            make_interval(secs => greatest(coalesce(x.retry_after_s, 0),
@@ -3894,11 +4558,7 @@ begin
   ),
   ringing as (
     update public.call_sessions c
-       -- Dated from the start of its ring window at once (was a second update of the same
-       -- rows in settle_ring_windows: the same value, twice the writes).
-       set status = 'ringing', device_id = r.device_id,
-           ringing_at = case when r.ring_expires_at is null then p_now
-                             else least(p_now, r.ring_expires_at - c.ring_timeout) end
+       set status = 'ringing', ringing_at = p_now, device_id = r.device_id
       from r
      where c.id = r.session_id and r.outcome = 'delivered' and c.status = 'queued'
   ),
@@ -3999,63 +4659,58 @@ begin
     from dead
    where d.id = dead.device_id;
 
-  -- Issue 23: only when a token was refused (the statement below costs ~0.2 ms a row
-  -- even when none was: it joins every result with the relative's current target).
-  if exists (select 1 from jsonb_array_elements(p_results) e
-             where e->>'outcome' = 'token_dead') then
-    -- After a dead token: the relative's current target (which no longer offers the dead token)
-    -- is tried at once; with none left, the call fails and the family is told.
-    with r as materialized (
-      select x.queue_id, x.provider as dead_provider, x.token as dead_token,
-             left(concat_ws(' ', x.provider, nullif(x.status, 0)::text, x.reason)
-                  || coalesce(': ' || x.detail, ''), 2000) as error,
-             c.id as session_id, c.relative_id,
-             t.device_id, t.platform, t.provider, t.push_token, t.fallback_provider, t.fallback_token,
-             coalesce(private.unreachable_reason(t.device_id, t.provider),
-                      case when t.provider = x.provider and t.push_token = x.token
-                             then 'the only push token was refused' end) as reason
-      from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text, provider text,
-                                              token text, status integer, reason text, detail text)
-      join public.notification_queue q on q.id = x.queue_id
-      join public.call_sessions c on c.id = q.call_session_id
-      left join private.call_targets t on t.relative_id = c.relative_id
-      where x.queue_id = any (v_mine) and x.outcome = 'token_dead'
-    ),
-    fallback as (
-      update public.notification_queue q
-         set status = 'due', next_attempt_at = p_now, locked_by = null, locked_until = null,
-             device_id = r.device_id, platform = r.platform, provider = r.provider,
-             push_token = r.push_token, fallback_provider = r.fallback_provider,
-             fallback_token = r.fallback_token,
-             last_error = r.error || ' (token invalidated; trying ' || r.provider || ')'
-        from r
-       where q.id = r.queue_id and r.reason is null
-    ),
-    none_left as (
-      update public.notification_queue q
-         set status = 'failed', locked_by = null, locked_until = null,
-             last_error = r.error || ' (token invalidated; no other token)'
-        from r
-       where q.id = r.queue_id and r.reason is not null
-    ),
-    none_left_sessions as (
-      update public.call_sessions c
-         set status = 'failed', ended_at = p_now,
-             failure_reason = 'the device''s push token is no longer valid (' || r.error || ')'
-        from r
-       where c.id = r.session_id and r.reason is not null and c.status = 'queued'
-      returning c.id, c.household_id, c.relative_id, c.device_id, c.attempt
-    )
-    insert into public.alerts (household_id, relative_id, call_session_id, device_id, kind,
-                               severity, message, dedupe_key)
-    select s.household_id, s.relative_id, s.id, s.device_id, 'invalid_token', 'critical',
-           format('%s could not be called (attempt %s): their phone''s push token is no longer '
-                  'valid. Open the CallPanion app on their phone to register it again.',
-                  rel.display_name, s.attempt),
-           'failed:' || s.id
-    from none_left_sessions s join public.relatives rel on rel.id = s.relative_id
-    on conflict (dedupe_key) do nothing;
-  end if;
+  -- After a dead token: the relative's current target (which no longer offers the dead token)
+  -- is tried at once; with none left, the call fails and the family is told.
+  with r as materialized (
+    select x.queue_id, x.provider as dead_provider, x.token as dead_token,
+           left(concat_ws(' ', x.provider, nullif(x.status, 0)::text, x.reason)
+                || coalesce(': ' || x.detail, ''), 2000) as error,
+           c.id as session_id, c.relative_id,
+           t.device_id, t.platform, t.provider, t.push_token, t.fallback_provider, t.fallback_token,
+           coalesce(private.unreachable_reason(t.device_id, t.provider),
+                    case when t.provider = x.provider and t.push_token = x.token
+                           then 'the only push token was refused' end) as reason
+    from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text, provider text,
+                                            token text, status integer, reason text, detail text)
+    join public.notification_queue q on q.id = x.queue_id
+    join public.call_sessions c on c.id = q.call_session_id
+    left join private.call_targets t on t.relative_id = c.relative_id
+    where x.queue_id = any (v_mine) and x.outcome = 'token_dead'
+  ),
+  fallback as (
+    update public.notification_queue q
+       set status = 'due', next_attempt_at = p_now, locked_by = null, locked_until = null,
+           device_id = r.device_id, platform = r.platform, provider = r.provider,
+           push_token = r.push_token, fallback_provider = r.fallback_provider,
+           fallback_token = r.fallback_token,
+           last_error = r.error || ' (token invalidated; trying ' || r.provider || ')'
+      from r
+     where q.id = r.queue_id and r.reason is null
+  ),
+  none_left as (
+    update public.notification_queue q
+       set status = 'failed', locked_by = null, locked_until = null,
+           last_error = r.error || ' (token invalidated; no other token)'
+      from r
+     where q.id = r.queue_id and r.reason is not null
+  ),
+  none_left_sessions as (
+    update public.call_sessions c
+       set status = 'failed', ended_at = p_now,
+           failure_reason = 'the device''s push token is no longer valid (' || r.error || ')'
+      from r
+     where c.id = r.session_id and r.reason is not null and c.status = 'queued'
+    returning c.id, c.household_id, c.relative_id, c.device_id, c.attempt
+  )
+  insert into public.alerts (household_id, relative_id, call_session_id, device_id, kind,
+                             severity, message, dedupe_key)
+  select s.household_id, s.relative_id, s.id, s.device_id, 'invalid_token', 'critical',
+         format('%s could not be called (attempt %s): their phone''s push token is no longer '
+                'valid. Open the CallPanion app on their phone to register it again.',
+                rel.display_name, s.attempt),
+         'failed:' || s.id
+  from none_left_sessions s join public.relatives rel on rel.id = s.relative_id
+  on conflict (dedupe_key) do nothing;
 
   -- Issue 14: the ring window follows the answer (see private.settle_ring_windows).
   perform private.settle_ring_windows(p_results, v_mine, p_now);
@@ -4684,6 +5339,50 @@ end
 $$;
 
 --
+-- Name: set_privacy_settings(uuid, jsonb); Type: FUNCTION; Schema: public
+--
+
+CREATE FUNCTION public.set_privacy_settings(p_household_id uuid, p_settings jsonb) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+declare
+  v_key text;
+  v_keys text[] := array['member_reads', 'webhook_bodies', 'audio_refs', 'transcripts', 'summaries',
+                         'call_logs', 'snapshots', 'alert_messages'];
+  v_row public.privacy_settings;
+begin
+  perform private.require_erasing_admin('set_privacy_settings.p_household_id', p_household_id);
+  if p_settings is null or jsonb_typeof(p_settings) <> 'object' then
+    raise exception 'invalid p_settings: a JSON object is required' using errcode = '22023';
+  end if;
+  for v_key in select k from jsonb_object_keys(p_settings) k loop
+    if not v_key = any (v_keys) then
+      raise exception 'invalid p_settings.%: not a setting (one of %)', left(v_key, 60),
+        array_to_string(v_keys, ', ') using errcode = '22023';
+    end if;
+    if v_key <> 'member_reads' then
+      begin
+        perform (p_settings ->> v_key)::interval;
+      exception when others then
+        raise exception 'invalid p_settings.%: "%" is not a period such as ''30 days''', v_key,
+          left(p_settings ->> v_key, 60) using errcode = '22023';
+      end;
+    end if;
+  end loop;
+  select s.* into v_row from public.privacy_settings s where s.household_id = p_household_id for update;
+  v_row := jsonb_populate_record(v_row, p_settings);
+  update public.privacy_settings s
+     set member_reads = v_row.member_reads, webhook_bodies = v_row.webhook_bodies,
+         audio_refs = v_row.audio_refs, transcripts = v_row.transcripts,
+         summaries = v_row.summaries, call_logs = v_row.call_logs, snapshots = v_row.snapshots,
+         alert_messages = v_row.alert_messages, updated_by = (select auth.uid())
+   where s.household_id = p_household_id;
+  return public.privacy_overview(p_household_id);
+end
+$$;
+
+--
 -- Name: store_webhook_event(jsonb, integer); Type: FUNCTION; Schema: public
 --
 
@@ -4946,6 +5645,27 @@ CREATE TABLE private.contact_verifications (
 );
 
 --
+-- Name: conversation_keys; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.conversation_keys (
+    singleton boolean DEFAULT true NOT NULL,
+    key bytea DEFAULT extensions.gen_random_bytes(32) NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT conversation_keys_key_check CHECK ((length(key) >= 32)),
+    CONSTRAINT conversation_keys_singleton CHECK (singleton)
+);
+
+--
+-- Name: erased_conversations; Type: TABLE; Schema: private
+--
+
+CREATE TABLE private.erased_conversations (
+    conversation_hash text NOT NULL,
+    erased_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
 -- Name: outbox; Type: TABLE; Schema: private
 --
 
@@ -4975,22 +5695,22 @@ CREATE TABLE private.outbox (
     sent_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    subject text,
     CONSTRAINT outbox_channel_check CHECK (private.one_of('outbox.channel'::text, channel, '{webpush,email,sms}'::text[])),
     CONSTRAINT outbox_deadline_check CHECK (((deadline_at IS NULL) OR (deadline_at >= send_at))),
-    CONSTRAINT outbox_kind_check CHECK (private.one_of('outbox.kind'::text, kind, '{alert,all_clear,verification}'::text[])),
+    CONSTRAINT outbox_kind_check CHECK (private.one_of('outbox.kind'::text, kind, '{alert,all_clear,verification,provider_deletion}'::text[])),
     CONSTRAINT outbox_lease_check CHECK (((status = 'claimed'::text) = ((locked_by IS NOT NULL) AND (locked_until IS NOT NULL)))),
     CONSTRAINT outbox_status_check CHECK (private.one_of('outbox.status'::text, status, '{queued,claimed,sent,failed,cancelled,expired}'::text[]))
 );
 
 --
--- Name: pairing_guesses; Type: TABLE; Schema: private
+-- Name: pairing_budgets; Type: TABLE; Schema: private
 --
 
-CREATE TABLE private.pairing_guesses (
-    singleton boolean DEFAULT true NOT NULL,
+CREATE TABLE private.pairing_budgets (
+    scope text NOT NULL,
     window_start timestamp with time zone DEFAULT now() NOT NULL,
-    wrong integer DEFAULT 0 NOT NULL,
-    CONSTRAINT pairing_guesses_singleton CHECK (singleton)
+    spent integer DEFAULT 0 NOT NULL
 );
 
 --
@@ -5013,13 +5733,15 @@ CREATE TABLE private.pairing_settings (
     singleton boolean DEFAULT true NOT NULL,
     code_lifetime interval DEFAULT '00:10:00'::interval NOT NULL,
     max_failures integer DEFAULT 5 NOT NULL,
-    guess_budget integer DEFAULT 1000 NOT NULL,
     guess_window interval DEFAULT '01:00:00'::interval NOT NULL,
+    household_budget integer DEFAULT 25 NOT NULL,
+    unknown_budget integer DEFAULT 10000 NOT NULL,
     CONSTRAINT pairing_settings_code_lifetime_check CHECK (private.between_('pairing_settings.code_lifetime'::text, code_lifetime, '00:01:00'::interval, '1 day'::interval)),
-    CONSTRAINT pairing_settings_guess_budget_check CHECK (private.between_('pairing_settings.guess_budget'::text, guess_budget, 1, 1000000)),
     CONSTRAINT pairing_settings_guess_window_check CHECK (private.between_('pairing_settings.guess_window'::text, guess_window, '00:01:00'::interval, '1 day'::interval)),
+    CONSTRAINT pairing_settings_household_budget_check CHECK (private.between_('pairing_settings.household_budget'::text, household_budget, 1, 100000)),
     CONSTRAINT pairing_settings_max_failures_check CHECK (private.between_('pairing_settings.max_failures'::text, max_failures, 1, 20)),
-    CONSTRAINT pairing_settings_singleton CHECK (singleton)
+    CONSTRAINT pairing_settings_singleton CHECK (singleton),
+    CONSTRAINT pairing_settings_unknown_budget_check CHECK (private.between_('pairing_settings.unknown_budget'::text, unknown_budget, 1, 10000000))
 );
 
 --
@@ -5112,6 +5834,9 @@ CREATE TABLE public.call_logs (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     discrepancies jsonb DEFAULT '[]'::jsonb NOT NULL,
+    verified_at timestamp with time zone,
+    transcript_expired_at timestamp with time zone,
+    summary_expired_at timestamp with time zone,
     CONSTRAINT call_logs_call_successful_check CHECK (private.one_of('call_logs.call_successful'::text, call_successful, '{success,failure,unknown}'::text[])),
     CONSTRAINT call_logs_duration_secs_check CHECK (private.between_('call_logs.duration_secs'::text, duration_secs, 0, 86400)),
     CONSTRAINT call_logs_outcome_check CHECK (private.one_of('call_logs.outcome'::text, outcome, '{completed,declined,missed,failed,cancelled,expired}'::text[]))
@@ -5122,6 +5847,12 @@ CREATE TABLE public.call_logs (
 --
 
 COMMENT ON COLUMN public.call_logs.discrepancies IS 'What the post-call report said that did not fit the session: [{kind, detail, ...}].';
+
+--
+-- Name: COLUMN call_logs.verified_at; Type: COMMENT; Schema: public
+--
+
+COMMENT ON COLUMN public.call_logs.verified_at IS 'when a post-call report bound to this session''s own device wrote this log (null: written before bindings existed; never read back to the agent)';
 
 --
 -- Name: devices; Type: VIEW; Schema: public
@@ -5153,6 +5884,25 @@ CREATE VIEW public.devices WITH (security_invoker='true') AS
     device_pairs.updated_at,
     device_pairs.pairing_failed_attempts
    FROM public.device_pairs;
+
+--
+-- Name: erasures; Type: TABLE; Schema: public
+--
+
+CREATE TABLE public.erasures (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    household_id uuid NOT NULL,
+    scope text NOT NULL,
+    requested_by uuid,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    removed jsonb DEFAULT '{}'::jsonb NOT NULL,
+    conversations integer DEFAULT 0 NOT NULL,
+    provider_confirmed integer DEFAULT 0 NOT NULL,
+    provider_failed integer DEFAULT 0 NOT NULL,
+    provider_done_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT erasures_scope_check CHECK (private.one_of('erasures.scope'::text, scope, '{relative,household}'::text[]))
+);
 
 --
 -- Name: escalation_contacts; Type: TABLE; Schema: public
@@ -5263,6 +6013,33 @@ CREATE TABLE public.notification_queue (
 COMMENT ON TABLE public.notification_queue IS 'One row per push attempt of one occurrence. RLS is enabled with no policy on purpose (the advisors'' rls_enabled_no_policy): anon and authenticated must never read or write it; the phases and the worker (service_role, which bypasses RLS) change it through SQL functions.';
 
 --
+-- Name: privacy_settings; Type: TABLE; Schema: public
+--
+
+CREATE TABLE public.privacy_settings (
+    household_id uuid NOT NULL,
+    member_reads text DEFAULT 'summaries'::text NOT NULL,
+    webhook_bodies interval DEFAULT '7 days'::interval NOT NULL,
+    audio_refs interval DEFAULT '30 days'::interval NOT NULL,
+    transcripts interval DEFAULT '90 days'::interval NOT NULL,
+    summaries interval DEFAULT '365 days'::interval NOT NULL,
+    call_logs interval DEFAULT '730 days'::interval NOT NULL,
+    snapshots interval DEFAULT '30 days'::interval NOT NULL,
+    alert_messages interval DEFAULT '365 days'::interval NOT NULL,
+    updated_by uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT privacy_settings_alert_messages_check CHECK (private.between_('privacy_settings.alert_messages'::text, alert_messages, '1 day'::interval, '3650 days'::interval)),
+    CONSTRAINT privacy_settings_audio_refs_check CHECK (private.between_('privacy_settings.audio_refs'::text, audio_refs, '1 day'::interval, '3650 days'::interval)),
+    CONSTRAINT privacy_settings_call_logs_check CHECK (private.between_('privacy_settings.call_logs'::text, call_logs, '1 day'::interval, '3650 days'::interval)),
+    CONSTRAINT privacy_settings_member_reads_check CHECK (private.one_of('privacy_settings.member_reads'::text, member_reads, '{transcripts,summaries}'::text[])),
+    CONSTRAINT privacy_settings_snapshots_check CHECK (private.between_('privacy_settings.snapshots'::text, snapshots, '1 day'::interval, '3650 days'::interval)),
+    CONSTRAINT privacy_settings_summaries_check CHECK (private.between_('privacy_settings.summaries'::text, summaries, '1 day'::interval, '3650 days'::interval)),
+    CONSTRAINT privacy_settings_transcripts_check CHECK (private.between_('privacy_settings.transcripts'::text, transcripts, '1 day'::interval, '3650 days'::interval)),
+    CONSTRAINT privacy_settings_webhook_bodies_check CHECK (private.between_('privacy_settings.webhook_bodies'::text, webhook_bodies, '1 day'::interval, '3650 days'::interval))
+);
+
+--
 -- Name: relatives; Type: TABLE; Schema: public
 --
 
@@ -5275,6 +6052,33 @@ CREATE TABLE public.relatives (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT relatives_display_name_check CHECK (private.is_text('relatives.display_name'::text, display_name, 100)),
     CONSTRAINT relatives_timezone_check CHECK (private.is_timezone('relatives.timezone'::text, timezone))
+);
+
+--
+-- Name: transcript_reads; Type: TABLE; Schema: public
+--
+
+CREATE TABLE public.transcript_reads (
+    id bigint NOT NULL,
+    household_id uuid NOT NULL,
+    call_session_id uuid NOT NULL,
+    user_id uuid,
+    via text DEFAULT 'read'::text NOT NULL,
+    read_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT transcript_reads_via_check CHECK (private.one_of('transcript_reads.via'::text, via, '{read,export}'::text[]))
+);
+
+--
+-- Name: transcript_reads_id_seq; Type: SEQUENCE; Schema: public
+--
+
+ALTER TABLE public.transcript_reads ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.transcript_reads_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
 );
 
 --
@@ -5327,11 +6131,25 @@ ALTER TABLE ONLY private.contact_verifications
     ADD CONSTRAINT contact_verifications_pkey PRIMARY KEY (id);
 
 --
+-- Name: conversation_keys conversation_keys_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.conversation_keys
+    ADD CONSTRAINT conversation_keys_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: erased_conversations erased_conversations_pkey; Type: CONSTRAINT; Schema: private
+--
+
+ALTER TABLE ONLY private.erased_conversations
+    ADD CONSTRAINT erased_conversations_pkey PRIMARY KEY (conversation_hash);
+
+--
 -- Name: outbox outbox_once; Type: CONSTRAINT; Schema: private
 --
 
 ALTER TABLE ONLY private.outbox
-    ADD CONSTRAINT outbox_once UNIQUE NULLS NOT DISTINCT (kind, alert_id, method_id, step);
+    ADD CONSTRAINT outbox_once UNIQUE NULLS NOT DISTINCT (kind, alert_id, method_id, step, subject);
 
 --
 -- Name: outbox outbox_pkey; Type: CONSTRAINT; Schema: private
@@ -5341,11 +6159,11 @@ ALTER TABLE ONLY private.outbox
     ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
 
 --
--- Name: pairing_guesses pairing_guesses_pkey; Type: CONSTRAINT; Schema: private
+-- Name: pairing_budgets pairing_budgets_pkey; Type: CONSTRAINT; Schema: private
 --
 
-ALTER TABLE ONLY private.pairing_guesses
-    ADD CONSTRAINT pairing_guesses_pkey PRIMARY KEY (singleton);
+ALTER TABLE ONLY private.pairing_budgets
+    ADD CONSTRAINT pairing_budgets_pkey PRIMARY KEY (scope);
 
 --
 -- Name: pairing_keys pairing_keys_pkey; Type: CONSTRAINT; Schema: private
@@ -5453,6 +6271,13 @@ ALTER TABLE ONLY public.device_pairs
     ADD CONSTRAINT device_pairs_pkey PRIMARY KEY (id);
 
 --
+-- Name: erasures erasures_pkey; Type: CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.erasures
+    ADD CONSTRAINT erasures_pkey PRIMARY KEY (id);
+
+--
 -- Name: escalation_contacts escalation_contacts_pkey; Type: CONSTRAINT; Schema: public
 --
 
@@ -5502,6 +6327,13 @@ ALTER TABLE ONLY public.notification_queue
     ADD CONSTRAINT notification_queue_pkey PRIMARY KEY (id);
 
 --
+-- Name: privacy_settings privacy_settings_pkey; Type: CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.privacy_settings
+    ADD CONSTRAINT privacy_settings_pkey PRIMARY KEY (household_id);
+
+--
 -- Name: relatives relatives_id_household_id_key; Type: CONSTRAINT; Schema: public
 --
 
@@ -5521,6 +6353,13 @@ ALTER TABLE ONLY public.relatives
 
 ALTER TABLE ONLY public.schedules
     ADD CONSTRAINT schedules_pkey PRIMARY KEY (id);
+
+--
+-- Name: transcript_reads transcript_reads_pkey; Type: CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.transcript_reads
+    ADD CONSTRAINT transcript_reads_pkey PRIMARY KEY (id);
 
 --
 -- Name: webhook_events webhook_events_dedupe_key_key; Type: CONSTRAINT; Schema: public
@@ -5583,6 +6422,12 @@ CREATE INDEX contact_verifications_method_idx ON private.contact_verifications U
 --
 
 CREATE INDEX outbox_alert_idx ON private.outbox USING btree (alert_id);
+
+--
+-- Name: outbox_erasure_idx; Type: INDEX; Schema: private
+--
+
+CREATE INDEX outbox_erasure_idx ON private.outbox USING btree (((payload ->> 'erasure_id'::text))) WHERE (kind = 'provider_deletion'::text);
 
 --
 -- Name: outbox_household_idx; Type: INDEX; Schema: private
@@ -5765,6 +6610,18 @@ CREATE UNIQUE INDEX device_pairs_pending_reference_idx ON public.device_pairs US
 CREATE INDEX device_pairs_relative_household_idx ON public.device_pairs USING btree (relative_id, household_id);
 
 --
+-- Name: erasures_household_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX erasures_household_idx ON public.erasures USING btree (household_id, requested_at DESC);
+
+--
+-- Name: erasures_requested_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX erasures_requested_by_idx ON public.erasures USING btree (requested_by);
+
+--
 -- Name: escalation_contacts_user_idx; Type: INDEX; Schema: public
 --
 
@@ -5807,16 +6664,16 @@ CREATE INDEX notification_queue_lease_idx ON public.notification_queue USING btr
 CREATE UNIQUE INDEX notification_queue_occurrence_key ON public.notification_queue USING btree (schedule_id, occurrence_at, attempt) WHERE (status <> 'cancelled'::text);
 
 --
--- Name: notification_queue_presence_owner_idx; Type: INDEX; Schema: public
---
-
-CREATE INDEX notification_queue_presence_owner_idx ON public.notification_queue USING btree (locked_by) WHERE ((status = 'claimed'::text) AND (presence_claimed_at IS NOT NULL));
-
---
 -- Name: notification_queue_ready_idx; Type: INDEX; Schema: public
 --
 
 CREATE INDEX notification_queue_ready_idx ON public.notification_queue USING btree (COALESCE(next_attempt_at, send_at)) WHERE (status = ANY (ARRAY['queued'::text, 'due'::text]));
+
+--
+-- Name: privacy_settings_updated_by_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX privacy_settings_updated_by_idx ON public.privacy_settings USING btree (updated_by);
 
 --
 -- Name: relatives_household_idx; Type: INDEX; Schema: public
@@ -5849,6 +6706,18 @@ CREATE INDEX schedules_household_idx ON public.schedules USING btree (household_
 CREATE INDEX schedules_relative_household_idx ON public.schedules USING btree (relative_id, household_id);
 
 --
+-- Name: transcript_reads_household_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX transcript_reads_household_idx ON public.transcript_reads USING btree (household_id, read_at DESC);
+
+--
+-- Name: transcript_reads_session_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX transcript_reads_session_idx ON public.transcript_reads USING btree (call_session_id);
+
+--
 -- Name: webhook_events_conversation_idx; Type: INDEX; Schema: public
 --
 
@@ -5877,6 +6746,18 @@ CREATE TRIGGER alert_escalations_touch BEFORE UPDATE ON private.alert_escalation
 --
 
 CREATE TRIGGER cancel_notices_touch BEFORE UPDATE ON private.cancel_notices FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
+-- Name: outbox outbox_provider_deletion_progress; Type: TRIGGER; Schema: private
+--
+
+CREATE TRIGGER outbox_provider_deletion_progress AFTER UPDATE OF status ON private.outbox FOR EACH ROW WHEN (((new.kind = 'provider_deletion'::text) AND (new.status IS DISTINCT FROM old.status))) EXECUTE FUNCTION private.outbox_provider_deletion_progress();
+
+--
+-- Name: outbox outbox_provider_deletion_sent; Type: TRIGGER; Schema: private
+--
+
+CREATE TRIGGER outbox_provider_deletion_sent BEFORE UPDATE OF status ON private.outbox FOR EACH ROW WHEN (((new.kind = 'provider_deletion'::text) AND (new.status IS DISTINCT FROM old.status))) EXECUTE FUNCTION private.outbox_provider_deletion_sent();
 
 --
 -- Name: outbox outbox_touch; Type: TRIGGER; Schema: private
@@ -5945,6 +6826,12 @@ CREATE TRIGGER device_pairs_pairing_reference BEFORE INSERT OR UPDATE OF status 
 CREATE TRIGGER device_pairs_touch BEFORE UPDATE ON public.device_pairs FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
 
 --
+-- Name: erasures erasures_touch; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER erasures_touch BEFORE UPDATE ON public.erasures FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
 -- Name: escalation_contacts escalation_contacts_touch; Type: TRIGGER; Schema: public
 --
 
@@ -5969,6 +6856,12 @@ CREATE TRIGGER household_members_keep_admin BEFORE DELETE OR UPDATE ON public.ho
 CREATE TRIGGER household_members_touch BEFORE UPDATE ON public.household_members FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
 
 --
+-- Name: households households_privacy_defaults; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER households_privacy_defaults AFTER INSERT ON public.households FOR EACH ROW EXECUTE FUNCTION private.households_privacy_defaults();
+
+--
 -- Name: households households_touch; Type: TRIGGER; Schema: public
 --
 
@@ -5991,6 +6884,12 @@ CREATE TRIGGER notification_queue_notify AFTER INSERT ON public.notification_que
 --
 
 CREATE TRIGGER notification_queue_touch BEFORE UPDATE ON public.notification_queue FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
+
+--
+-- Name: privacy_settings privacy_settings_touch; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER privacy_settings_touch BEFORE UPDATE ON public.privacy_settings FOR EACH ROW EXECUTE FUNCTION private.touch_updated_at();
 
 --
 -- Name: relatives relatives_touch; Type: TRIGGER; Schema: public
@@ -6027,6 +6926,18 @@ CREATE TRIGGER schedules_withdraw_on_change AFTER UPDATE ON public.schedules FOR
 --
 
 CREATE TRIGGER schedules_withdraw_on_delete BEFORE DELETE ON public.schedules FOR EACH ROW EXECUTE FUNCTION private.schedules_withdraw();
+
+--
+-- Name: transcript_reads transcript_reads_immutable; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER transcript_reads_immutable BEFORE DELETE OR UPDATE ON public.transcript_reads FOR EACH ROW EXECUTE FUNCTION private.transcript_reads_immutable();
+
+--
+-- Name: webhook_events webhook_events_forget_erased; Type: TRIGGER; Schema: public
+--
+
+CREATE TRIGGER webhook_events_forget_erased BEFORE INSERT ON public.webhook_events FOR EACH ROW EXECUTE FUNCTION private.webhook_events_forget_erased();
 
 --
 -- Name: webhook_events webhook_events_touch; Type: TRIGGER; Schema: public
@@ -6196,6 +7107,20 @@ ALTER TABLE ONLY public.device_pairs
     ADD CONSTRAINT device_pairs_relative_id_household_id_fkey FOREIGN KEY (relative_id, household_id) REFERENCES public.relatives(id, household_id) ON DELETE CASCADE;
 
 --
+-- Name: erasures erasures_household_id_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.erasures
+    ADD CONSTRAINT erasures_household_id_fkey FOREIGN KEY (household_id) REFERENCES public.households(id) ON DELETE CASCADE;
+
+--
+-- Name: erasures erasures_requested_by_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.erasures
+    ADD CONSTRAINT erasures_requested_by_fkey FOREIGN KEY (requested_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+--
 -- Name: escalation_contacts escalation_contacts_household_id_user_id_fkey; Type: FK CONSTRAINT; Schema: public
 --
 
@@ -6245,6 +7170,20 @@ ALTER TABLE ONLY public.notification_queue
     ADD CONSTRAINT notification_queue_call_session_id_fkey FOREIGN KEY (call_session_id) REFERENCES public.call_sessions(id) ON DELETE CASCADE;
 
 --
+-- Name: privacy_settings privacy_settings_household_id_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.privacy_settings
+    ADD CONSTRAINT privacy_settings_household_id_fkey FOREIGN KEY (household_id) REFERENCES public.households(id) ON DELETE CASCADE;
+
+--
+-- Name: privacy_settings privacy_settings_updated_by_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.privacy_settings
+    ADD CONSTRAINT privacy_settings_updated_by_fkey FOREIGN KEY (updated_by) REFERENCES auth.users(id) ON DELETE SET NULL;
+
+--
 -- Name: relatives relatives_household_id_fkey; Type: FK CONSTRAINT; Schema: public
 --
 
@@ -6264,6 +7203,20 @@ ALTER TABLE ONLY public.schedules
 
 ALTER TABLE ONLY public.schedules
     ADD CONSTRAINT schedules_relative_id_household_id_fkey FOREIGN KEY (relative_id, household_id) REFERENCES public.relatives(id, household_id) ON DELETE CASCADE;
+
+--
+-- Name: transcript_reads transcript_reads_call_session_id_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.transcript_reads
+    ADD CONSTRAINT transcript_reads_call_session_id_fkey FOREIGN KEY (call_session_id) REFERENCES public.call_sessions(id) ON DELETE CASCADE;
+
+--
+-- Name: transcript_reads transcript_reads_household_id_fkey; Type: FK CONSTRAINT; Schema: public
+--
+
+ALTER TABLE ONLY public.transcript_reads
+    ADD CONSTRAINT transcript_reads_household_id_fkey FOREIGN KEY (household_id) REFERENCES public.households(id) ON DELETE CASCADE;
 
 --
 -- Name: webhook_events webhook_events_call_session_id_fkey; Type: FK CONSTRAINT; Schema: public
@@ -6350,6 +7303,18 @@ CREATE POLICY device_pairs_select ON public.device_pairs FOR SELECT TO authentic
 --
 
 CREATE POLICY device_pairs_update ON public.device_pairs FOR UPDATE TO authenticated USING ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids))) WITH CHECK ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
+
+--
+-- Name: erasures; Type: ROW SECURITY; Schema: public
+--
+
+ALTER TABLE public.erasures ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: erasures erasures_select; Type: POLICY; Schema: public
+--
+
+CREATE POLICY erasures_select ON public.erasures FOR SELECT TO authenticated USING ((household_id IN ( SELECT private.member_household_ids() AS member_household_ids)));
 
 --
 -- Name: escalation_contacts; Type: ROW SECURITY; Schema: public
@@ -6502,6 +7467,18 @@ CREATE POLICY member_alert_settings_update ON public.member_alert_settings FOR U
 ALTER TABLE public.notification_queue ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: privacy_settings; Type: ROW SECURITY; Schema: public
+--
+
+ALTER TABLE public.privacy_settings ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: privacy_settings privacy_settings_select; Type: POLICY; Schema: public
+--
+
+CREATE POLICY privacy_settings_select ON public.privacy_settings FOR SELECT TO authenticated USING ((household_id IN ( SELECT private.member_household_ids() AS member_household_ids)));
+
+--
 -- Name: relatives; Type: ROW SECURITY; Schema: public
 --
 
@@ -6560,6 +7537,18 @@ CREATE POLICY schedules_select ON public.schedules FOR SELECT TO authenticated U
 --
 
 CREATE POLICY schedules_update ON public.schedules FOR UPDATE TO authenticated USING ((household_id IN ( SELECT private.member_household_ids() AS member_household_ids))) WITH CHECK ((household_id IN ( SELECT private.member_household_ids() AS member_household_ids)));
+
+--
+-- Name: transcript_reads; Type: ROW SECURITY; Schema: public
+--
+
+ALTER TABLE public.transcript_reads ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: transcript_reads transcript_reads_select; Type: POLICY; Schema: public
+--
+
+CREATE POLICY transcript_reads_select ON public.transcript_reads FOR SELECT TO authenticated USING ((household_id IN ( SELECT private.admin_household_ids() AS admin_household_ids)));
 
 --
 -- Name: webhook_events; Type: ROW SECURITY; Schema: public
@@ -6776,6 +7765,12 @@ REVOKE ALL ON FUNCTION private.active_device(p_device_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.active_device(p_device_id uuid) TO service_role;
 
 --
+-- Name: FUNCTION add_counts(p_a jsonb, p_b jsonb); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.add_counts(p_a jsonb, p_b jsonb) FROM PUBLIC;
+
+--
 -- Name: FUNCTION admin_household_ids(); Type: ACL; Schema: private
 --
 
@@ -6794,6 +7789,12 @@ REVOKE ALL ON FUNCTION private.advance_escalation(p_alert_id uuid, p_now timesta
 --
 
 REVOKE ALL ON FUNCTION private.after_quiet_hours(p_at timestamp with time zone, p_zone text, p_start time without time zone, p_end time without time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION agent_text(p_text text, p_max integer); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.agent_text(p_text text, p_max integer) FROM PUBLIC;
 
 --
 -- Name: FUNCTION alert_is_critical(p_kind text); Type: ACL; Schema: private
@@ -6852,6 +7853,18 @@ REVOKE ALL ON FUNCTION private.canonical_pairing_reference(p_reference text) FRO
 REVOKE ALL ON FUNCTION private.contact_code_hash(p_method_id uuid, p_code text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION conversation_binding(p_session_id uuid, p_device_id uuid); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.conversation_binding(p_session_id uuid, p_device_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION conversation_hash(p_conversation_id text); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.conversation_hash(p_conversation_id text) FROM PUBLIC;
+
+--
 -- Name: FUNCTION conversation_variables(p_session public.call_sessions); Type: ACL; Schema: private
 --
 
@@ -6880,6 +7893,31 @@ REVOKE ALL ON FUNCTION private.ensure_alert_jobs() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.ensure_scheduler_jobs() FROM PUBLIC;
+
+--
+-- Name: FUNCTION erase_relative_rows(p_relative_id uuid, p_erasure_id uuid, p_now timestamp with time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.erase_relative_rows(p_relative_id uuid, p_erasure_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION erasure_progress(p_erasure_id uuid, p_now timestamp with time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.erasure_progress(p_erasure_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION finish_erasures(p_now timestamp with time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.finish_erasures(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.finish_erasures(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION households_privacy_defaults(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.households_privacy_defaults() FROM PUBLIC;
 
 --
 -- Name: TABLE webhook_events; Type: ACL; Schema: public
@@ -6953,6 +7991,12 @@ GRANT ALL ON FUNCTION private.member_household_ids() TO authenticated;
 GRANT ALL ON FUNCTION private.member_household_ids() TO service_role;
 
 --
+-- Name: FUNCTION new_erasure(p_household_id uuid, p_scope text, p_now timestamp with time zone); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.new_erasure(p_household_id uuid, p_scope text, p_now timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION new_pairing_reference(); Type: ACL; Schema: private
 --
 
@@ -6997,6 +8041,18 @@ REVOKE ALL ON FUNCTION private.outbox_has_presence_claims() FROM PUBLIC;
 GRANT ALL ON FUNCTION private.outbox_has_presence_claims() TO service_role;
 
 --
+-- Name: FUNCTION outbox_provider_deletion_progress(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.outbox_provider_deletion_progress() FROM PUBLIC;
+
+--
+-- Name: FUNCTION outbox_provider_deletion_sent(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.outbox_provider_deletion_sent() FROM PUBLIC;
+
+--
 -- Name: FUNCTION own_contact_method(p_method_id uuid); Type: ACL; Schema: private
 --
 
@@ -7027,11 +8083,10 @@ REVOKE ALL ON FUNCTION private.pairing_id_for_reference(p_reference text) FROM P
 REVOKE ALL ON FUNCTION private.pairing_max_failures() FROM PUBLIC;
 
 --
--- Name: FUNCTION presence_owners(); Type: ACL; Schema: private
+-- Name: FUNCTION pairing_scope(p_pairing_id uuid, p_household_id uuid); Type: ACL; Schema: private
 --
 
-REVOKE ALL ON FUNCTION private.presence_owners() FROM PUBLIC;
-GRANT ALL ON FUNCTION private.presence_owners() TO service_role;
+REVOKE ALL ON FUNCTION private.pairing_scope(p_pairing_id uuid, p_household_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION queue_retries(p_missed uuid[], p_now timestamp with time zone); Type: ACL; Schema: private
@@ -7059,6 +8114,12 @@ REVOKE ALL ON FUNCTION private.refresh_time_zones() FROM PUBLIC;
 
 GRANT ALL ON FUNCTION private.reject_value(p_field text, p_value text, p_rule text) TO authenticated;
 GRANT ALL ON FUNCTION private.reject_value(p_field text, p_value text, p_rule text) TO service_role;
+
+--
+-- Name: FUNCTION require_erasing_admin(p_field text, p_household_id uuid); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.require_erasing_admin(p_field text, p_household_id uuid) FROM PUBLIC;
 
 --
 -- Name: FUNCTION require_visible_household(p_field text, p_household_id uuid); Type: ACL; Schema: private
@@ -7166,10 +8227,22 @@ REVOKE ALL ON FUNCTION private.set_pairing_reference() FROM PUBLIC;
 REVOKE ALL ON FUNCTION private.sms_status_rank(p_status text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION transcript_reads_immutable(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.transcript_reads_immutable() FROM PUBLIC;
+
+--
 -- Name: FUNCTION webhook_clock_tolerance(); Type: ACL; Schema: private
 --
 
 REVOKE ALL ON FUNCTION private.webhook_clock_tolerance() FROM PUBLIC;
+
+--
+-- Name: FUNCTION webhook_events_forget_erased(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.webhook_events_forget_erased() FROM PUBLIC;
 
 --
 -- Name: FUNCTION webhook_session(p_data jsonb); Type: ACL; Schema: private
@@ -7339,6 +8412,37 @@ REVOKE ALL ON FUNCTION public.device_upcoming_calls(p_device_id uuid, p_from tim
 GRANT ALL ON FUNCTION public.device_upcoming_calls(p_device_id uuid, p_from timestamp with time zone, p_to timestamp with time zone) TO service_role;
 
 --
+-- Name: FUNCTION enforce_retention(p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.enforce_retention(p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.enforce_retention(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION erase_household(p_household_id uuid, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.erase_household(p_household_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.erase_household(p_household_id uuid, p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION public.erase_household(p_household_id uuid, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION erase_relative(p_relative_id uuid, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.erase_relative(p_relative_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.erase_relative(p_relative_id uuid, p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION public.erase_relative(p_relative_id uuid, p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION export_relative(p_relative_id uuid, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.export_relative(p_relative_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.export_relative(p_relative_id uuid, p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION public.export_relative(p_relative_id uuid, p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION next_cancel_notice_at(p_now timestamp with time zone); Type: ACL; Schema: public
 --
 
@@ -7396,6 +8500,14 @@ REVOKE ALL ON FUNCTION public.prepare_call_accept(p_device_id uuid, p_session_id
 GRANT ALL ON FUNCTION public.prepare_call_accept(p_device_id uuid, p_session_id uuid) TO service_role;
 
 --
+-- Name: FUNCTION privacy_overview(p_household_id uuid, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.privacy_overview(p_household_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.privacy_overview(p_household_id uuid, p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION public.privacy_overview(p_household_id uuid, p_now timestamp with time zone) TO service_role;
+
+--
 -- Name: FUNCTION process_webhook_event(p_event_id uuid, p_concern_fields text[]); Type: ACL; Schema: public
 --
 
@@ -7415,6 +8527,14 @@ GRANT ALL ON FUNCTION public.queue_depth() TO service_role;
 
 REVOKE ALL ON FUNCTION public.queue_upcoming_calls(p_now timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.queue_upcoming_calls(p_now timestamp with time zone) TO service_role;
+
+--
+-- Name: FUNCTION read_transcript(p_call_session_id uuid, p_now timestamp with time zone); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.read_transcript(p_call_session_id uuid, p_now timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.read_transcript(p_call_session_id uuid, p_now timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION public.read_transcript(p_call_session_id uuid, p_now timestamp with time zone) TO service_role;
 
 --
 -- Name: FUNCTION record_call_event(p_device_id uuid, p_session_id uuid, p_event text, p_at timestamp with time zone, p_conversation_id text); Type: ACL; Schema: public
@@ -7576,6 +8696,14 @@ GRANT ALL ON FUNCTION public.set_contact_method_kinds(p_method_id uuid, p_kinds 
 GRANT ALL ON FUNCTION public.set_contact_method_kinds(p_method_id uuid, p_kinds text[]) TO service_role;
 
 --
+-- Name: FUNCTION set_privacy_settings(p_household_id uuid, p_settings jsonb); Type: ACL; Schema: public
+--
+
+REVOKE ALL ON FUNCTION public.set_privacy_settings(p_household_id uuid, p_settings jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.set_privacy_settings(p_household_id uuid, p_settings jsonb) TO authenticated;
+GRANT ALL ON FUNCTION public.set_privacy_settings(p_household_id uuid, p_settings jsonb) TO service_role;
+
+--
 -- Name: FUNCTION store_webhook_event(p_payload jsonb, p_payload_bytes integer); Type: ACL; Schema: public
 --
 
@@ -7627,7 +8755,126 @@ GRANT SELECT ON TABLE private.webhook_rejections TO service_role;
 --
 
 GRANT ALL ON TABLE public.call_logs TO service_role;
-GRANT SELECT ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.id; Type: ACL; Schema: public
+--
+
+GRANT SELECT(id) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.call_session_id; Type: ACL; Schema: public
+--
+
+GRANT SELECT(call_session_id) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.household_id; Type: ACL; Schema: public
+--
+
+GRANT SELECT(household_id) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.relative_id; Type: ACL; Schema: public
+--
+
+GRANT SELECT(relative_id) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.conversation_id; Type: ACL; Schema: public
+--
+
+GRANT SELECT(conversation_id) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.outcome; Type: ACL; Schema: public
+--
+
+GRANT SELECT(outcome) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.started_at; Type: ACL; Schema: public
+--
+
+GRANT SELECT(started_at) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.duration_secs; Type: ACL; Schema: public
+--
+
+GRANT SELECT(duration_secs) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.summary; Type: ACL; Schema: public
+--
+
+GRANT SELECT(summary) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.title; Type: ACL; Schema: public
+--
+
+GRANT SELECT(title) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.call_successful; Type: ACL; Schema: public
+--
+
+GRANT SELECT(call_successful) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.mood; Type: ACL; Schema: public
+--
+
+GRANT SELECT(mood) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.concerns; Type: ACL; Schema: public
+--
+
+GRANT SELECT(concerns) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.cost; Type: ACL; Schema: public
+--
+
+GRANT SELECT(cost) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.termination_reason; Type: ACL; Schema: public
+--
+
+GRANT SELECT(termination_reason) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.created_at; Type: ACL; Schema: public
+--
+
+GRANT SELECT(created_at) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.updated_at; Type: ACL; Schema: public
+--
+
+GRANT SELECT(updated_at) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.verified_at; Type: ACL; Schema: public
+--
+
+GRANT SELECT(verified_at) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.transcript_expired_at; Type: ACL; Schema: public
+--
+
+GRANT SELECT(transcript_expired_at) ON TABLE public.call_logs TO authenticated;
+
+--
+-- Name: COLUMN call_logs.summary_expired_at; Type: ACL; Schema: public
+--
+
+GRANT SELECT(summary_expired_at) ON TABLE public.call_logs TO authenticated;
 
 --
 -- Name: TABLE devices; Type: ACL; Schema: public
@@ -7635,6 +8882,13 @@ GRANT SELECT ON TABLE public.call_logs TO authenticated;
 
 GRANT ALL ON TABLE public.devices TO service_role;
 GRANT SELECT ON TABLE public.devices TO authenticated;
+
+--
+-- Name: TABLE erasures; Type: ACL; Schema: public
+--
+
+GRANT ALL ON TABLE public.erasures TO service_role;
+GRANT SELECT ON TABLE public.erasures TO authenticated;
 
 --
 -- Name: TABLE escalation_contacts; Type: ACL; Schema: public
@@ -7725,6 +8979,13 @@ GRANT UPDATE(quiet_hours_hold_critical) ON TABLE public.member_alert_settings TO
 GRANT ALL ON TABLE public.notification_queue TO service_role;
 
 --
+-- Name: TABLE privacy_settings; Type: ACL; Schema: public
+--
+
+GRANT ALL ON TABLE public.privacy_settings TO service_role;
+GRANT SELECT ON TABLE public.privacy_settings TO authenticated;
+
+--
 -- Name: TABLE relatives; Type: ACL; Schema: public
 --
 
@@ -7742,6 +9003,21 @@ GRANT UPDATE(display_name) ON TABLE public.relatives TO authenticated;
 --
 
 GRANT UPDATE(timezone) ON TABLE public.relatives TO authenticated;
+
+--
+-- Name: TABLE transcript_reads; Type: ACL; Schema: public
+--
+
+GRANT SELECT ON TABLE public.transcript_reads TO authenticated;
+GRANT SELECT ON TABLE public.transcript_reads TO service_role;
+
+--
+-- Name: SEQUENCE transcript_reads_id_seq; Type: ACL; Schema: public
+--
+
+GRANT ALL ON SEQUENCE public.transcript_reads_id_seq TO anon;
+GRANT ALL ON SEQUENCE public.transcript_reads_id_seq TO authenticated;
+GRANT ALL ON SEQUENCE public.transcript_reads_id_seq TO service_role;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public (the platform's: sql/platform/*.sql)
@@ -7803,7 +9079,7 @@ ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON T
 --
 
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.alerts;
-ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.call_logs;
+ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.call_logs (id, call_session_id, household_id, relative_id, outcome, started_at, duration_secs, summary, title, call_successful, mood, concerns, created_at, updated_at, verified_at, transcript_expired_at, summary_expired_at);
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.call_sessions;
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.device_pairs (id, household_id, relative_id, status, platform, label, app_version, fcm_token_invalidated_at, fcm_token_invalid_reason, voip_token_invalidated_at, voip_token_invalid_reason, apns_token_invalidated_at, apns_token_invalid_reason, pairing_code_expires_at, paired_at, last_seen_at, notification_permission, full_screen_intent_permission, revoked_at, revoked_reason, created_by, created_at, updated_at);
 ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.notification_queue (id, status, send_at, next_attempt_at);

@@ -12,8 +12,10 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import math
 import secrets
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -21,6 +23,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import anyio
+import anyio.to_thread
 import uvicorn
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,22 +37,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from python_worker import __version__
 from python_worker.api import metrics as api_metrics
+from python_worker.api.alerts import alert_router
 from python_worker.api.db import ApiDatabase, ApiError
 from python_worker.api.elevenlabs import (
     SIGNATURE_HEADER,
     ConversationTokenClient,
     ElevenLabsUnavailable,
     SignatureError,
+    SignatureHeader,
     WebhookPayloadError,
+    json_problem,
+    parse_signature_header,
     parse_webhook,
-    verify_signature,
     without_audio,
 )
-from python_worker.api.rate_limit import SlidingWindowLimiter
-from python_worker.api.settings import ApiSettings
+from python_worker.api.rate_limit import SlidingWindowLimiter, client_key, trusted_networks
+from python_worker.api.settings import ApiSettings, proxy_list
 from python_worker.api.webhook_schema import WEBHOOK_BODY
 
 WEBHOOK_PATH = "/v1/webhooks/elevenlabs"
+log = logging.getLogger("callpanion.api")
 #: A health check answers quickly, even when the database is away.
 HEALTH_WAIT_SECS = 2.0
 #: The device's upcoming calls: the default window, and the longest one (upcoming_calls').
@@ -59,6 +67,9 @@ EVENT_CONTRACT = (
     "the app reports {event, at} per call: delivered, accepted, connected (with"
     " conversation_id), ended; or declined, or timeout (docs/APP_MIGRATION.md)"
 )
+#: Conversation tokens per session are counted over this window (ElevenLabs' tokens last
+#: about 10 minutes, and the connect window is shorter than that).
+TOKEN_WINDOW_SECS = 600.0
 #: Every other route takes a small JSON body.
 MAX_REQUEST_BYTES = 64 * 1024
 #: Compared against when the device does not exist, so that case costs the same work.
@@ -236,7 +247,62 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-# Body size limit ----------------------------------------------------------------------------
+# Body size limit ----
+
+#: A webhook body is kept in memory up to this size, and beyond it in a temporary file, while
+#: its signature is not yet known to match: memory stays bounded under a flood of large
+#: unsigned posts.
+SPOOL_MEMORY_BYTES = 256 * 1024
+
+
+#: Received chunks are hashed and spooled in batches of this size, in a worker thread
+#: (hashlib and file writes release the GIL), so the event loop only collects them.
+HASH_BATCH_BYTES = 1024 * 1024
+#: Threads hashing webhook bodies at once: few, and not the pool the routes run in.
+_HASHERS = anyio.CapacityLimiter(2)
+
+
+class SpooledBody:
+    """A request body being read: fed to the HMAC and kept (memory, then disk) as it comes."""
+
+    def __init__(self, mac: hmac.HMAC) -> None:
+        self.mac = mac
+        self.size = 0
+        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+        self._batch: list[bytes] = []
+        self._batched = 0
+
+    async def add(self, chunk: bytes, limit: int) -> bool:
+        """Take one chunk; False (and nothing more kept) once the body is over `limit`."""
+        self.size += len(chunk)
+        if self.size > limit:
+            return False
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= HASH_BATCH_BYTES:
+            await self.flush()
+        return True
+
+    async def flush(self) -> None:
+        """Hash and spool what was collected so far (off the event loop)."""
+        if self._batch:
+            data, self._batch, self._batched = b"".join(self._batch), [], 0
+            await anyio.to_thread.run_sync(self._take, data, limiter=_HASHERS)
+
+    def _take(self, data: bytes) -> None:
+        self.mac.update(data)
+        self._file.write(data)
+
+    def read(self) -> bytes:
+        """The whole body (once its signature matched)."""
+        self._file.seek(0)
+        return self._file.read()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# ---------------------------------------------------------------------------
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -249,15 +315,23 @@ class BodyLimit:
     """Refuse bodies over the limit with 413 before the app sees them.
 
     The body is read here (up to the limit) and replayed to the app, so an oversize body is
-    refused whether or not it announced its length.
+    refused whether or not it announced its length. Paths in `streamed` are not buffered: only
+    a declared length over their limit is refused here, and the route reads the body itself,
+    as a stream, within the same limit (the webhook: its signature header is checked before
+    a byte of the body is read).
     """
 
     def __init__(
-        self, app: ASGIApp, limit_for: Callable[[str], int], on_refused: Callable[[str], None]
+        self,
+        app: ASGIApp,
+        limit_for: Callable[[str], int],
+        on_refused: Callable[[str], None],
+        streamed: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.limit_for = limit_for
         self.on_refused = on_refused
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -267,6 +341,9 @@ class BodyLimit:
         limit = self.limit_for(path)
         declared = dict(scope["headers"]).get(b"content-length")
         too_large = declared is not None and declared.isdigit() and int(declared) > limit
+        if path in self.streamed and not too_large:
+            await self.app(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size = 0
         more = not too_large
@@ -283,13 +360,11 @@ class BodyLimit:
             more = message.get("more_body", False)
         if too_large:
             await run_in_threadpool(self.on_refused, path)
-            response = JSONResponse(
-                {"error": f"body: larger than the limit of {limit} bytes", "field": "body"},
-                status_code=413,
-            )
-            await response(scope, receive, send)
+            await too_large_response(limit)(scope, receive, send)
             return
         body = b"".join(chunks)
+        # Kept for the refusal of a body FastAPI cannot decode: it then says why.
+        scope.setdefault("state", {})["raw_body"] = body
         replayed = False
 
         async def replay() -> Message:
@@ -302,7 +377,27 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def too_large_response(limit: int) -> JSONResponse:
+    """413 in the README's shape."""
+    return JSONResponse(
+        {"error": f"body: larger than the limit of {limit} bytes", "field": "body"},
+        status_code=413,
+    )
+
+
 # The app ------------------------------------------------------------------------------------
+
+
+def undecodable(request: Request) -> str:
+    """Why the buffered body of this request could not be read as JSON."""
+    raw = getattr(request.state, "raw_body", None)
+    if not isinstance(raw, bytes):
+        return "is not valid JSON in UTF-8"
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        return json_problem(error)
+    return "is not valid JSON in UTF-8"
 
 
 def hash_secret(secret: str) -> str:
@@ -374,6 +469,11 @@ def create_app(
             settings.elevenlabs_base_url, settings.elevenlabs_api_key
         )
     limiter = SlidingWindowLimiter(settings.pairing_rate_limit, settings.pairing_rate_window_secs)
+    proxies = trusted_networks(proxy_list(settings.trusted_proxies))
+    # A repeated `accepted` mints a fresh token; this many per session per connect window.
+    token_limiter = SlidingWindowLimiter(
+        settings.conversation_tokens_per_session, TOKEN_WINDOW_SECS
+    )
     concern_fields = list(settings.concern_fields)
 
     @asynccontextmanager
@@ -395,6 +495,10 @@ def create_app(
             '`{"error": "<field>: <reason>", "field": "<field>"}`.'
         ),
         lifespan=lifespan,
+        # The API's own description is not served to anyone unless a setting says so.
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
     app.state.database = db
     app.state.metrics = api_metrics.install(app)
@@ -411,7 +515,12 @@ def create_app(
         if path == WEBHOOK_PATH:
             count_rejection("too_large")
 
-    app.add_middleware(BodyLimit, limit_for=limit_for, on_refused=body_refused)
+    app.add_middleware(
+        BodyLimit,
+        limit_for=limit_for,
+        on_refused=body_refused,
+        streamed=frozenset({WEBHOOK_PATH}),
+    )
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: Exception) -> JSONResponse:
@@ -429,9 +538,10 @@ def create_app(
         for item in error.errors():
             loc = [str(part) for part in item.get("loc", ())]
             field = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else "body")
+            reason = str(item.get("msg", "is invalid"))
             if item.get("type") == "json_invalid":
-                field = "body"
-            problems.append({"field": field, "reason": str(item.get("msg", "is invalid"))})
+                field, reason = "body", undecodable(request)
+            problems.append({"field": field, "reason": reason})
         first = problems[0] if problems else {"field": "body", "reason": "is invalid"}
         message = f"{first['field']}: {first['reason']}"
         if request.url.path.startswith("/v1/calls/"):
@@ -449,9 +559,10 @@ def create_app(
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
         if error.status_code == 400:
-            # FastAPI's answer to a body it cannot decode: one shape for every invalid input.
+            # FastAPI's answer to a body it cannot decode: one shape for every invalid input,
+            # with the reason (too deep, a number too long, not UTF-8), never the parser's text.
             return JSONResponse(
-                {"error": "body: is not valid JSON in UTF-8", "field": "body"}, status_code=422
+                {"error": f"body: {undecodable(request)}", "field": "body"}, status_code=422
             )
         # The framework's own refusals, in the README's shape too: name what was wrong.
         field, reason = None, str(error.detail)
@@ -465,6 +576,19 @@ def create_app(
             {"error": f"{field}: {reason}" if field else reason, "field": field},
             status_code=error.status_code,
             headers=error.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        # Whatever went wrong is logged; the client is told nothing about the internals.
+        log.error(
+            "unhandled error",
+            extra={"path": request.url.path, "error": type(error).__name__},
+            exc_info=error,
+        )
+        return JSONResponse(
+            {"error": "server: an internal error; try again later", "field": "server"},
+            status_code=500,
         )
 
     @app.get("/healthz", response_model=Health, responses=_errors(503))
@@ -489,7 +613,8 @@ def create_app(
         returned once. Pairing revokes the relative's earlier device. A wrong, expired or
         locked code, or an unknown pairing, gets one and the same 403; a code is locked after
         5 wrong attempts. 429 with Retry-After: too many requests
-        from this address, or the global guess budget is spent."""
+        from this address, or the pairing's household (or the pool for unknown pairings) has
+        spent its guess budget."""
         if (body.pairing_id is None) == (body.pairing_reference is None):
             raise ApiError(
                 422,
@@ -497,7 +622,11 @@ def create_app(
                 " pairing_reference (typed from the dashboard, beside the code)",
                 "pairing_id",
             )
-        address = request.client.host if request.client else "unknown"
+        address = client_key(
+            request.client.host if request.client else None,
+            request.headers.getlist("x-forwarded-for"),
+            proxies,
+        )
         wait = limiter.hit(address)
         if wait is not None:
             seconds = max(1, math.ceil(wait))
@@ -614,6 +743,16 @@ def create_app(
             except ApiError as refused:
                 raise _with_contract(refused) from None
             agent = settings.elevenlabs_agent_id
+            wait = token_limiter.hit(str(session_id))
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                raise ApiError(
+                    429,
+                    f"conversation: {settings.conversation_tokens_per_session} conversation"
+                    f" tokens were already minted for this call; try again in {seconds} s",
+                    "conversation",
+                    {"Retry-After": str(seconds)},
+                )
             if token_client is None or not agent:
                 raise ApiError(
                     503,
@@ -673,7 +812,7 @@ def create_app(
             },
         },
     )
-    async def elevenlabs_webhook(request: Request) -> WebhookAck:
+    async def elevenlabs_webhook(request: Request) -> WebhookAck | JSONResponse:
         """ElevenLabs post-call webhook. The signature is verified over the raw body before
         anything is parsed (401; 400 for a body that is not an event; both only counted).
         Every accepted event is stored first, then ingested; redeliveries are answered 200
@@ -681,28 +820,41 @@ def create_app(
         secret = settings.elevenlabs_webhook_secret
         if not secret:
             raise ApiError(503, "webhook: ELEVENLABS_WEBHOOK_SECRET is not configured", "webhook")
-        body = await request.body()
-        try:
-            verify_signature(request.headers.get(SIGNATURE_HEADER), body, secret, clock())
+        try:  # the header's shape and age, before a byte of the body is read
+            signed = parse_signature_header(request.headers.get(SIGNATURE_HEADER), clock())
         except SignatureError as error:
             await run_in_threadpool(count_rejection, error.reason)
             raise ApiError(401, str(error), SIGNATURE_HEADER) from None
+        body = await _read_signed(request, signed, secret)
+        if body is None:
+            await run_in_threadpool(count_rejection, "too_large")
+            return too_large_response(settings.webhook_max_bytes)
         try:
-            event = parse_webhook(body)
+            signed.check(body.mac)
+        except SignatureError as error:
+            body.close()
+            await run_in_threadpool(count_rejection, error.reason)
+            raise ApiError(401, str(error), SIGNATURE_HEADER) from None
+        try:
+            return await run_in_threadpool(ingest, body)
+        finally:
+            body.close()
+
+    def ingest(spooled: SpooledBody) -> WebhookAck:
+        """Parse, store and process a verified body (in a worker thread: it may be large)."""
+        raw = spooled.read()
+        try:
+            event = parse_webhook(raw)
         except WebhookPayloadError as error:
-            await run_in_threadpool(count_rejection, "malformed")
+            count_rejection("malformed")
             raise ApiError(400, str(error), error.field) from None
-        stored = (
-            await run_in_threadpool(
-                db.rows,
-                "store_webhook_event",
-                {"payload": Jsonb(without_audio(event)), "payload_bytes": len(body)},
-            )
+        stored = db.rows(
+            "store_webhook_event",
+            {"payload": Jsonb(without_audio(event)), "payload_bytes": len(raw)},
         )[0]
         status, session = stored["status"], None
         if status in ("received", "failed"):
-            outcome = await run_in_threadpool(
-                db.result,
+            outcome = db.result(
                 "process_webhook_event",
                 {"event_id": stored["event_id"], "concern_fields": concern_fields},
             )
@@ -714,6 +866,20 @@ def create_app(
             call_session_id=session,
         )
 
+    async def _read_signed(
+        request: Request, signed: SignatureHeader, secret: str
+    ) -> SpooledBody | None:
+        """The body, streamed into the HMAC and a spool file that keeps at most
+        SPOOL_MEMORY_BYTES in memory; None once it is over the limit (reading stops)."""
+        spooled = SpooledBody(signed.mac(secret))
+        async for chunk in request.stream():
+            if not await spooled.add(chunk, settings.webhook_max_bytes):
+                spooled.close()
+                return None
+        await spooled.flush()
+        return spooled
+
+    app.include_router(alert_router(settings, db, _errors))
     return app
 
 
@@ -729,5 +895,7 @@ def serve(settings: ApiSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        proxy_headers=True,
+        # The client's address is worked out by the app from CALLPANION_TRUSTED_PROXIES;
+        # uvicorn's own rewriting trusts 127.0.0.1 whatever is configured.
+        proxy_headers=False,
     )

@@ -34,6 +34,7 @@ STATUS_BY_SQLSTATE = {
     "CP409": 409,  # illegal transition / conflict, naming the current state
     "CP410": 410,  # the call is over
     "CP422": 422,  # invalid input, naming the field
+    "22023": 422,  # invalid_parameter_value: a bad argument, naming it
     "23514": 422,  # check_violation from a table constraint (private.reject_value)
     "23505": 409,  # unique_violation
     "22P02": 422,  # invalid_text_representation
@@ -43,6 +44,21 @@ STATUS_BY_SQLSTATE = {
     "22008": 422,  # datetime_field_overflow
 }
 _FIELD = re.compile(r"^invalid (?:length of )?(?:[a-z_]+\.)?([a-z_][a-z_.]*):")
+#: The field a refusal without "invalid <field>:" is about, by what its message starts with.
+_FIELD_BY_SUBJECT = (
+    ("call session", "session_id"),
+    ("event ", "event"),
+    ("relative ", "relative_id"),
+    ("device", "authorization"),
+    ("alert ", "alert_id"),
+    ("webhook event", "event_id"),
+)
+#: Unique constraints a client can run into, as the field and the reason it is told. Postgres'
+#: own text ("duplicate key value violates unique constraint …") names internals.
+_UNIQUE = {
+    "call_sessions_conversation_idx": ("conversation_id", "already belongs to another call"),
+}
+_KEY_COLUMN = re.compile(r"^Key \(([a-z_]+)(?:,[^)]*)?\)=")
 
 
 @dataclass
@@ -59,13 +75,44 @@ class ApiError(Exception):
 
 
 def refusal(error: psycopg.Error) -> ApiError | None:
-    """The ApiError for a deliberate refusal by the database, or None for anything else."""
+    """The ApiError for a deliberate refusal by the database, or None for anything else.
+
+    The message is the SQL function's own (it names the field and the reason); a refusal by
+    Postgres itself (a unique or type violation) is told as the field and a reason, never
+    with the constraint's or the type's name.
+    """
     status = STATUS_BY_SQLSTATE.get(error.sqlstate or "")
     if status is None:
         return None
+    if error.sqlstate == "23505":
+        return _unique_violation(error)
     message = error.diag.message_primary or str(error)
+    if error.sqlstate in _POSTGRES_OWN:
+        return ApiError(422, f"value: {_POSTGRES_OWN[error.sqlstate]}", "value")
     match = _FIELD.match(message)
-    return ApiError(status, message, match.group(1) if match else None)
+    if match:
+        return ApiError(status, message, match.group(1))
+    field = next((f for start, f in _FIELD_BY_SUBJECT if message.startswith(start)), None)
+    return ApiError(status, message, field)
+
+
+#: Type errors Postgres raises itself (not through a function's message): the reason only.
+_POSTGRES_OWN = {
+    "22P02": "is not valid for its type",
+    "22001": "is too long",
+    "22003": "is out of range",
+    "22007": "is not a valid date or time",
+    "22008": "is out of range for a date or time",
+}
+
+
+def _unique_violation(error: psycopg.Error) -> ApiError:
+    known = _UNIQUE.get(error.diag.constraint_name or "")
+    if known is not None:
+        return ApiError(409, f"{known[0]}: {known[1]}", known[0])
+    match = _KEY_COLUMN.match(error.diag.message_detail or "")
+    field = match.group(1) if match else "body"
+    return ApiError(409, f"{field}: already exists", field)
 
 
 class ApiDatabase:
@@ -128,15 +175,22 @@ class ApiDatabase:
                 return conn.execute(query, params).fetchall()
         except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             raise
+        except psycopg.errors.InvalidAuthorizationSpecification:
+            # SQLSTATE 28000 is an OperationalError to psycopg, but here it is a refusal by a
+            # SQL function (a forged, expired or used link token), not an absent database.
+            raise
         except (PoolTimeout, psycopg.OperationalError) as error:
             log.warning("database unavailable", extra={"error": str(error)[:300]})
             raise ApiError(503, "database: unavailable; try again shortly", "database") from None
         except UnicodeEncodeError:
-            raise ApiError(422, "invalid text: contains an unpaired UTF-16 surrogate") from None
+            raise ApiError(
+                422, "invalid text: contains an unpaired UTF-16 surrogate", "text"
+            ) from None
         except psycopg.Error as error:
             if error.sqlstate is None and isinstance(error, psycopg.DataError):
-                # Refused by psycopg before sending, e.g. a NUL character in a text value.
-                raise ApiError(422, f"invalid text: {error}") from None
+                # Refused by psycopg before sending: a NUL character in a text value (said
+                # in our words, not the driver's).
+                raise ApiError(422, "invalid text: contains a NUL character", "text") from None
             mapped = refusal(error)
             if mapped is None:
                 raise

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,16 +62,45 @@ def signature_header(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v0={signature(secret, body, timestamp)}"
 
 
-def verify_signature(header: str | None, body: bytes, secret: str, now: float) -> int:
-    """Check the header against the raw body; returns its timestamp or raises SignatureError.
+@dataclass(frozen=True)
+class SignatureHeader:
+    """A well-formed, fresh `ElevenLabs-Signature`: its timestamp and its `v0` values."""
 
-    Several `v0` values are allowed (one per secret while a secret is rotated); each is compared
-    in constant time and all are compared, so timing says nothing about which one failed.
+    timestamp: int
+    candidates: tuple[bytes, ...]
+
+    def mac(self, secret: str) -> hmac.HMAC:
+        """The HMAC to stream the raw body into: HMAC-SHA256(secret, "{t}." + body)."""
+        return hmac.new(secret.encode(), str(self.timestamp).encode() + b".", hashlib.sha256)
+
+    def check(self, mac: hmac.HMAC) -> None:
+        """Compare the finished HMAC with every `v0`, in constant time; SignatureError if none
+        matches. All are compared, so timing says nothing about which one failed."""
+        expected = mac.hexdigest().encode()
+        matched = False
+        for candidate in self.candidates:
+            matched |= hmac.compare_digest(expected, candidate)
+        if not matched:
+            raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: signature does not match")
+
+
+#: A header longer than this is not a signature (a few v0 values during a secret rotation).
+MAX_SIGNATURE_HEADER = 1024
+
+
+def parse_signature_header(header: str | None, now: float) -> SignatureHeader:
+    """Check the header's shape and age, before any of the body is read.
+
+    Several `v0` values are allowed (one per secret while a secret is rotated); those that are
+    not 64 hex characters are not candidates, and a header with none that is fails here.
     """
     if header is None or not header.strip():
         raise SignatureError("missing_signature", f"{SIGNATURE_HEADER} header is missing")
+    if len(header) > MAX_SIGNATURE_HEADER:
+        raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: header is too long")
     timestamp: int | None = None
     candidates: list[bytes] = []
+    malformed = 0
     for part in header.split(","):
         key, sep, value = part.strip().partition("=")
         if not sep:
@@ -79,7 +110,15 @@ def verify_signature(header: str | None, body: bytes, secret: str, now: float) -
                 raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: t must be UNIX seconds")
             timestamp = int(value)
         elif key == "v0":
-            candidates.append(value.encode("utf-8", "replace"))
+            # A value that cannot be a signature is not a candidate (the others still count).
+            malformed += 1
+            if len(value) == 64 and value.isascii() and _is_hex(value):
+                malformed -= 1
+                candidates.append(value.encode())
+    if timestamp is not None and not candidates and malformed:
+        raise SignatureError(
+            "bad_signature", f"{SIGNATURE_HEADER}: v0 must be 64 hexadecimal characters"
+        )
     if timestamp is None or not candidates:
         raise SignatureError(
             "bad_signature", f"{SIGNATURE_HEADER} must be t=<unix seconds>,v0=<hex signature>"
@@ -91,13 +130,20 @@ def verify_signature(header: str | None, body: bytes, secret: str, now: float) -
         )
     if timestamp > now + SIGNATURE_FUTURE_SKEW_SECS:
         raise SignatureError("future_signature", f"{SIGNATURE_HEADER}: timestamp is in the future")
-    expected = signature(secret, body, timestamp).encode()
-    matched = False
-    for candidate in candidates:
-        matched |= hmac.compare_digest(expected, candidate)
-    if not matched:
-        raise SignatureError("bad_signature", f"{SIGNATURE_HEADER}: signature does not match")
-    return timestamp
+    return SignatureHeader(timestamp, tuple(candidates))
+
+
+def _is_hex(value: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in value)
+
+
+def verify_signature(header: str | None, body: bytes, secret: str, now: float) -> int:
+    """Check the header against the raw body; returns its timestamp or raises SignatureError."""
+    parsed = parse_signature_header(header, now)
+    mac = parsed.mac(secret)
+    mac.update(body)
+    parsed.check(mac)
+    return parsed.timestamp
 
 
 @dataclass(frozen=True)
@@ -115,27 +161,47 @@ def _reject_constant(name: str) -> Any:
 
 
 def _storable(value: Any) -> None:
-    """Postgres jsonb refuses NUL characters and unpaired surrogates; refuse them here."""
-    stack = [value]
+    """Postgres jsonb refuses NUL characters, unpaired surrogates and numbers beyond a double
+    (`1e400` reads as infinity); refuse them here, naming where they are."""
+    stack: list[tuple[str, Any]] = [("body", value)]
     while stack:
-        item = stack.pop()
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise WebhookPayloadError(where, "is a number too large to store")
         if isinstance(item, str):
             texts: list[str] = [item]
         elif isinstance(item, dict):
             texts = list(item.keys())
-            stack.extend(item.values())
+            stack.extend((_path(where, str(k)), v) for k, v in item.items())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
             continue
         else:
             continue
         for text in texts:
             if "\x00" in text:
-                raise WebhookPayloadError("body", "contains a NUL character (\\u0000)")
+                raise WebhookPayloadError(where, "contains a NUL character (\\u0000)")
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                raise WebhookPayloadError("body", "contains an unpaired UTF-16 surrogate") from None
+                raise WebhookPayloadError(where, "contains an unpaired UTF-16 surrogate") from None
+
+
+def _path(where: str, key: str) -> str:
+    return key if where == "body" else f"{where}.{key}"
+
+
+def json_problem(error: Exception) -> str:
+    """Why a body could not be read as JSON, for the client: never the parser's internals."""
+    if isinstance(error, RecursionError):
+        return "is nested too deeply to read"
+    if isinstance(error, json.JSONDecodeError):
+        return f"is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+    if isinstance(error, UnicodeDecodeError):
+        return "is not UTF-8"
+    if isinstance(error, ValueError) and "digits" in str(error):
+        return f"has a number with more than {sys.get_int_max_str_digits()} digits"
+    return "is not valid JSON"
 
 
 def parse_webhook(body: bytes) -> WebhookEvent:
@@ -147,7 +213,7 @@ def parse_webhook(body: bytes) -> WebhookEvent:
         # _reject_constant's WebhookPayloadError is no ValueError: it passes through as it is.
         payload = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:
-        raise WebhookPayloadError("body", f"is not valid JSON ({type(error).__name__})") from None
+        raise WebhookPayloadError("body", json_problem(error)) from None
     if not isinstance(payload, dict):
         raise WebhookPayloadError("body", "must be a JSON object")
     kind = payload.get("type")

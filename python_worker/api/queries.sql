@@ -58,3 +58,18 @@ select event_id, status, duplicate from public.store_webhook_event(%(payload)s, 
 -- process_webhook_event --
 -- Ingest a stored event in its own transaction.
 select public.process_webhook_event(%(event_id)s, %(concern_fields)s) as result
+
+-- redeem_alert_link --
+-- An alert link's token (acknowledge / call her now): verified, used once, acted on.
+select public.redeem_alert_link(p_token => %(token)s) as result
+
+-- record_sms_reply --
+-- A reply to one of our SMS (verified by its Twilio signature): OK acknowledges, STOP stops.
+select public.record_sms_reply(
+  p_from => %(from)s, p_body => %(body)s, p_message_sid => %(message_sid)s) as result
+
+-- record_sms_status --
+-- A Twilio delivery report for one of our SMS.
+select public.record_sms_status(
+  p_message_sid => %(message_sid)s, p_status => %(status)s, p_error_code => %(error_code)s)
+  as result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -21,10 +22,14 @@ DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
 #: Data-collection or evaluation fields that flag a concern unless configured otherwise.
 DEFAULT_CONCERN_FIELDS = ("wellbeing_concern", "safety_concern")
 #: post_call_audio carries a base64 MP3 of the whole call: allow long calls, refuse the absurd.
-DEFAULT_WEBHOOK_MAX_BYTES = 25 * 1024 * 1024
+DEFAULT_WEBHOOK_MAX_BYTES = 64 * 1024 * 1024
+#: The API's public URL (as the worker's CALLPANION_PUBLIC_API_URL).
+DEFAULT_PUBLIC_API_URL = "http://127.0.0.1:8000"
 #: Pairing requests one client address may make per window (in-process, per API instance).
 DEFAULT_PAIRING_RATE_LIMIT = 10
 DEFAULT_PAIRING_RATE_WINDOW_SECS = 600
+#: Conversation tokens minted per call session at most (a repeated `accepted` mints another).
+DEFAULT_CONVERSATION_TOKENS_PER_SESSION = 5
 
 
 class ApiSettings(EnvSettings):
@@ -59,6 +64,31 @@ class ApiSettings(EnvSettings):
         int, Field(alias="CALLPANION_PAIRING_RATE_WINDOW_SECS", ge=1)
     ] = DEFAULT_PAIRING_RATE_WINDOW_SECS
 
+    #: Peers whose X-Forwarded-For is believed: addresses or networks, comma separated;
+    #: empty (the default): nobody's, the TCP peer is the client.
+    trusted_proxies: Annotated[str, Field(alias="CALLPANION_TRUSTED_PROXIES")] = ""
+    #: Serve /docs, /redoc and /openapi.json (off: the API's description is not public).
+    api_docs: Annotated[bool, Field(alias="CALLPANION_API_DOCS")] = False
+    conversation_tokens_per_session: Annotated[
+        int, Field(alias="CALLPANION_CONVERSATION_TOKENS_PER_SESSION", ge=1, le=100)
+    ] = DEFAULT_CONVERSATION_TOKENS_PER_SESSION
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in proxy_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    #: Where Twilio reaches us (its webhooks' signatures cover this URL, not the local one).
+    public_api_url: Annotated[str, Field(alias="CALLPANION_PUBLIC_API_URL")] = (
+        DEFAULT_PUBLIC_API_URL
+    )
+    twilio_auth_token: Annotated[str | None, Field(alias="TWILIO_AUTH_TOKEN")] = None
+
     @field_validator("concern_fields", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -66,7 +96,7 @@ class ApiSettings(EnvSettings):
             return tuple(f.strip() for f in value.split(",") if f.strip())
         return value
 
-    @field_validator("elevenlabs_base_url")
+    @field_validator("elevenlabs_base_url", "public_api_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
@@ -75,6 +105,11 @@ class ApiSettings(EnvSettings):
     @classmethod
     def _role(cls, value: str | None) -> str | None:
         return (value or "").strip() or None
+
+
+def proxy_list(value: str) -> list[str]:
+    """The comma-separated entries of CALLPANION_TRUSTED_PROXIES."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def api_settings(env: Mapping[str, str] | None = None) -> ApiSettings:

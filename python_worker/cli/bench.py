@@ -13,12 +13,13 @@ from python_worker.stack.settings import stack_settings
 
 _SCENARIOS = (
     "baseline, kill-in-flight, kill-recording, pg-restart-short, pg-restart-long, "
-    "storm-clearing, storm-forever, twins, twins-one-stopped, past-deadline"
+    "storm-clearing, storm-forever, twins, twins-one-stopped, past-deadline; alerts-kill"
+    " (family alerts across a worker SIGKILL, on the local stack)"
 )
 
 
 def configure(sub: argparse._SubParsersAction[Any]) -> None:
-    """Register `bench schedule|push|dispatch|claim-cost` and `chaos`."""
+    """Register `bench schedule|push|dispatch|claim-cost|pairing|webhooks` and `chaos`."""
     bench_parser = sub.add_parser("bench", help="benchmarks on the local stack (print figures)")
     bench_sub = bench_parser.add_subparsers(dest="bench", required=True)
     schedule = bench_sub.add_parser("schedule", help="phase 1 vs a plain INSERT … SELECT")
@@ -52,6 +53,31 @@ def configure(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="DIR",
         help="migrate from another checkout's supabase/migrations (compare before/after)",
     )
+    pairing = bench_sub.add_parser(
+        "pairing", help="the time of each pairing refusal path over HTTP (medians)"
+    )
+    pairing.add_argument("--samples", type=int, default=300, help="per path (default 300)")
+    webhooks = bench_sub.add_parser(
+        "webhooks",
+        help="a long call's post_call_audio webhook size, and the API's memory under a flood"
+        " of large unsigned webhooks",
+    )
+    webhooks.add_argument("--minutes", type=float, default=30.0, help="call length (default 30)")
+    webhooks.add_argument(
+        "--bitrate", type=int, action="append", help="MP3 kbps, repeatable (default 64 and 128)"
+    )
+    webhooks.add_argument("--posts", type=int, default=48, help="concurrent posts (default 48)")
+    webhooks.add_argument("--body-mib", type=int, default=24, help="MiB per post (default 24)")
+    webhooks.add_argument(
+        "--api-checkout",
+        action="append",
+        help="run the API from this checkout (repeatable; default: this one)",
+    )
+    alerts = bench_sub.add_parser(
+        "alerts", help="N alerts raised at once: delay to the first contact's message (p50/p99)"
+    )
+    alerts.add_argument("--alerts", type=int, default=1000, help="default: 1000")
+    alerts.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     bench_parser.set_defaults(func=cmd_bench)
 
     chaos_parser = sub.add_parser(
@@ -89,6 +115,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = stack_settings()
     stack = LocalStack(settings)
     stack.up()
+    if args.bench == "pairing":
+        from python_worker.bench import pairing as bench_pairing
+
+        if not 10 <= args.samples <= 5000:
+            raise CallPanionError("--samples must be 10..5000")
+        print(bench_pairing.bench_pairing(stack, args.samples, settings.project_dir))
+        return 0
+    if args.bench == "webhooks":
+        from python_worker.bench import webhooks as bench_webhooks
+
+        if not 0 < args.posts <= 200 or not 0 < args.body_mib <= 64:
+            raise CallPanionError("--posts must be 1..200 and --body-mib 1..64")
+        checkouts = [Path(c).resolve() for c in args.api_checkout or [settings.project_dir]]
+        report = bench_webhooks.bench_webhooks(
+            stack, args.minutes, args.bitrate or [64, 128], args.posts, args.body_mib, checkouts
+        )
+        print(report)
+        return 0
+    if args.bench == "alerts":
+        from python_worker.bench import alerts as bench_alerts
+
+        return bench_alerts.bench_command(stack, args.alerts, args.workers)
     if args.bench == "dispatch":
         from python_worker.bench import dispatch as bench_dispatch
 
@@ -122,6 +170,16 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         if args.calls < 2:
             raise CallPanionError("--calls must be at least 2")
         config = dataclasses.replace(config, calls=args.calls)
-    outcomes = chaos.run_chaos(config, args.scenario, args.worker_checkout)
+    scenarios = list(args.scenario or [])
+    if "alerts-kill" in scenarios:  # the family alerts' SIGKILL (bench/alerts.py)
+        from python_worker.bench import alerts as bench_alerts
+
+        scenarios.remove("alerts-kill")
+        stack = LocalStack(stack_settings())
+        stack.up()
+        bench_alerts.chaos_command(stack, args.calls or 1000)
+        if not scenarios:
+            return 0
+    outcomes = chaos.run_chaos(config, scenarios or None, args.worker_checkout)
     print(chaos.report_chaos(outcomes, config))
     return 0

@@ -51,6 +51,7 @@ def cmd_emulators(args: argparse.Namespace) -> int:
             apns_port=args.apns_port,
             elevenlabs_port=args.elevenlabs_port,
             webhook_url=args.webhook_url or f"{worker_settings().public_api_url}{WEBHOOK_PATH}",
+            twilio_inbound_url=f"{worker_settings().public_api_url}/v1/webhooks/twilio/sms",
             env_file=Path(args.write_env_file) if args.write_env_file else None,
             as_json=args.json,
             announce=functools.partial(print, flush=True),

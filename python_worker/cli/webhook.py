@@ -22,6 +22,11 @@ def configure(sub: argparse._SubParsersAction[Any]) -> None:
         "webhook", help="send a sample signed ElevenLabs post-call webhook to the API"
     )
     webhook.add_argument("--session-id", help="call_session_id in its dynamic variables")
+    webhook.add_argument(
+        "--binding",
+        help="call_binding in its dynamic variables (what `accepted` gave the session's device);"
+        " without it a --session-id alone matches nothing",
+    )
     webhook.add_argument("--conversation-id", help="default: a new conv_sample_… id")
     webhook.add_argument("--url", help="default: CALLPANION_PUBLIC_API_URL + the webhook path")
     webhook.add_argument("--secret", help="default: ELEVENLABS_WEBHOOK_SECRET")
@@ -45,7 +50,9 @@ def cmd_webhook(args: argparse.Namespace) -> int:
         except ValueError:
             raise CallPanionError(f"--session-id must be a UUID, got {args.session_id!r}") from None
     conversation = args.conversation_id or "conv_sample_" + uuid.uuid4().hex[:12]
-    payload = transcription_payload(conversation, call_session_id=args.session_id)
+    payload = transcription_payload(
+        conversation, call_session_id=args.session_id, call_binding=args.binding
+    )
     if args.print:
         print(json.dumps(payload, indent=2))
     response = post_signed_webhook(url, secret, payload)

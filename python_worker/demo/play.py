@@ -8,7 +8,9 @@ for each seed relative, paired for real with a code an admin created; then
     minute, queued by pg_cron's phase 1, sent at its second, answered, talked through and
     logged by the post-call webhook;
 (b) a call nobody answers: a one-off for Mum (iPhone) with two attempts, the shortest ring
-    (15 s) and retry interval (1 min): it rings out twice, then the `missed_calls` alert.
+    (15 s) and retry interval (1 min): it rings out twice, then the `missed_calls` alert,
+    and the family is told (demo/family.py): alice by email, Web Push and SMS, then bob
+    when nobody acknowledges, until bob acknowledges with the link in his email.
 
 The timeline is what the family's dashboard shows, read from the database as it changes.
 The services keep running afterwards (`make stop` stops them).
@@ -29,6 +31,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from python_worker.demo.family import set_up_family, watch_family
 from python_worker.demo.services import (
     DemoDirs,
     Service,
@@ -396,8 +399,20 @@ def play(
         _require_demo_data(conn)
         _require_pg_cron(conn)
         services |= start_phones(conn, stack, dirs, ports, out)
+        household = conn.execute(
+            "select household_id from public.relatives where id = %s", [MUM]
+        ).fetchone()
+        assert household is not None
+        family = set_up_family(conn, dirs.env_file, household["household_id"], out)
         answered, missed = create_schedules(conn, out)
         result = watch_calls(conn, dirs, answered, missed, services, out)
+        alert = conn.execute(
+            "select id from public.alerts where kind = 'missed_calls'"
+            " and call_session_id = any(%s::uuid[]) order by created_at desc limit 1",
+            [result["missed"]["session_ids"]],
+        ).fetchone()
+        assert alert is not None
+        result["missed"]["family"] = watch_family(conn, family, alert["id"], _clock, out)
     rings: list[str] = []
     for state in phone_states(dirs):
         rings += fetch_state(state["control"]).get("rung", [])

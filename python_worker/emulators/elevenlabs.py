@@ -63,6 +63,9 @@ DEFAULT_WEBHOOK_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 #: The longest `/wait` holds a request open (the caller asks again).
 MAX_WAIT_S = 60.0
 _WAIT_PATH = re.compile(r"^/v1/convai/conversation/([A-Za-z0-9_]+)/wait$")
+#: `DELETE /v1/convai/conversations/{conversation_id}`: the conversation, its transcript and
+#: audio are deleted at ElevenLabs (200 with an empty JSON object; 404 when it does not exist).
+_DELETE_PATH = re.compile(r"^/v1/convai/conversations/([^/]+)$")
 
 
 @dataclass
@@ -134,6 +137,12 @@ class ElevenLabsEmulator:
     conversations: dict[str, Conversation] = field(default_factory=dict)
     #: Every webhook delivery attempt: (conversation id, HTTP status or 0 when unreachable).
     webhook_attempts: list[tuple[str, int]] = field(default_factory=list)
+    #: Conversations held only by id (tests seed them: ones the emulator did not run).
+    held: set[str] = field(default_factory=set)
+    #: Every conversation deleted, in order.
+    deleted: list[str] = field(default_factory=list)
+    #: Statuses to answer the next DELETE requests with instead (an outage: 503, 429, ...).
+    delete_faults: list[int] = field(default_factory=list)
     _issued: dict[str, tuple[str, float]] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -190,6 +199,27 @@ class ElevenLabsEmulator:
                     self._answer(status, answer)
                     return
                 self._answer(404, {"detail": "Not Found"})
+
+            def do_DELETE(self) -> None:
+                url = urlsplit(self.path)
+                emulator.requests.append(
+                    RecordedRequest(
+                        "DELETE", url.path, {}, {k.lower(): v for k, v in self.headers.items()}
+                    )
+                )
+                match = _DELETE_PATH.match(url.path)
+                if match is None:
+                    self._answer(404, {"detail": "Not Found"})
+                    return
+                key = self.headers.get("xi-api-key")
+                if not key or not hmac.compare_digest(key.encode(), emulator.api_key.encode()):
+                    self._answer(
+                        401,
+                        {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}},
+                    )
+                    return
+                status, answer = emulator.delete_conversation(match.group(1))
+                self._answer(status, answer)
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
@@ -265,6 +295,23 @@ class ElevenLabsEmulator:
             daemon=True,
         ).start()
         return 200, {"conversation_id": conversation.conversation_id, "agent_id": agent}
+
+    def delete_conversation(self, conversation_id: str) -> tuple[int, dict[str, Any]]:
+        """Delete a conversation as ElevenLabs does: 200 `{}`, or 404 for an unknown id."""
+        if self.delete_faults:
+            status = self.delete_faults.pop(0)
+            return status, {"detail": {"status": "service_unavailable", "message": "try again"}}
+        if conversation_id in self.conversations or conversation_id in self.held:
+            self.conversations.pop(conversation_id, None)
+            self.held.discard(conversation_id)
+            self.deleted.append(conversation_id)
+            return 200, {}
+        return 404, {
+            "detail": {
+                "status": "conversation_not_found",
+                "message": f"Conversation {conversation_id} not found",
+            }
+        }
 
     def wait_conversation(self, conversation_id: str, timeout: float) -> tuple[int, dict[str, Any]]:
         """Wait (at most `timeout` s) for a conversation to end; its transcript once it has."""
@@ -350,6 +397,7 @@ def transcription_payload(
     conversation_id: str,
     *,
     call_session_id: str | None = None,
+    call_binding: str | None = None,
     agent_id: str = "agent_emulated",
     event_timestamp: int | None = None,
     summary: str = "Talked about the garden and the grandchildren's visit.",
@@ -361,12 +409,17 @@ def transcription_payload(
     data_collection: dict[str, Any] | None = None,
     evaluation: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A post_call_transcription event shaped like ElevenLabs' (with some fields we ignore)."""
+    """A post_call_transcription event shaped like ElevenLabs' (with some fields we ignore).
+
+    `call_session_id` and `call_binding` are the dynamic variables the API gave the app on
+    `accepted`, echoed back as ElevenLabs does."""
     now = int(time.time())
     start = now - duration_secs - 30 if start_time_unix_secs is None else start_time_unix_secs
     variables: dict[str, Any] = {"relative_name": "Mum", "household_name": "The Smiths"}
     if call_session_id is not None:
         variables["call_session_id"] = call_session_id
+    if call_binding is not None:
+        variables["call_binding"] = call_binding
     collected = {"mood": "cheerful"} if data_collection is None else data_collection
     evaluated = {"greeted_by_name": "success"} if evaluation is None else evaluation
     return {

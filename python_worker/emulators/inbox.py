@@ -41,6 +41,14 @@ class Inbox:
         """Forget every push (the emulator's reset)."""
         self._pushes.clear()
 
+    def received(self) -> list[dict[str, object]]:
+        """Every message accepted, as (token, received_at) records (benchmarks count them)."""
+        return [
+            {"token": token, "received_at": push.get("received_at")}
+            for token, pushes in self._pushes.items()
+            for push in pushes
+        ]
+
     def since(self, token: str, after: int) -> list[dict[str, object]]:
         """The token's pushes after the first `after` ones."""
         return self._pushes.get(self._key(token), [])[after:]

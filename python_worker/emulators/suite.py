@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from python_worker.emulators.alerts import AlertEmulators
 from python_worker.emulators.apns import STREAMS_BEFORE_AUTH, ApnsEmulator
 from python_worker.emulators.credentials import (
     ApnsKey,
@@ -213,17 +214,25 @@ async def serve(
     apns_port: int = 0,
     elevenlabs_port: int = 0,
     webhook_url: str | None = None,
+    twilio_inbound_url: str | None = None,
     env_file: Path | None = None,
     as_json: bool = False,
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Run the FCM, APNs and ElevenLabs emulators until SIGINT/SIGTERM (`callpanion emulators`).
+    """Run the FCM, APNs and ElevenLabs emulators, and the family-alert ones (Web Push,
+    Twilio, SMTP), until SIGINT/SIGTERM (`callpanion emulators`).
 
     Their settings go to `env_file` (default `<folder>/emulators.env`) as well as to the
-    output. With `webhook_url`, conversations end with a signed post-call webhook sent there.
+    output. With `webhook_url`, conversations end with a signed post-call webhook sent there;
+    with `twilio_inbound_url`, simulated SMS replies are posted there (signed). In `fast`
+    mode Twilio posts no status callbacks (benchmarks measure acceptance only).
     """
     suite = EmulatorSuite(folder, fast=fast, fcm_port=fcm_port, apns_port=apns_port)
     await suite.start()
+    alerts = AlertEmulators(
+        folder / "alerts", inbound_url=twilio_inbound_url, twilio_callbacks=not fast
+    )
+    await alerts.start()
     agent_id = "agent_" + secrets.token_hex(8)
     elevenlabs = ElevenLabsEmulator(
         api_key="xi-" + secrets.token_hex(16),
@@ -239,6 +248,7 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     env = {
         **suite.env(),
+        **alerts.env(),
         "ELEVENLABS_BASE_URL": elevenlabs_url,
         "ELEVENLABS_API_KEY": elevenlabs.api_key,
         "ELEVENLABS_AGENT_ID": agent_id,
@@ -254,6 +264,10 @@ async def serve(
         announce(f"  APNs:        https://{env['APNS_HOST']}:{env['APNS_PORT']}")
         announce(f"  ElevenLabs:  {elevenlabs_url} (GET /v1/convai/conversation/token)")
         announce(f"  post-call webhooks go to: {webhook_url or '(nowhere: no --webhook-url)'}")
+        announce(f"  Web Push:    {env['CALLPANION_EMULATED_WEBPUSH_URL']} (POST /push/<id>)")
+        announce(f"  Twilio:      {env['TWILIO_BASE_URL']} (replies go to {twilio_inbound_url})")
+        announce(f"  SMTP:        localhost:{env['SMTP_PORT']} (STARTTLS, AUTH); inbox at")
+        announce(f"               {env['CALLPANION_EMULATED_SMTP_ADMIN_URL']}/_emulator/inbox")
         announce("  admin: GET /_emulator/deliveries, GET /_emulator/inbox, POST|DELETE")
         announce("         /_emulator/faults, POST /_emulator/tokens, POST /_emulator/reset")
         announce(f"settings written to {written}; point the worker and the API at them with:")
@@ -263,4 +277,5 @@ async def serve(
         await stop.wait()
     finally:
         elevenlabs.stop()
+        await alerts.stop()
         await suite.stop()

@@ -32,13 +32,10 @@ from python_worker.push.payloads import IncomingCall
 from python_worker.push.retry import RetryPolicy
 from python_worker.worker.db import UNSENT_RESULTS, ClaimedRow, RecordResult, WorkerDatabase
 from python_worker.worker.metrics import Metrics
-from python_worker.worker.recorder import ResultRecorder
+from python_worker.worker.recorder import ResultRecorder, record_while_leased
 
 log = logging.getLogger("callpanion.dispatch")
 
-#: Retry a failed record call this often before the lease runs out (the database may be
-#: restarting); after that, another worker re-sends and the device rings once anyway.
-RECORD_RETRY = RetryPolicy(base_s=0.5, cap_s=5.0)
 #: Ring window when a row's payload does not say (the schedule default).
 DEFAULT_RING_SECONDS = 45
 #: The longest one send may take, whatever the provider does: above the senders' own bounds
@@ -308,25 +305,23 @@ class Dispatcher:
         lease_end = min(
             self.in_flight.get(row.queue_id, row).locked_until.timestamp() for row, _ in done
         )
-        failures = 0
         try:
-            while True:
-                try:
-                    started = time.perf_counter()
-                    rows = await self.db.record(payload)
-                    self.metrics.db_seconds.labels("record").inc(time.perf_counter() - started)
-                    break
-                except psycopg.OperationalError as error:
-                    self.metrics.db_errors.inc()
-                    failures += 1
-                    if self.clock() > lease_end:
-                        log.error(
-                            "could not record results before the lease ran out; another worker"
-                            " will send these calls again",
-                            extra={"rows": len(done), "error": str(error)},
-                        )
-                        return
-                    await asyncio.sleep(RECORD_RETRY.delay(failures))
+            started = time.perf_counter()
+            recorded = await record_while_leased(
+                lambda: self.db.record(payload),
+                lease_end,
+                clock=self.clock,
+                on_error=self.metrics.db_errors.inc,
+            )
+            if recorded is None:
+                log.error(
+                    "could not record results before the lease ran out; another worker"
+                    " will send these calls again",
+                    extra={"rows": len(done)},
+                )
+                return
+            rows = recorded
+            self.metrics.db_seconds.labels("record").inc(time.perf_counter() - started)
         finally:
             for row, _ in done:
                 self._forget(row.queue_id)

@@ -44,6 +44,7 @@ from typing import TypeVar
 import psycopg
 
 from python_worker.errors import CallPanionError
+from python_worker.notify.senders import Notifiers
 from python_worker.push.apns import ApnsSender
 from python_worker.push.fcm import FcmSender
 from python_worker.push.retry import RetryPolicy
@@ -52,6 +53,7 @@ from python_worker.worker.cancels import CancelNotices
 from python_worker.worker.db import NextWork, WorkerDatabase
 from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.worker.metrics import Metrics
+from python_worker.worker.outbox import OutboxDelivery
 from python_worker.worker.presence import Presence, lease_owner
 from python_worker.worker.realtime import RealtimeWakeups
 from python_worker.worker.settings import WorkerSettings
@@ -117,6 +119,7 @@ class Worker:
         senders: Senders,
         source: WakeupSource,
         *,
+        notifiers: Notifiers | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -136,6 +139,15 @@ class Worker:
         self.dispatcher.batch_done = self._batch_done
         self.cancels = CancelNotices(
             self.db, senders, lease_s=settings.lease_s, poll_interval_s=settings.poll_interval_s
+        )
+        #: Family alerts, on the same lease owner, presence lock, metrics and wake-ups.
+        self.alerts = OutboxDelivery(
+            self.db,
+            notifiers or Notifiers(None, None, None, public_url=settings.public_api_url),
+            self.metrics,
+            lease_s=settings.lease_s,
+            poll_interval_s=settings.poll_interval_s,
+            clock=clock,
         )
         self.source = source
         self.clock = clock
@@ -192,11 +204,13 @@ class Worker:
         self.metrics.wakeups.inc()
         self._wake.set()
         self.cancels.wake()
+        self.alerts.wake()
 
     def _connected(self) -> None:
         self._source_connected = True
         self._wake.set()  # catch up: anything queued while the source was away
         self.cancels.wake()
+        self.alerts.wake()
 
     def _batch_done(self) -> None:
         # A fallback is due at once, a retry soon: look again now.
@@ -228,6 +242,7 @@ class Worker:
         )
         renew_task = asyncio.create_task(self._renew_leases(), name="lease-renewal")
         cancel_task = asyncio.create_task(self.cancels.run(), name="cancel-notices")
+        alerts_task = asyncio.create_task(self._alerts(), name="alerts")
         log.info(
             "worker started",
             extra={
@@ -244,7 +259,7 @@ class Worker:
             await self._shutdown()
             # Each step gets what is left of the grace; a task that does not end when it is
             # cancelled (a query on a frozen database, say) is left behind, not waited for.
-            background = (source_task, renew_task, cancel_task)
+            background = (source_task, renew_task, cancel_task, alerts_task)
             for task in background:
                 task.cancel()
             await asyncio.wait(background, timeout=self._left(0.5, until=0.97))
@@ -252,6 +267,7 @@ class Worker:
             await self._bounded(server.wait_closed(), 0.2)
             await self._bounded(self.dispatcher.senders.aclose(), 0.5)
             await self._bounded(self.dispatcher.recorder.aclose(), 0.2)
+            await self._bounded(self.alerts.aclose(), 0.5)
             await self._bounded(self.presence.close(), 0.5)
             await self._bounded(self.db.close(), 0.5)
             for sig, handler in previous.items():
@@ -333,6 +349,13 @@ class Worker:
         log.debug("ran phase 2 for an ended ring window", extra={"released": released})
         return MIN_IDLE_S  # look again: retries may be due, the next window may have ended
 
+    async def _alerts(self) -> None:
+        """The alert outbox, once this process holds its presence lock (the call loop takes
+        it first): rows it claims are then tied to the lock, so a crash returns them at once."""
+        while not self.presence.held and not self._stop.is_set():
+            await asyncio.sleep(0.05)
+        await self.alerts.run()
+
     def _db_ok(self) -> None:
         self._last_db_ok = self.clock()
         self.metrics.db_up.set(1)
@@ -342,6 +365,7 @@ class Worker:
             await asyncio.sleep(self.settings.lease_s / 3)
             try:
                 await self.dispatcher.renew_leases()
+                await self.alerts.renew_leases()
             except psycopg.OperationalError as error:
                 self.metrics.db_errors.inc()
                 log.warning("could not renew leases", extra={"error": str(error).strip()})
@@ -380,6 +404,17 @@ class Worker:
         reserve = min(FINISH_RESERVE_S, grace / 2) / grace if grace else 0.0
         # The last tenth of the reserve is for closing connections and the loop itself.
         sends_until, record_until, release_until = 1 - reserve, 1 - reserve / 2, 1 - reserve / 4
+        # The alert outbox stops beside the calls, within the same shares of the grace.
+        alerts = asyncio.ensure_future(self.alerts.shutdown(self._left(grace, until=sends_until)))
+        try:
+            await self._shutdown_calls(grace, sends_until, record_until, release_until)
+        finally:
+            await self._bounded(alerts, grace, until=release_until)
+
+    async def _shutdown_calls(
+        self, grace: float, sends_until: float, record_until: float, release_until: float
+    ) -> None:
+        """The calls' part of the stop: running sends, their results, then the rows held."""
         batches = list(self._batches)
         if batches:
             _, pending = await asyncio.wait(batches, timeout=self._left(grace, until=sends_until))
@@ -464,6 +499,14 @@ class Worker:
             return
         for status, rows in depth.items():
             self.metrics.queue_rows.labels(status).set(rows)
+        try:
+            outbox = await asyncio.wait_for(self.db.rows("outbox_depth", {}), 1.0)
+        except (psycopg.OperationalError, TimeoutError):
+            return
+        for row in outbox:
+            self.metrics.outbox_rows.labels(row["kind"], row["channel"] or "", row["status"]).set(
+                row["rows"]
+            )
 
 
 def _flush_logs() -> None:
@@ -501,6 +544,12 @@ def run_until_stopped(main: Coroutine[object, object, None]) -> None:
 
 
 async def run_worker(settings: WorkerSettings) -> None:
-    """Build the worker from settings and the FCM_* / APNS_* variables, run until SIGTERM."""
-    worker = Worker(settings, build_senders(), wakeup_source(settings))
+    """Build the worker from settings and the FCM_* / APNS_* / VAPID_* / SMTP_* / TWILIO_*
+    variables, run until SIGTERM."""
+    worker = Worker(
+        settings,
+        build_senders(),
+        wakeup_source(settings),
+        notifiers=Notifiers.from_env(settings.public_api_url),
+    )
     await worker.run()

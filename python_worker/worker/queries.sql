@@ -51,3 +51,30 @@ select * from public.record_cancel_results(p_worker => %(worker)s, p_results => 
 -- next_cancel_notice_at --
 -- When the next cancel notice may go (or a lease runs out), and the database's clock.
 select public.next_cancel_notice_at() as next_at, now() as db_now
+
+-- claim_outbox --
+-- Claim family-alert messages that may go now, of the kinds this worker sends (outbox.py).
+select * from public.claim_outbox(
+  p_worker => %(worker)s, p_limit => %(limit)s, p_lease => make_interval(secs => %(lease_s)s),
+  p_kinds => %(kinds)s)
+
+-- record_outbox_results --
+-- Record what the providers answered for claimed messages (compare-and-set on the lease).
+select * from public.record_outbox_results(p_worker => %(worker)s, p_results => %(results)s)
+
+-- renew_outbox_leases --
+-- Extend the leases of messages whose sends are still running.
+select * from public.renew_outbox_leases(
+  p_worker => %(worker)s, p_ids => %(ids)s, p_lease => make_interval(secs => %(lease_s)s))
+
+-- release_outbox_leases --
+-- Give back claimed messages that were not sent (all of the worker's when ids is null).
+select * from public.release_outbox_leases(p_worker => %(worker)s, p_ids => %(ids)s)
+
+-- next_outbox_at --
+-- When the next message may go (a send or retry time, a lease end, an escalation step).
+select public.next_outbox_at() as next_at, now() as db_now
+
+-- outbox_depth --
+-- Live outbox rows by kind, channel and status, for /metrics.
+select * from public.outbox_depth()

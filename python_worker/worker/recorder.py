@@ -15,9 +15,19 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+import psycopg
+
+from python_worker.push.retry import RetryPolicy
+
 log = logging.getLogger("callpanion.dispatch")
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+#: Retry a failed record call this often before the lease runs out (the database may be
+#: restarting); after that, another worker re-sends (a call rings once anyway; an alert's
+#: outbox row is unique, and its message carries the same id).
+RECORD_RETRY = RetryPolicy(base_s=0.5, cap_s=5.0)
 
 #: How long a result may wait for others to share its statement. A burst of a thousand
 #: pushes then takes a few tens of statements, and a crash leaves about this much unrecorded.
@@ -53,6 +63,8 @@ class ResultRecorder(Generic[T]):
         """Queue one result; it is recorded within about `interval_s`."""
         self._pending.append(item)
         self._added += 1
+        # equivalent mutant: `==`: results come one at a time, so the count meets max_rows
+        # on its way up, and a batch at or over it is taken without waiting anyway.
         if len(self._pending) >= self.max_rows:
             self._full.set()
         if self._task is None or self._task.done():
@@ -66,6 +78,8 @@ class ResultRecorder(Generic[T]):
 
     async def _run(self) -> None:
         while self._pending:
+            # equivalent mutant: `<=`: a full batch has set `_full` (add() sets it when the
+            # count reaches max_rows, and nothing clears it before this wait), so no wait.
             if len(self._pending) < self.max_rows:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.interval_s)
@@ -87,3 +101,25 @@ class ResultRecorder(Generic[T]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+async def record_while_leased(
+    record: Callable[[], Awaitable[R]],
+    lease_end: float,
+    *,
+    clock: Callable[[], float],
+    on_error: Callable[[], None] = lambda: None,
+) -> R | None:
+    """`record()`, retried with backoff on a lost database connection while the rows' lease
+    lasts (by `clock`); None once it has run out (the rows return to the queue and are sent
+    again). Shared by the calls' dispatcher and the alerts' outbox."""
+    failures = 0
+    while True:
+        try:
+            return await record()
+        except psycopg.OperationalError:
+            on_error()
+            failures += 1
+            if clock() > lease_end:
+                return None
+            await asyncio.sleep(RECORD_RETRY.delay(failures))

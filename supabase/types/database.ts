@@ -115,10 +115,13 @@ export type Database = {
           relative_id: string
           started_at: string | null
           summary: string | null
+          summary_expired_at: string | null
           termination_reason: string | null
           title: string | null
           transcript: NonNullable<Json>
+          transcript_expired_at: string | null
           updated_at: string
+          verified_at: string | null
         }
         Insert: {
           call_session_id: string
@@ -138,10 +141,13 @@ export type Database = {
           relative_id: string
           started_at?: string | null
           summary?: string | null
+          summary_expired_at?: string | null
           termination_reason?: string | null
           title?: string | null
           transcript?: NonNullable<Json>
+          transcript_expired_at?: string | null
           updated_at?: string
+          verified_at?: string | null
         }
         Update: {
           call_session_id?: string
@@ -161,10 +167,13 @@ export type Database = {
           relative_id?: string
           started_at?: string | null
           summary?: string | null
+          summary_expired_at?: string | null
           termination_reason?: string | null
           title?: string | null
           transcript?: NonNullable<Json>
+          transcript_expired_at?: string | null
           updated_at?: string
+          verified_at?: string | null
         }
         Relationships: [
           {
@@ -447,6 +456,56 @@ export type Database = {
           },
         ]
       }
+      erasures: {
+        Row: {
+          conversations: number
+          household_id: string
+          id: string
+          provider_confirmed: number
+          provider_done_at: string | null
+          provider_failed: number
+          removed: NonNullable<Json>
+          requested_at: string
+          requested_by: string | null
+          scope: string
+          updated_at: string
+        }
+        Insert: {
+          conversations?: number
+          household_id: string
+          id?: string
+          provider_confirmed?: number
+          provider_done_at?: string | null
+          provider_failed?: number
+          removed?: NonNullable<Json>
+          requested_at?: string
+          requested_by?: string | null
+          scope: string
+          updated_at?: string
+        }
+        Update: {
+          conversations?: number
+          household_id?: string
+          id?: string
+          provider_confirmed?: number
+          provider_done_at?: string | null
+          provider_failed?: number
+          removed?: NonNullable<Json>
+          requested_at?: string
+          requested_by?: string | null
+          scope?: string
+          updated_at?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "erasures_household_id_fkey"
+            columns: ["household_id"]
+            isOneToOne: false
+            referencedRelation: "households"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
       escalation_contacts: {
         Row: {
           created_at: string
@@ -550,6 +609,7 @@ export type Database = {
         Row: {
           created_at: string
           created_by: string | null
+          erased_at: string | null
           id: string
           name: string
           updated_at: string
@@ -557,6 +617,7 @@ export type Database = {
         Insert: {
           created_at?: string
           created_by?: string | null
+          erased_at?: string | null
           id?: string
           name: string
           updated_at?: string
@@ -564,6 +625,7 @@ export type Database = {
         Update: {
           created_at?: string
           created_by?: string | null
+          erased_at?: string | null
           id?: string
           name?: string
           updated_at?: string
@@ -709,6 +771,59 @@ export type Database = {
           },
         ]
       }
+      privacy_settings: {
+        Row: {
+          alert_messages: string
+          audio_refs: string
+          call_logs: string
+          created_at: string
+          household_id: string
+          member_reads: string
+          snapshots: string
+          summaries: string
+          transcripts: string
+          updated_at: string
+          updated_by: string | null
+          webhook_bodies: string
+        }
+        Insert: {
+          alert_messages?: string
+          audio_refs?: string
+          call_logs?: string
+          created_at?: string
+          household_id: string
+          member_reads?: string
+          snapshots?: string
+          summaries?: string
+          transcripts?: string
+          updated_at?: string
+          updated_by?: string | null
+          webhook_bodies?: string
+        }
+        Update: {
+          alert_messages?: string
+          audio_refs?: string
+          call_logs?: string
+          created_at?: string
+          household_id?: string
+          member_reads?: string
+          snapshots?: string
+          summaries?: string
+          transcripts?: string
+          updated_at?: string
+          updated_by?: string | null
+          webhook_bodies?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "privacy_settings_household_id_fkey"
+            columns: ["household_id"]
+            isOneToOne: true
+            referencedRelation: "households"
+            referencedColumns: ["id"]
+          },
+        ]
+      }
       relatives: {
         Row: {
           created_at: string
@@ -812,6 +927,48 @@ export type Database = {
             isOneToOne: false
             referencedRelation: "relatives"
             referencedColumns: ["id", "household_id"]
+          },
+        ]
+      }
+      transcript_reads: {
+        Row: {
+          call_session_id: string
+          household_id: string
+          id: number
+          read_at: string
+          user_id: string | null
+          via: string
+        }
+        Insert: {
+          call_session_id: string
+          household_id: string
+          id?: never
+          read_at?: string
+          user_id?: string | null
+          via?: string
+        }
+        Update: {
+          call_session_id?: string
+          household_id?: string
+          id?: never
+          read_at?: string
+          user_id?: string | null
+          via?: string
+        }
+        Relationships: [
+          {
+            foreignKeyName: "transcript_reads_call_session_id_fkey"
+            columns: ["call_session_id"]
+            isOneToOne: false
+            referencedRelation: "call_sessions"
+            referencedColumns: ["id"]
+          },
+          {
+            foreignKeyName: "transcript_reads_household_id_fkey"
+            columns: ["household_id"]
+            isOneToOne: false
+            referencedRelation: "households"
+            referencedColumns: ["id"]
           },
         ]
       }
@@ -1163,6 +1320,7 @@ export type Database = {
         Returns: {
           created_at: string
           created_by: string | null
+          erased_at: string | null
           id: string
           name: string
           updated_at: string
@@ -1223,6 +1381,19 @@ export type Database = {
           status: string
           timezone: string
         }[]
+      }
+      enforce_retention: { Args: { p_now?: string }; Returns: Json }
+      erase_household: {
+        Args: { p_household_id: string; p_now?: string }
+        Returns: Json
+      }
+      erase_relative: {
+        Args: { p_now?: string; p_relative_id: string }
+        Returns: Json
+      }
+      export_relative: {
+        Args: { p_now?: string; p_relative_id: string }
+        Returns: Json
       }
       next_cancel_notice_at: { Args: { p_now?: string }; Returns: string }
       next_outbox_at: { Args: { p_now?: string }; Returns: string }
@@ -1301,6 +1472,10 @@ export type Database = {
         Args: { p_device_id: string; p_session_id: string }
         Returns: Json
       }
+      privacy_overview: {
+        Args: { p_household_id: string; p_now?: string }
+        Returns: Json
+      }
       process_webhook_event: {
         Args: { p_concern_fields: string[]; p_event_id: string }
         Returns: Json
@@ -1313,6 +1488,10 @@ export type Database = {
         }[]
       }
       queue_upcoming_calls: { Args: { p_now?: string }; Returns: number }
+      read_transcript: {
+        Args: { p_call_session_id: string; p_now?: string }
+        Returns: Json
+      }
       record_call_event: {
         Args: {
           p_at: string
@@ -1448,6 +1627,10 @@ export type Database = {
           isOneToOne: true
           isSetofReturn: false
         }
+      }
+      set_privacy_settings: {
+        Args: { p_household_id: string; p_settings: Json }
+        Returns: Json
       }
       store_webhook_event: {
         Args: { p_payload: Json; p_payload_bytes: number }

@@ -16,7 +16,9 @@ from python_worker.stack.cluster import LocalStack
 from tests.support.api import api, api_database, elevenlabs, webhook_secret
 from tests.support.db import migrated_stack
 from tests.support.push import emulator_suite, emulators, endpoints
+from tests.support.worker import wdb, worker_database, workers
 
+# The family-alert flow (test_family_told.py) runs real workers against the tier's cluster.
 __all__ = [
     "api",
     "api_database",
@@ -26,7 +28,10 @@ __all__ = [
     "emulators",
     "endpoints",
     "pg_stack",
+    "wdb",
     "webhook_secret",
+    "worker_database",
+    "workers",
 ]
 
 

@@ -29,6 +29,10 @@ from tests.support.container import IMAGE, build_image, podman, podman_env
 from tests.support.whole_call import http_ok
 from tests.support.worker import wait_for
 
+# The first run on a machine makes the stand-in base and builds the image (minutes, once):
+# pytest-timeout's per-test bound counts the module fixture's set-up too.
+pytestmark = pytest.mark.timeout(1800)
+
 COMPOSE = DEFAULT_PROJECT_DIR / "compose.yaml"
 APP_UID = 10001
 #: podman-compose from PyPI, installed beside this interpreter (the test extras).

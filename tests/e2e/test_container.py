@@ -23,6 +23,10 @@ from tests.support.container import IMAGE, build_image, image_size_mb, podman, p
 from tests.support.whole_call import WholeCallWorld, http_ok, sessions_of, wait_ready
 from tests.support.worker import wait_for
 
+# The first run on a machine makes the stand-in base and builds the image (minutes, once):
+# pytest-timeout's per-test bound counts the module fixture's set-up too.
+pytestmark = pytest.mark.timeout(1800)
+
 #: The image's uid (Dockerfile: USER 10001:10001).
 APP_UID = 10001
 

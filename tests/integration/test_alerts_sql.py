@@ -800,6 +800,27 @@ def test_an_orphaned_claim_returns_at_once_through_the_shared_reclaim(
     } == {"queued"}
 
 
+def test_an_outbox_claim_of_a_worker_still_present_is_not_reclaimed(
+    db: Conn, fam: Family, database_url: str
+) -> None:
+    # The outbox half of the shared reclaim takes only the rows of a worker whose presence
+    # lock is gone: a live worker's rows would be sent twice.
+    raise_alert(db, fam)
+    with psycopg.connect(database_url, autocommit=True) as presence:
+        assert presence.execute("select register_worker('live-worker')").fetchone() == (True,)
+        claim(db, fam.now, worker="live-worker")
+        db.execute(
+            "update private.outbox set presence_claimed_at = now() where locked_by = 'live-worker'"
+        )
+        assert one(db, "select private.reclaim_orphaned_leases() as n")["n"] == 0
+        assert {
+            r["status"]
+            for r in rows(
+                db, "select status from private.outbox where household_id = %s", [fam.household]
+            )
+        } == {"claimed"}
+
+
 def test_next_outbox_at_and_depth(db: Conn, fam: Family) -> None:
     end = quiet_now(db, fam, fam.alice)
     raise_alert(db, fam, kind="invalid_token")

@@ -25,6 +25,7 @@ from tests.support.api import (
     settings_for,
 )
 from tests.support.db import free_port
+from tests.support.world import call_binding
 
 SqlConn = psycopg.Connection[Row]
 STATES = ["queued", "ringing", "accepted", "in_progress", "completed", "declined", "missed",
@@ -235,8 +236,8 @@ def test_accepting_mints_a_fresh_token_with_the_conversation_variables(
         sql_conn, family, device.id, "completed", conversation_id=f"conv_{uuid.uuid4().hex}"
     )
     sql_conn.execute(
-        "insert into call_logs (call_session_id, household_id, relative_id, outcome, summary)"
-        " values (%s, %s, %s, 'completed', 'She talked about her roses.')",
+        "insert into call_logs (call_session_id, household_id, relative_id, outcome, summary,"
+        " verified_at) values (%s, %s, %s, 'completed', 'She talked about her roses.', now())",
         [earlier, family.household, family.relative],
     )
     session = new_session(sql_conn, family, device.id, "ringing")
@@ -253,6 +254,7 @@ def test_accepting_mints_a_fresh_token_with_the_conversation_variables(
         "relative_name": family.name,
         "household_name": household_name,
         "call_session_id": str(session),
+        "call_binding": call_binding(sql_conn, session),
         "last_call_summary": "She talked about her roses.",
     }
     request = elevenlabs.requests[seen]

@@ -196,44 +196,84 @@ def test_wrong_guesses_at_one_pairing_never_touch_another_households_code(
     assert api.client.post("/v1/devices/pair", json=pair_body(theirs)).status_code == 201
 
 
-def test_guesses_naming_no_open_pairing_count_against_nothing(
+def _spent(conn: SqlConn, scope: str) -> int:
+    """What a pairing budget has spent in its current window (0 when it has none)."""
+    return int(
+        fetch(
+            conn,
+            "select coalesce(sum(b.spent), 0) as n from private.pairing_budgets b, "
+            "private.pairing_settings s where b.scope like %s "
+            "and b.window_start + s.guess_window > now()",
+            [scope],
+        )["n"]
+    )
+
+
+def test_guesses_naming_no_pairing_count_against_the_unknown_pool_only(
     api: ServedApi, sql_conn: SqlConn
 ) -> None:
     family = new_family(sql_conn)
     ticket = pairing_code(sql_conn, family)
-    before = fetch(sql_conn, "select wrong from private.pairing_guesses")["wrong"]
+    before = _spent(sql_conn, "unknown:%")
     for _ in range(20):
         assert answer(api, Ticket(uuid.uuid4(), ticket.code)) == (403, WRONG, None)
-    assert fetch(sql_conn, "select wrong from private.pairing_guesses")["wrong"] == before
+    assert _spent(sql_conn, "unknown:%") == before + 20
+    assert _spent(sql_conn, f"household:{family.household}") == 0
     assert device_row(sql_conn, ticket.pairing_id)["pairing_failed_attempts"] == 0
     assert api.client.post("/v1/devices/pair", json=pair_body(ticket)).status_code == 201
 
 
-def test_the_global_guess_budget_stops_all_guessing_until_its_window_ends(
+def test_a_spent_household_budget_stops_only_that_households_pairings(
     api: ServedApi, sql_conn: SqlConn
 ) -> None:
-    sql_conn.execute("update private.pairing_settings set guess_budget = 3")
-    sql_conn.execute("update private.pairing_guesses set wrong = 0, window_start = now()")
+    sql_conn.execute("update private.pairing_settings set household_budget = 3")
     try:
-        families = [new_family(sql_conn) for _ in range(4)]
-        tickets = [pairing_code(sql_conn, f) for f in families]
-        for ticket in tickets[:3]:  # one wrong guess at each of three codes: under the limit
-            wrong = ticket.guess(f"{(int(ticket.code) + 1) % 1_000_000:06d}")
-            assert answer(api, wrong)[0] == 403
-        refused = api.client.post("/v1/devices/pair", json=pair_body(tickets[3]))
+        spender, other = new_family(sql_conn), new_family(sql_conn)
+        tickets = [pairing_code(sql_conn, spender)]
+        for _ in range(3):  # wrong guesses at its own code: its own budget
+            assert (
+                answer(api, tickets[0].guess(f"{(int(tickets[0].code) + 1) % 10**6:06d}"))[0] == 403
+            )
+        fresh = pairing_code(sql_conn, spender)
+        refused = api.client.post("/v1/devices/pair", json=pair_body(fresh))
         assert refused.status_code == 429
         assert refused.json()["field"] == "code"
         assert 0 < int(refused.headers["Retry-After"]) <= 3600
         # Not weighed at all: the code is untouched and still open.
-        row = device_row(sql_conn, tickets[3].pairing_id)
+        row = device_row(sql_conn, fresh.pairing_id)
         assert (row["status"], row["pairing_failed_attempts"]) == ("pending", 0)
+        # Another household is not touched: its wrong code is 403, its right code pairs.
+        theirs = pairing_code(sql_conn, other)
+        assert answer(api, theirs.guess(f"{(int(theirs.code) + 1) % 10**6:06d}"))[0] == 403
+        assert api.client.post("/v1/devices/pair", json=pair_body(theirs)).status_code == 201
+        # The window ends: the household pairs again.
         sql_conn.execute(
-            "update private.pairing_guesses set window_start = now() - interval '1 hour'"
+            "update private.pairing_budgets set window_start = now() - interval '1 hour'"
+            " where scope = %s",
+            [f"household:{spender.household}"],
         )
-        assert api.client.post("/v1/devices/pair", json=pair_body(tickets[3])).status_code == 201
+        assert api.client.post("/v1/devices/pair", json=pair_body(fresh)).status_code == 201
     finally:
-        sql_conn.execute("update private.pairing_settings set guess_budget = default")
-        sql_conn.execute("update private.pairing_guesses set wrong = 0, window_start = now()")
+        sql_conn.execute("update private.pairing_settings set household_budget = default")
+
+
+def test_a_spent_unknown_pool_stops_all_pairing_until_its_window_ends(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
+    family = new_family(sql_conn)
+    ticket = pairing_code(sql_conn, family)
+    spent = _spent(sql_conn, "unknown:%")
+    sql_conn.execute("update private.pairing_settings set unknown_budget = %s", [spent + 2])
+    try:
+        for _ in range(2):
+            assert answer(api, Ticket(uuid.uuid4(), ticket.code))[0] == 403
+        refused = api.client.post("/v1/devices/pair", json=pair_body(ticket))
+        assert refused.status_code == 429
+        assert 0 < int(refused.headers["Retry-After"]) <= 3600
+        assert device_row(sql_conn, ticket.pairing_id)["status"] == "pending"
+    finally:
+        sql_conn.execute("update private.pairing_settings set unknown_budget = default")
+    assert api.client.post("/v1/devices/pair", json=pair_body(ticket)).status_code == 201
 
 
 def test_codes_are_hashed_under_a_server_key_with_the_pairing_as_salt(

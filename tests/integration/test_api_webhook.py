@@ -20,6 +20,7 @@ from python_worker.emulators.elevenlabs import (
     transcription_payload,
 )
 from tests.support.api import Family, Paired, Row, ServedApi, fetch, new_family, new_session, pair
+from tests.support.world import call_binding
 
 SqlConn = psycopg.Connection[Row]
 
@@ -115,7 +116,13 @@ def test_the_session_is_found_by_the_call_session_id_variable(
     session = new_session(sql_conn, family, device.id, "accepted")  # "connected" never arrived
     conversation = f"conv_{uuid.uuid4().hex}"
     response = deliver(
-        api, webhook_secret, transcription_payload(conversation, call_session_id=str(session))
+        api,
+        webhook_secret,
+        transcription_payload(
+            conversation,
+            call_session_id=str(session),
+            call_binding=call_binding(sql_conn, session),
+        ),
     )
     assert response.json()["status"] == "processed"
     row = fetch(sql_conn, "select * from call_sessions where id = %s", [session])
@@ -144,7 +151,11 @@ def test_a_result_is_never_attached_to_another_households_call(
     # A session that already has another conversation is not taken over either.
     stranger = f"conv_{uuid.uuid4().hex}"
     response = deliver(
-        api, webhook_secret, transcription_payload(stranger, call_session_id=str(session))
+        api,
+        webhook_secret,
+        transcription_payload(
+            stranger, call_session_id=str(session), call_binding=call_binding(sql_conn, session)
+        ),
     )
     assert response.json()["status"] == "unmatched"
     [event] = stored_events(sql_conn, stranger)
@@ -357,7 +368,7 @@ def test_bad_signatures_are_refused_with_401_and_only_counted(
             b'{"type": "x", "event_timestamp": 1795000000, "data": {"conversation_id": 7}}',
             "data.conversation_id",
         ),
-        (b'{"type": "x", "event_timestamp": 1795000000, "data": {"note": "\\u0000"}}', "body"),
+        (b'{"type": "x", "event_timestamp": 1795000000, "data": {"note": "\\u0000"}}', "data.note"),
         (b'{"type": "x", "event_timestamp": NaN, "data": {}}', "body"),
         (b"\xff\xfe{}", "body"),
     ],

@@ -25,6 +25,7 @@ from tests.integration.test_scheduler import (
     sessions,
 )
 from tests.support.db import Conn, acting_as, one
+from tests.support.world import call_binding
 
 W = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)  # a Monday, before the real clock
 OCCURRENCE = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
@@ -141,7 +142,10 @@ def test_a_conversation_reported_after_a_timeout_withdraws_the_pending_retry(db:
     result = deliver(
         db,
         transcription_payload(
-            conversation, call_session_id=str(first["id"]), start_time_unix_secs=start
+            conversation,
+            call_session_id=str(first["id"]),
+            start_time_unix_secs=start,
+            call_binding=call_binding(db, first["id"]),
         ),
     )
     assert result["status"] == "processed"
@@ -173,6 +177,7 @@ def test_a_conversation_after_the_last_attempt_closes_its_missed_calls_alert(db:
         transcription_payload(
             f"conv_{uuid.uuid4().hex}",
             call_session_id=str(first["id"]),
+            call_binding=call_binding(db, first["id"]),
             start_time_unix_secs=int((OCCURRENCE + timedelta(seconds=20)).timestamp()),
         ),
     )
@@ -351,6 +356,7 @@ def test_what_a_conversation_report_does_in_each_state(db: Conn, status: str, af
         transcription_payload(
             conversation,
             call_session_id=str(session),
+            call_binding=call_binding(db, session),
             start_time_unix_secs=int((OCCURRENCE + timedelta(seconds=10)).timestamp()),
             duration_secs=100,
         ),

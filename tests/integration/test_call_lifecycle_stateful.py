@@ -45,6 +45,7 @@ from psycopg.types.json import Jsonb
 
 from python_worker.emulators.elevenlabs import transcription_payload
 from tests.integration.test_scheduler import add_family
+from tests.support.world import call_binding
 
 ZONE = "Europe/London"
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday, in the past, before the DST change
@@ -323,6 +324,7 @@ class CallLife(RuleBasedStateMachine):
         payload = transcription_payload(
             conversation,
             call_session_id=str(session["id"]),
+            call_binding=call_binding(self.db, session["id"]),
             event_timestamp=timestamp,
             summary=f"report {timestamp}",
             start_time_unix_secs=now - started_ago,

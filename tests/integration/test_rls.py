@@ -121,6 +121,27 @@ MATRIX: dict[str, dict[str, tuple[Probe, set[str]]]] = {
         "update": (Probe("update escalation_contacts set step = 3 where household_id = %s and user_id = %s returning 1", lambda w: [w.a.id, w.a.members["admin_a"]]), ADMIN_OF_A),
         "delete": (Probe("delete from escalation_contacts where household_id = %s and user_id = %s returning 1", lambda w: [w.a.id, w.a.members["admin_a"]]), ADMIN_OF_A),
     },
+    # Issue 24. privacy_settings: the household reads, admins write through set_privacy_settings
+    # only; erasures: the household reads, written only by erase_*; transcript_reads: admins
+    # read, nobody writes (read_transcript / export_relative insert as the owner).
+    "privacy_settings": {
+        "select": (Probe("select count(*) as n from privacy_settings where household_id = %s", lambda w: [w.a.id]), EVERYONE_IN_A),
+        "insert": (Probe("insert into privacy_settings (household_id) values (%s) on conflict (household_id) do update set member_reads = 'transcripts' returning 1", lambda w: [w.a.id]), SERVICE_ONLY),
+        "update": (Probe("update privacy_settings set member_reads = 'transcripts' where household_id = %s returning 1", lambda w: [w.a.id]), SERVICE_ONLY),
+        "delete": (Probe("delete from privacy_settings where household_id = %s returning 1", lambda w: [w.a.id]), SERVICE_ONLY),
+    },
+    "erasures": {
+        "select": (Probe("select count(*) as n from erasures where household_id = %s", lambda w: [w.a.id]), EVERYONE_IN_A),
+        "insert": (Probe("insert into erasures (household_id, scope) values (%s, 'household') returning 1", lambda w: [w.a.id]), SERVICE_ONLY),
+        "update": (Probe("update erasures set provider_done_at = now() where household_id = %s returning 1", lambda w: [w.a.id]), SERVICE_ONLY),
+        "delete": (Probe("delete from erasures where household_id = %s returning 1", lambda w: [w.a.id]), SERVICE_ONLY),
+    },
+    "transcript_reads": {
+        "select": (Probe("select count(*) as n from transcript_reads where household_id = %s", lambda w: [w.a.id]), ADMIN_OF_A),
+        "insert": (Probe("insert into transcript_reads (household_id, call_session_id) values (%s, %s) returning 1", lambda w: [w.a.id, w.a.session]), set()),
+        "update": (Probe("update transcript_reads set read_at = now() where household_id = %s returning 1", lambda w: [w.a.id]), set()),
+        "delete": (Probe("delete from transcript_reads where household_id = %s returning 1", lambda w: [w.a.id]), set()),
+    },
 }  # fmt: skip
 
 CASES = [

@@ -34,6 +34,7 @@ from tests.support.api import (
     new_session,
     pair,
 )
+from tests.support.world import call_binding
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SqlConn = psycopg.Connection[Row]
@@ -262,6 +263,7 @@ def webhook(case: Case, secret: str) -> tuple[str, int | None]:
     payload = transcription_payload(
         case.conversation,
         call_session_id=str(case.session),
+        call_binding=call_binding(case.conn, case.session),
         start_time_unix_secs=int(time.time()) - 5,
         duration_secs=4,
     )

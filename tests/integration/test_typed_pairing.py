@@ -13,6 +13,7 @@ import pytest
 from tests.support.api import (
     Row,
     ServedApi,
+    Ticket,
     as_user,
     bearer,
     fetch,
@@ -245,3 +246,49 @@ def test_resolving_a_known_and_an_unknown_reference_does_the_same_work(
     assert work[0] == work[1], work
     assert work[0][1] == 1  # one index lookup, found or not
     assert work[0][2] == 0  # resolving writes nothing
+
+
+def _budgets(conn: SqlConn, household: uuid.UUID) -> tuple[int, int]:
+    """What the global pool of unknown ids and the household's budget have spent (the
+    counters of the current window, whichever shard)."""
+    spent = fetch(
+        conn,
+        """select coalesce(sum(spent) filter (where scope like 'unknown:%%'), 0) as unknown,
+                  coalesce(sum(spent) filter (where scope = 'household:' || %s::text), 0)
+                    as household
+             from private.pairing_budgets""",
+        [household],
+    )
+    return int(spent["unknown"]), int(spent["household"])
+
+
+def test_an_unknown_reference_spends_the_unknown_pool_as_an_unknown_pairing_id_does(
+    api: ServedApi, sql_conn: SqlConn
+) -> None:
+    # The attacker's side: typed references nobody was shown cost what unknown pairing ids
+    # cost (one each from the global pool), and never the household whose code is open: else
+    # a stranger typing guesses could lock a family out of pairing.
+    family = new_family(sql_conn)
+    created = _create(sql_conn, family.relative, family.admin)
+    household = family.household
+    unknown = "ZZZZZZZZ" if created["reference"] != "ZZZZ-ZZZZ" else "YYYYYYYY"
+    unknown_before, household_before = _budgets(sql_conn, household)
+
+    typed = api.client.post("/v1/devices/pair", json=_typed(unknown, created["code"]))
+    assert (typed.status_code, typed.json()) == (403, REFUSED)
+    after_typed = _budgets(sql_conn, household)
+    assert after_typed == (unknown_before + 1, household_before)
+
+    scanned = api.client.post(
+        "/v1/devices/pair",
+        json=pair_body(Ticket(uuid.uuid4(), created["code"]), "android"),
+    )
+    assert (scanned.status_code, scanned.json()) == (403, REFUSED)
+    assert _budgets(sql_conn, household) == (after_typed[0] + 1, household_before)
+
+    # The household's budget is the one a guess at its own reference spends (so the
+    # counters read above are the right ones), and the unknown pool is left alone.
+    wrong = "000000" if created["code"] != "000000" else "111111"
+    known = api.client.post("/v1/devices/pair", json=_typed(created["reference"], wrong))
+    assert (known.status_code, known.json()) == (403, REFUSED)
+    assert _budgets(sql_conn, household) == (after_typed[0] + 1, household_before + 1)

@@ -27,6 +27,7 @@ from python_worker.api.db import ApiDatabase
 from python_worker.api.settings import DEFAULT_CONCERN_FIELDS, ApiSettings
 from python_worker.emulators.elevenlabs import ElevenLabsEmulator
 from python_worker.stack.cluster import LocalStack
+from tests.support.error_text import leaked
 from tests.support.world import apns_token, fcm_token
 
 AGENT_ID = "agent_callpanion_test"
@@ -44,8 +45,12 @@ class ServedApi:
         self._socket.listen(128)
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.violations: list[str] = []
         config = uvicorn.Config(
-            create_app(settings, database=database), log_level="warning", lifespan="on"
+            ErrorBodyCheck(create_app(settings, database=database), self.violations),
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,  # as `callpanion api` serves it
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -60,6 +65,41 @@ class ServedApi:
         self._thread.join(timeout=30)
         self._socket.close()
         assert not self._thread.is_alive(), "the API server did not stop"
+        # Every error body this server sent, whichever test provoked it (issue 25, item 6).
+        assert not self.violations, f"error bodies with internals: {self.violations}"
+
+
+class ErrorBodyCheck:
+    """ASGI wrapper: every answer of status 400 or more is read as it is sent, and any SQL,
+    driver or framework text in it is recorded (tests/error_text.py)."""
+
+    def __init__(self, app: Any, violations: list[str]) -> None:
+        self.app = app
+        self.violations = violations
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        body = bytearray()
+
+        async def watched(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status >= 400:
+                body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    text = body.decode("utf-8", "replace")
+                    found = leaked(text)
+                    if found is not None:
+                        self.violations.append(
+                            f"{scope['method']} {scope['path']} {status}: {text}"
+                        )
+            await send(message)
+
+        await self.app(scope, receive, watched)
 
 
 def settings_for(database_url: str, **overrides: Any) -> ApiSettings:
@@ -76,6 +116,8 @@ def settings_for(database_url: str, **overrides: Any) -> ApiSettings:
         "webhook_max_bytes": 256 * 1024,
         "pairing_rate_limit": 100_000,
         "pairing_rate_window_secs": 600,
+        # Twilio's webhooks verify against this token (unsigned requests get 401, not 503).
+        "twilio_auth_token": "twilio-test-token",
     }
     values.update(overrides)
     return ApiSettings.model_validate(values)  # exactly these values, not the environment

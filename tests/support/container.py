@@ -79,7 +79,14 @@ def ensure_base() -> float:
     started = time.monotonic()
     tar = ROOT / "base.tar"
     if not tar.is_file():
-        partial = ROOT / "base.tar.partial"
+        # mmdebstrap picks its output format by the name's extension: this one must end in
+        # .tar, or it writes a directory. A partial left by an interrupted run is made anew.
+        partial = ROOT / "base.partial.tar"
+        for stale in (partial, tar, ROOT / "base.tar.partial"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
         bundle = "/etc/ssl/certs/ca-certificates.crt"
         subprocess.run(
             ["mmdebstrap", "--variant=minbase", f"--include={STAND_IN_PACKAGES}",

@@ -136,6 +136,15 @@ def add_household(conn: Conn, name: str, people: dict[str, str]) -> Household:
             [hid, member],
         )
     conn.execute("insert into escalation_policies (household_id) values (%s)", [hid])
+    # Issue 24: an erasure and a transcript read (privacy_settings is made with the household).
+    conn.execute(
+        "insert into erasures (household_id, scope, requested_by) values (%s, 'relative', %s)",
+        [hid, admin],
+    )
+    conn.execute(
+        "insert into transcript_reads (household_id, call_session_id, user_id) values (%s, %s, %s)",
+        [hid, sessions[0], admin],
+    )
     conn.execute(
         "insert into escalation_contacts (household_id, user_id, step) values (%s, %s, 1)",
         [hid, admin],
@@ -162,3 +171,17 @@ def build_world(conn: Conn) -> World:
     )
     b = add_household(conn, "Household B", {"admin_b": "admin"})
     return World(a=a, b=b, outsider=add_user(conn))
+
+
+def call_binding(conn: Conn, session_id: uuid.UUID | str) -> str:
+    """The `call_binding` the API gives the session's own device on `accepted` (issue 25):
+    what a genuine post-call webhook echoes back beside `call_session_id`."""
+    row = conn.execute(
+        "select private.conversation_binding(c.id, c.device_id) as binding"
+        " from call_sessions c where c.id = %s",
+        [session_id],
+    ).fetchone()
+    assert row is not None, f"no call session {session_id}"
+    binding = row["binding"] if isinstance(row, dict) else row[0]
+    assert isinstance(binding, str)
+    return binding

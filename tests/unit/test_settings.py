@@ -16,6 +16,7 @@ from python_worker.api.settings import ApiSettings, api_settings
 from python_worker.cli.settings import CliSettings
 from python_worker.config import load_env, variables
 from python_worker.errors import CallPanionError
+from python_worker.notify.settings import SmtpSettings, TwilioSettings, WebPushSettings
 from python_worker.phone.settings import PhoneSettings
 from python_worker.push.settings import ApnsSettings, FcmSettings
 from python_worker.stack.settings import StackSettings, stack_settings
@@ -32,6 +33,9 @@ SETTINGS = (
     ApnsSettings,
     ApiSettings,
     WorkerSettings,
+    WebPushSettings,
+    SmtpSettings,
+    TwilioSettings,
 )
 #: Read by something other than a settings class: the Makefile and scripts.
 NOT_SETTINGS = {

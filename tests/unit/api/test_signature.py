@@ -151,8 +151,6 @@ def test_the_window_ends_exactly_at_thirty_minutes_old_and_five_minutes_ahead() 
     [
         f"t={NOW},v0={v0(secret='other')}",
         f"t={NOW},v0={v0().upper()}",
-        f"t={NOW},v0={v0()[:-1]}",
-        f"t={NOW},v0={v0()}é",  # non-ASCII is compared (as bytes), not a crash
         f"t={NOW - 1},v0={v0()}",  # the timestamp is part of what is signed
     ],
 )
@@ -161,6 +159,32 @@ def test_a_wrong_signature_does_not_match(header: str) -> None:
     assert (error.reason, str(error)) == (
         "bad_signature",
         "ElevenLabs-Signature: signature does not match",
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"t={NOW},v0={v0()[:-1]}",
+        f"t={NOW},v0={v0()}0",
+        f"t={NOW},v0={v0()[:-1]}é",  # non-ASCII: refused by its shape, not a crash
+        f"t={NOW},v0={'g' * 64}",
+    ],
+)
+def test_a_v0_that_is_not_64_hex_characters_is_refused_by_its_shape(header: str) -> None:
+    # Told apart before a byte of the body is read (issue 25, item 4).
+    error = refused(header)
+    assert (error.reason, str(error)) == (
+        "bad_signature",
+        "ElevenLabs-Signature: v0 must be 64 hexadecimal characters",
+    )
+
+
+def test_an_overlong_header_is_refused_before_anything_else() -> None:
+    error = refused(f"t={NOW}," + ",".join(f"v0={v0()}" for _ in range(20)))
+    assert (error.reason, str(error)) == (
+        "bad_signature",
+        "ElevenLabs-Signature: header is too long",
     )
 
 
@@ -261,8 +285,19 @@ def test_implausible_event_timestamps_are_refused(stamp: object, reason: str) ->
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (b"{not json", ("body", "is not valid JSON (JSONDecodeError)")),
-        (b"[" * 100_000 + b"]" * 100_000, ("body", "is not valid JSON (RecursionError)")),
+        (
+            b"{not json",
+            (
+                "body",
+                "is not valid JSON (Expecting property name enclosed in double"
+                " quotes at line 1 column 2)",
+            ),
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, ("body", "is nested too deeply to read")),
+        (
+            b'{"type": "x", "event_timestamp": ' + b"9" * 5000 + b"}",
+            ("body", "has a number with more than 4300 digits"),
+        ),
         (b'{"event_timestamp": NaN}', ("body", "NaN is not valid JSON")),
         (b'{"event_timestamp": -Infinity}', ("body", "-Infinity is not valid JSON")),
         (b"[]", ("body", "must be a JSON object")),
@@ -275,22 +310,26 @@ def test_bodies_that_are_not_events_name_the_field(body: bytes, expected: tuple[
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "field", "reason"),
     [
-        (envelope(note="\x00"), "contains a NUL character (\\u0000)"),
-        (envelope(data={"a": [{"b": "x\x00"}]}), "contains a NUL character (\\u0000)"),
-        (envelope(data={"k\x00": 1}), "contains a NUL character (\\u0000)"),
-        (envelope(type="call\x00ended"), "contains a NUL character (\\u0000)"),
-        (b'{"type": "x", "event_timestamp": 1, "data": {"a": "\\ud800"}}',
+        (envelope(note="\x00"), "note", "contains a NUL character (\\u0000)"),
+        (envelope(data={"a": [{"b": "x\x00"}]}), "data.a[0].b", "contains a NUL character (\\u0000)"),
+        (envelope(data={"k\x00": 1}), "data", "contains a NUL character (\\u0000)"),
+        (envelope(type="call\x00ended"), "type", "contains a NUL character (\\u0000)"),
+        (b'{"type": "x", "event_timestamp": 1, "data": {"a": "\\ud800"}}', "data.a",
          "contains an unpaired UTF-16 surrogate"),
-        (b'{"type": "x", "event_timestamp": 1, "data": {"b": [["\\udfff x"]]}}',
+        (b'{"type": "x", "event_timestamp": 1, "data": {"b": [["\\udfff x"]]}}', "data.b[0][0]",
          "contains an unpaired UTF-16 surrogate"),
-        (b'{"type": "x", "event_timestamp": 1, "data": {"\\ud800": 1}}',
+        (b'{"type": "x", "event_timestamp": 1, "data": {"\\ud800": 1}}', "data",
          "contains an unpaired UTF-16 surrogate"),
+        (b'{"type": "x", "event_timestamp": 1, "data": {"metadata": {"start": 1e400}}}',
+         "data.metadata.start", "is a number too large to store"),
     ],
 )  # fmt: skip
-def test_text_postgres_cannot_store_is_refused(body: bytes, reason: str) -> None:
-    assert payload_error(body) == ("body", reason)
+def test_text_postgres_cannot_store_is_refused_naming_where(
+    body: bytes, field: str, reason: str
+) -> None:
+    assert payload_error(body) == (field, reason)
 
 
 def test_a_paired_surrogate_is_an_ordinary_character() -> None:
