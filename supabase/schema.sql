@@ -1847,6 +1847,28 @@ CREATE FUNCTION private.pairing_scope(p_pairing_id uuid, p_household_id uuid) RE
 $$;
 
 --
+-- Name: presence_owners(); Type: FUNCTION; Schema: private
+--
+
+CREATE FUNCTION private.presence_owners() RETURNS SETOF text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  with recursive o(w) as (
+    (select q.locked_by from public.notification_queue q
+     where q.status = 'claimed' and q.presence_claimed_at is not null
+     order by q.locked_by limit 1)
+    union all
+    select (select q.locked_by from public.notification_queue q
+            where q.status = 'claimed' and q.presence_claimed_at is not null
+              and q.locked_by > o.w
+            order by q.locked_by limit 1)
+    from o where o.w is not null
+  )
+  select o.w from o where o.w is not null
+$$;
+
+--
 -- Name: queue_retries(uuid[], timestamp with time zone); Type: FUNCTION; Schema: private
 --
 
@@ -1940,6 +1962,7 @@ CREATE FUNCTION private.reclaim_orphaned_leases() RETURNS integer
     AS $$
 declare
   v_live bigint[];
+  v_dead text[];
   v_rows integer := 0;
   v_outbox integer := 0;
   v_calls boolean := exists (select 1 from public.notification_queue q
@@ -1951,16 +1974,26 @@ begin
   end if;
   v_live := private.live_worker_keys();
   if v_calls then
+    select array_agg(o.w) into v_dead
+    from private.presence_owners() o(w)
+    where not private.worker_is_live(o.w, v_live);
+  end if;
+  if v_dead is not null then
     update public.notification_queue q
        set status = 'due', locked_by = null, locked_until = null, presence_claimed_at = null,
            last_error = left(coalesce(q.last_error || '; ', '') || 'worker ' || q.locked_by
                              || ' is gone (its database session ended)', 2000)
      where q.id in (select e.id from public.notification_queue e
-                    where e.status = 'claimed'
+                    where e.locked_by = any (v_dead) and e.status = 'claimed'
                       and e.presence_claimed_at >= pg_catalog.pg_postmaster_start_time()
-                      and not private.worker_is_live(e.locked_by, v_live)
                     for update skip locked);
     get diagnostics v_rows = row_count;
+    update public.notification_queue q
+       set presence_claimed_at = null
+     where q.id in (select e.id from public.notification_queue e
+                    where e.locked_by = any (v_dead) and e.status = 'claimed'
+                      and e.presence_claimed_at < pg_catalog.pg_postmaster_start_time()
+                    for update skip locked);
   end if;
   if v_messages then
     v_outbox := private.reclaim_orphaned_outbox(v_live);
@@ -2266,20 +2299,33 @@ $$;
 --
 
 CREATE FUNCTION private.settle_ring_windows(p_results jsonb, p_mine uuid[], p_now timestamp with time zone) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
-  update public.call_sessions c
-     set ringing_at = least(c.ringing_at, q.ring_expires_at - c.ring_timeout)
-    from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text)
-    join public.notification_queue q on q.id = x.queue_id
-   where x.outcome = 'delivered' and x.queue_id = any (p_mine) and q.status = 'sent' and c.id = q.call_session_id
-     and c.status = 'ringing' and c.ringing_at = p_now and q.ring_expires_at is not null;
-  update public.notification_queue q
-     set ring_expires_at = null
-    from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text, status integer)
-   where q.id = x.queue_id and x.queue_id = any (p_mine) and q.status = 'due'
-     and x.outcome <> 'delivered' and coalesce(x.status, 0) > 0;
+declare
+  v_delivered uuid[];
+  v_refused uuid[];
+begin
+  select coalesce(array_agg(x.queue_id) filter (where x.outcome = 'delivered'), '{}'),
+         coalesce(array_agg(x.queue_id) filter (where x.outcome <> 'delivered'
+                                                  and coalesce(x.status, 0) > 0), '{}')
+    into v_delivered, v_refused
+  from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text, status integer)
+  where x.queue_id = any (p_mine);
+  if cardinality(v_delivered) > 0 then
+    update public.call_sessions c
+       set ringing_at = least(c.ringing_at, q.ring_expires_at - c.ring_timeout)
+      from public.notification_queue q
+     where q.id = any (v_delivered) and q.status = 'sent' and c.id = q.call_session_id
+       and c.status = 'ringing' and c.ringing_at = p_now and q.ring_expires_at is not null
+       and q.ring_expires_at - c.ring_timeout < c.ringing_at;  -- else: nothing to change
+  end if;
+  if cardinality(v_refused) > 0 then
+    update public.notification_queue q
+       set ring_expires_at = null
+     where q.id = any (v_refused) and q.status = 'due';
+  end if;
+end
 $$;
 
 --
@@ -3724,9 +3770,8 @@ CREATE FUNCTION public.next_work_at(p_now timestamp with time zone DEFAULT now()
          (select min(q.locked_until) from public.notification_queue q where q.status = 'claimed'),
          (select min(c.ringing_at + c.ring_timeout) from public.call_sessions c
           where c.status = 'ringing'),
-         exists (select 1 from public.notification_queue q
-                 where q.status = 'claimed' and q.presence_claimed_at is not null
-                   and q.locked_by is distinct from p_worker)
+         exists (select 1 from private.presence_owners() o(w)
+                 where o.w is distinct from p_worker)
 $$;
 
 --
@@ -4537,6 +4582,7 @@ begin
 
   with r as materialized (
     select x.*, q.call_session_id as session_id, q.deadline_at, q.device_id, q.platform,
+           q.ring_expires_at,
            left(concat_ws(' ', x.provider, nullif(x.status, 0)::text, x.reason)
                 || coalesce(': ' || x.detail, ''), 2000) as error,
            make_interval(secs => greatest(coalesce(x.retry_after_s, 0),
@@ -4558,7 +4604,11 @@ begin
   ),
   ringing as (
     update public.call_sessions c
-       set status = 'ringing', ringing_at = p_now, device_id = r.device_id
+       -- Dated from the start of its ring window at once (was a second update of the same
+       -- rows in settle_ring_windows: the same value, twice the writes).
+       set status = 'ringing', device_id = r.device_id,
+           ringing_at = case when r.ring_expires_at is null then p_now
+                             else least(p_now, r.ring_expires_at - c.ring_timeout) end
       from r
      where c.id = r.session_id and r.outcome = 'delivered' and c.status = 'queued'
   ),
@@ -4659,58 +4709,63 @@ begin
     from dead
    where d.id = dead.device_id;
 
-  -- After a dead token: the relative's current target (which no longer offers the dead token)
-  -- is tried at once; with none left, the call fails and the family is told.
-  with r as materialized (
-    select x.queue_id, x.provider as dead_provider, x.token as dead_token,
-           left(concat_ws(' ', x.provider, nullif(x.status, 0)::text, x.reason)
-                || coalesce(': ' || x.detail, ''), 2000) as error,
-           c.id as session_id, c.relative_id,
-           t.device_id, t.platform, t.provider, t.push_token, t.fallback_provider, t.fallback_token,
-           coalesce(private.unreachable_reason(t.device_id, t.provider),
-                    case when t.provider = x.provider and t.push_token = x.token
-                           then 'the only push token was refused' end) as reason
-    from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text, provider text,
-                                            token text, status integer, reason text, detail text)
-    join public.notification_queue q on q.id = x.queue_id
-    join public.call_sessions c on c.id = q.call_session_id
-    left join private.call_targets t on t.relative_id = c.relative_id
-    where x.queue_id = any (v_mine) and x.outcome = 'token_dead'
-  ),
-  fallback as (
-    update public.notification_queue q
-       set status = 'due', next_attempt_at = p_now, locked_by = null, locked_until = null,
-           device_id = r.device_id, platform = r.platform, provider = r.provider,
-           push_token = r.push_token, fallback_provider = r.fallback_provider,
-           fallback_token = r.fallback_token,
-           last_error = r.error || ' (token invalidated; trying ' || r.provider || ')'
-      from r
-     where q.id = r.queue_id and r.reason is null
-  ),
-  none_left as (
-    update public.notification_queue q
-       set status = 'failed', locked_by = null, locked_until = null,
-           last_error = r.error || ' (token invalidated; no other token)'
-      from r
-     where q.id = r.queue_id and r.reason is not null
-  ),
-  none_left_sessions as (
-    update public.call_sessions c
-       set status = 'failed', ended_at = p_now,
-           failure_reason = 'the device''s push token is no longer valid (' || r.error || ')'
-      from r
-     where c.id = r.session_id and r.reason is not null and c.status = 'queued'
-    returning c.id, c.household_id, c.relative_id, c.device_id, c.attempt
-  )
-  insert into public.alerts (household_id, relative_id, call_session_id, device_id, kind,
-                             severity, message, dedupe_key)
-  select s.household_id, s.relative_id, s.id, s.device_id, 'invalid_token', 'critical',
-         format('%s could not be called (attempt %s): their phone''s push token is no longer '
-                'valid. Open the CallPanion app on their phone to register it again.',
-                rel.display_name, s.attempt),
-         'failed:' || s.id
-  from none_left_sessions s join public.relatives rel on rel.id = s.relative_id
-  on conflict (dedupe_key) do nothing;
+  -- Issue 23: only when a token was refused (the statement below costs ~0.2 ms a row
+  -- even when none was: it joins every result with the relative's current target).
+  if exists (select 1 from jsonb_array_elements(p_results) e
+             where e->>'outcome' = 'token_dead') then
+    -- After a dead token: the relative's current target (which no longer offers the dead token)
+    -- is tried at once; with none left, the call fails and the family is told.
+    with r as materialized (
+      select x.queue_id, x.provider as dead_provider, x.token as dead_token,
+             left(concat_ws(' ', x.provider, nullif(x.status, 0)::text, x.reason)
+                  || coalesce(': ' || x.detail, ''), 2000) as error,
+             c.id as session_id, c.relative_id,
+             t.device_id, t.platform, t.provider, t.push_token, t.fallback_provider, t.fallback_token,
+             coalesce(private.unreachable_reason(t.device_id, t.provider),
+                      case when t.provider = x.provider and t.push_token = x.token
+                             then 'the only push token was refused' end) as reason
+      from jsonb_to_recordset(p_results) as x(queue_id uuid, outcome text, provider text,
+                                              token text, status integer, reason text, detail text)
+      join public.notification_queue q on q.id = x.queue_id
+      join public.call_sessions c on c.id = q.call_session_id
+      left join private.call_targets t on t.relative_id = c.relative_id
+      where x.queue_id = any (v_mine) and x.outcome = 'token_dead'
+    ),
+    fallback as (
+      update public.notification_queue q
+         set status = 'due', next_attempt_at = p_now, locked_by = null, locked_until = null,
+             device_id = r.device_id, platform = r.platform, provider = r.provider,
+             push_token = r.push_token, fallback_provider = r.fallback_provider,
+             fallback_token = r.fallback_token,
+             last_error = r.error || ' (token invalidated; trying ' || r.provider || ')'
+        from r
+       where q.id = r.queue_id and r.reason is null
+    ),
+    none_left as (
+      update public.notification_queue q
+         set status = 'failed', locked_by = null, locked_until = null,
+             last_error = r.error || ' (token invalidated; no other token)'
+        from r
+       where q.id = r.queue_id and r.reason is not null
+    ),
+    none_left_sessions as (
+      update public.call_sessions c
+         set status = 'failed', ended_at = p_now,
+             failure_reason = 'the device''s push token is no longer valid (' || r.error || ')'
+        from r
+       where c.id = r.session_id and r.reason is not null and c.status = 'queued'
+      returning c.id, c.household_id, c.relative_id, c.device_id, c.attempt
+    )
+    insert into public.alerts (household_id, relative_id, call_session_id, device_id, kind,
+                               severity, message, dedupe_key)
+    select s.household_id, s.relative_id, s.id, s.device_id, 'invalid_token', 'critical',
+           format('%s could not be called (attempt %s): their phone''s push token is no longer '
+                  'valid. Open the CallPanion app on their phone to register it again.',
+                  rel.display_name, s.attempt),
+           'failed:' || s.id
+    from none_left_sessions s join public.relatives rel on rel.id = s.relative_id
+    on conflict (dedupe_key) do nothing;
+  end if;
 
   -- Issue 14: the ring window follows the answer (see private.settle_ring_windows).
   perform private.settle_ring_windows(p_results, v_mine, p_now);
@@ -6664,6 +6719,12 @@ CREATE INDEX notification_queue_lease_idx ON public.notification_queue USING btr
 CREATE UNIQUE INDEX notification_queue_occurrence_key ON public.notification_queue USING btree (schedule_id, occurrence_at, attempt) WHERE (status <> 'cancelled'::text);
 
 --
+-- Name: notification_queue_presence_owner_idx; Type: INDEX; Schema: public
+--
+
+CREATE INDEX notification_queue_presence_owner_idx ON public.notification_queue USING btree (locked_by) WHERE ((status = 'claimed'::text) AND (presence_claimed_at IS NOT NULL));
+
+--
 -- Name: notification_queue_ready_idx; Type: INDEX; Schema: public
 --
 
@@ -8087,6 +8148,13 @@ REVOKE ALL ON FUNCTION private.pairing_max_failures() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION private.pairing_scope(p_pairing_id uuid, p_household_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION presence_owners(); Type: ACL; Schema: private
+--
+
+REVOKE ALL ON FUNCTION private.presence_owners() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.presence_owners() TO service_role;
 
 --
 -- Name: FUNCTION queue_retries(p_missed uuid[], p_now timestamp with time zone); Type: ACL; Schema: private
