@@ -989,39 +989,39 @@ CRASH_MUTANTS: tuple[SqlMutant, ...] = (
     # is private.reclaim_orphaned_outbox, just below it in the same migration.
     SqlMutant(
         name="reclaim_without_skip_locked",
-        migration=ALERTS,
+        migration=CLAIM_COST,
         original=(
-            "                      and not private.worker_is_live(e.locked_by, v_live)\n"
+            "e.presence_claimed_at >= pg_catalog.pg_postmaster_start_time()\n"
             "                    for update skip locked);"
         ),
         mutated=(
-            "                      and not private.worker_is_live(e.locked_by, v_live)\n"
+            "e.presence_claimed_at >= pg_catalog.pg_postmaster_start_time()\n"
             "                    for update);"
         ),
         tests=(
             f"{CRASH_EDGES}::test_a_reclaim_skips_an_orphan_another_worker_holds_and_takes_it_later",
         ),
-        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
+        note="reclaim_orphaned_leases, per owner (20261201150000)",
     ),
     SqlMutant(
         name="reclaim_rows_claimed_before_the_restart",
-        migration=ALERTS,
+        migration=CLAIM_COST,
         original=(
-            "'claimed'\n"
+            "and e.status = 'claimed'\n"
             "                      and e.presence_claimed_at"
             " >= pg_catalog.pg_postmaster_start_time()\n"
         ),
-        mutated="'claimed'\n",
+        mutated="and e.status = 'claimed'\n",
         tests=(f"{CRASH_EDGES}::test_rows_claimed_before_a_restart_are_left_to_their_lease",),
-        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
+        note="reclaim_orphaned_leases, per owner (20261201150000)",
     ),
     SqlMutant(
         name="reclaim_rows_of_a_live_worker",
-        migration=ALERTS,
-        original="                      and not private.worker_is_live(e.locked_by, v_live)\n",
-        mutated="",
+        migration=CLAIM_COST,
+        original="    where not private.worker_is_live(o.w, v_live);",
+        mutated="    where true;",
         tests=(f"{CRASH_EDGES}::test_an_owner_whose_lock_key_is_negative_is_still_seen_alive",),
-        note="reclaim_orphaned_leases: the perf work redefines it in 2026120115xxxx",
+        note="reclaim_orphaned_leases, per owner (20261201150000)",
     ),
     SqlMutant(
         name="outbox_reclaim_rows_of_a_live_worker",
