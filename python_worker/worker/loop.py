@@ -54,8 +54,8 @@ from python_worker.worker.db import NextWork, WorkerDatabase
 from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.worker.metrics import Metrics
 from python_worker.worker.outbox import OutboxDelivery
-from python_worker.worker.provider_deletion import ProviderDeletions
 from python_worker.worker.presence import Presence, lease_owner
+from python_worker.worker.provider_deletion import ProviderDeletions
 from python_worker.worker.realtime import RealtimeWakeups
 from python_worker.worker.settings import WorkerSettings
 from python_worker.worker.wakeups import NotifyWakeups, PollOnly, WakeHandlers, WakeupSource

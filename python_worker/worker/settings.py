@@ -8,8 +8,12 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from python_worker.api.settings import DEFAULT_ELEVENLABS_BASE_URL
-from python_worker.config import KEEP_EMPTY, EnvSettings, read_settings
+from python_worker.config import (
+    DEFAULT_ELEVENLABS_BASE_URL,
+    KEEP_EMPTY,
+    EnvSettings,
+    read_settings,
+)
 from python_worker.stack.settings import default_database_url
 
 #: How the worker learns of queued rows besides its timer and poll (README "Worker").
