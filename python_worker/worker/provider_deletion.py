@@ -180,7 +180,7 @@ class ProviderDeletions(PolledDuty):
         api_key: str | None,
         lease_s: float,
         poll_interval_s: float,
-        batch_size: int = 50,
+        batch_size: int | None = None,
         policy: RetryPolicy | None = None,
         timeout_s: float = 10.0,
     ) -> None:
@@ -189,7 +189,9 @@ class ProviderDeletions(PolledDuty):
         self.base_url = base_url
         self.api_key = api_key
         self.lease_s = lease_s
-        self.batch_size = batch_size
+        # Rows per claim: as many as can each take the whole timeout within half the lease
+        # (it is not renewed), so no claimed row waits past its lease; erasures are rare.
+        self.batch_size = batch_size or max(1, int(lease_s // (2 * timeout_s)))
         self.policy = policy or RetryPolicy()
         self.stopping = False
         self._warned = False
@@ -219,22 +221,25 @@ class ProviderDeletions(PolledDuty):
             if not rows:
                 break
             claimed += len(rows)
-            results = [
-                await asyncio.to_thread(
+            # Each answer is recorded at once, before the next DELETE may use its timeout.
+            results: list[str] = []
+            statuses: set[int] = set()
+            for row in rows:
+                result = await asyncio.to_thread(
                     delete_one, self._client, self.base_url, self.api_key, row, self.policy
                 )
-                for row in rows
-            ]
-            recorded = await self.db.rows(
-                "record_outbox_results",
-                {"worker": self.db.worker_id, "results": Jsonb([r.as_json() for r in results])},
-            )
+                recorded = await self.db.rows(
+                    "record_outbox_results",
+                    {"worker": self.db.worker_id, "results": Jsonb([result.as_json()])},
+                )
+                statuses.add(result.status)
+                results.extend(str(r["result"]) for r in recorded)
             self.log.info(
                 "provider deletions recorded",
                 extra={
-                    "rows": len(results),
-                    "statuses": sorted({r.status for r in results}),
-                    "results": sorted({str(r["result"]) for r in recorded}),
+                    "rows": len(rows),
+                    "statuses": sorted(statuses),
+                    "results": sorted(set(results)),
                 },
             )
             if len(rows) < self.batch_size:
