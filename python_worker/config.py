@@ -44,6 +44,10 @@ class EnvSettings(BaseSettings):
 
 S = TypeVar("S", bound=EnvSettings)
 
+#: ElevenLabs' public API, for the API (tokens) and the worker (erasure's deletions); only
+#: tests and the demo point elsewhere (the emulator).
+DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
+
 #: `json_schema_extra` of a field whose empty value means something (an empty database role:
 #: act as the connecting user), so it is not taken as unset.
 KEEP_EMPTY: dict[str, Any] = {"keep_empty": True}

@@ -9,7 +9,12 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from python_worker.config import KEEP_EMPTY, EnvSettings, read_settings
+from python_worker.config import (
+    DEFAULT_ELEVENLABS_BASE_URL,
+    KEEP_EMPTY,
+    EnvSettings,
+    read_settings,
+)
 from python_worker.stack.settings import default_database_url
 
 #: Where `callpanion api` listens unless told otherwise (loopback: put a proxy in front).
@@ -17,8 +22,6 @@ DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 8000
 #: The database role the API acts as: it holds exactly the grants of the SQL functions it calls.
 DEFAULT_API_DB_ROLE = "service_role"
-#: ElevenLabs' public API; only tests and the demo point elsewhere (the emulator).
-DEFAULT_ELEVENLABS_BASE_URL = "https://api.elevenlabs.io"
 #: Data-collection or evaluation fields that flag a concern unless configured otherwise.
 DEFAULT_CONCERN_FIELDS = ("wellbeing_concern", "safety_concern")
 #: post_call_audio carries a base64 MP3 of the whole call: allow long calls, refuse the absurd.

@@ -55,6 +55,7 @@ from python_worker.worker.dispatcher import CallText, Dispatcher, Senders
 from python_worker.worker.metrics import Metrics
 from python_worker.worker.outbox import OutboxDelivery
 from python_worker.worker.presence import Presence, lease_owner
+from python_worker.worker.provider_deletion import ProviderDeletions
 from python_worker.worker.realtime import RealtimeWakeups
 from python_worker.worker.settings import WorkerSettings
 from python_worker.worker.wakeups import NotifyWakeups, PollOnly, WakeHandlers, WakeupSource
@@ -149,6 +150,14 @@ class Worker:
             poll_interval_s=settings.poll_interval_s,
             clock=clock,
         )
+        #: Erasure's deletions at ElevenLabs: the same owner, presence lock and wake-ups.
+        self.deletions = ProviderDeletions(
+            self.db,
+            base_url=settings.elevenlabs_base_url,
+            api_key=settings.elevenlabs_api_key,
+            lease_s=settings.lease_s,
+            poll_interval_s=settings.poll_interval_s,
+        )
         self.source = source
         self.clock = clock
         self._wake = asyncio.Event()
@@ -205,12 +214,14 @@ class Worker:
         self._wake.set()
         self.cancels.wake()
         self.alerts.wake()
+        self.deletions.wake()
 
     def _connected(self) -> None:
         self._source_connected = True
         self._wake.set()  # catch up: anything queued while the source was away
         self.cancels.wake()
         self.alerts.wake()
+        self.deletions.wake()
 
     def _batch_done(self) -> None:
         # A fallback is due at once, a retry soon: look again now.
@@ -243,6 +254,7 @@ class Worker:
         renew_task = asyncio.create_task(self._renew_leases(), name="lease-renewal")
         cancel_task = asyncio.create_task(self.cancels.run(), name="cancel-notices")
         alerts_task = asyncio.create_task(self._alerts(), name="alerts")
+        deletions_task = asyncio.create_task(self._deletions(), name="provider-deletions")
         log.info(
             "worker started",
             extra={
@@ -259,7 +271,7 @@ class Worker:
             await self._shutdown()
             # Each step gets what is left of the grace; a task that does not end when it is
             # cancelled (a query on a frozen database, say) is left behind, not waited for.
-            background = (source_task, renew_task, cancel_task, alerts_task)
+            background = (source_task, renew_task, cancel_task, alerts_task, deletions_task)
             for task in background:
                 task.cancel()
             await asyncio.wait(background, timeout=self._left(0.5, until=0.97))
@@ -268,6 +280,7 @@ class Worker:
             await self._bounded(self.dispatcher.senders.aclose(), 0.5)
             await self._bounded(self.dispatcher.recorder.aclose(), 0.2)
             await self._bounded(self.alerts.aclose(), 0.5)
+            self.deletions.close()
             await self._bounded(self.presence.close(), 0.5)
             await self._bounded(self.db.close(), 0.5)
             for sig, handler in previous.items():
@@ -356,6 +369,12 @@ class Worker:
             await asyncio.sleep(0.05)
         await self.alerts.run()
 
+    async def _deletions(self) -> None:
+        """Provider deletions, once the presence lock is held (as the alerts)."""
+        while not self.presence.held and not self._stop.is_set():
+            await asyncio.sleep(0.05)
+        await self.deletions.run()
+
     def _db_ok(self) -> None:
         self._last_db_ok = self.clock()
         self.metrics.db_up.set(1)
@@ -398,6 +417,8 @@ class Worker:
         giving rows back until 90 % of it is used; closing connections in what is left.
         """
         self.dispatcher.stop()
+        # No new deletion claims; the alerts' release below gives back any row it holds.
+        self.deletions.stop()
         if self._stop_at is None:
             self._stop_at = time.monotonic()
         grace = self.settings.shutdown_grace_s

@@ -20,6 +20,7 @@ a transcript (the conversation id is the key to the transcript at ElevenLabs).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from python_worker.push.retry import RetryPolicy, parse_retry_after
+from python_worker.worker.db import WorkerDatabase
+from python_worker.worker.duty import PolledDuty
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +158,105 @@ def run_once(
         },
     )
     return recorded
+
+
+class ProviderDeletions(PolledDuty):
+    """The worker's duty for `provider_deletion` rows, beside the alerts one (outbox.py).
+
+    Same machinery as the alerts: `claim_outbox` on the process's lease owner and presence
+    lock (only this kind, so the two duties never race), the same NOTIFY hints through
+    `wake()`, `next_outbox_at()` as the timer. Each claimed row goes to `delete_one` (in a
+    thread: the sender is synchronous, and erasures are rare). Without ElevenLabs settings the
+    rows stay queued and the log says so once: a configuration fault, not a crash.
+    """
+
+    name = "provider deletions"
+
+    def __init__(
+        self,
+        db: WorkerDatabase,
+        *,
+        base_url: str,
+        api_key: str | None,
+        lease_s: float,
+        poll_interval_s: float,
+        batch_size: int | None = None,
+        policy: RetryPolicy | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__(poll_interval_s=poll_interval_s)
+        self.db = db
+        self.base_url = base_url
+        self.api_key = api_key
+        self.lease_s = lease_s
+        # Rows per claim: as many as can each take the whole timeout within half the lease
+        # (it is not renewed), so no claimed row waits past its lease; erasures are rare.
+        self.batch_size = batch_size or max(1, int(lease_s // (2 * timeout_s)))
+        self.policy = policy or RetryPolicy()
+        self.stopping = False
+        self._warned = False
+        self._client = httpx.Client(timeout=timeout_s)
+
+    async def send_ready(self) -> int:
+        """Claim due deletions, ask ElevenLabs for each, record the answers."""
+        if not self.api_key:
+            if not self._warned:
+                self._warned = True
+                self.log.warning(
+                    "ELEVENLABS_API_KEY is not set: provider deletions stay queued",
+                    extra={"kind": KIND},
+                )
+            return 0
+        claimed = 0
+        while not self.stopping:
+            rows = await self.db.rows(
+                "claim_outbox",
+                {
+                    "worker": self.db.worker_id,
+                    "limit": self.batch_size,
+                    "lease_s": self.lease_s,
+                    "kinds": [KIND],
+                },
+            )
+            if not rows:
+                break
+            claimed += len(rows)
+            # Each answer is recorded at once, before the next DELETE may use its timeout.
+            results: list[str] = []
+            statuses: set[int] = set()
+            for row in rows:
+                result = await asyncio.to_thread(
+                    delete_one, self._client, self.base_url, self.api_key, row, self.policy
+                )
+                recorded = await self.db.rows(
+                    "record_outbox_results",
+                    {"worker": self.db.worker_id, "results": Jsonb([result.as_json()])},
+                )
+                statuses.add(result.status)
+                results.extend(str(r["result"]) for r in recorded)
+            self.log.info(
+                "provider deletions recorded",
+                extra={
+                    "rows": len(rows),
+                    "statuses": sorted(statuses),
+                    "results": sorted(set(results)),
+                },
+            )
+            if len(rows) < self.batch_size:
+                break
+        return claimed
+
+    async def seconds_to_next(self) -> float:
+        """Until the next outbox row may go (any kind: the query is shared), at most the poll."""
+        if not self.api_key:
+            return self.poll_interval_s
+        [row] = await self.db.rows("next_outbox_at", {})
+        return self.wait_for(row["next_at"], row["db_now"])
+
+    def stop(self) -> None:
+        """Claim nothing more (rows held are given back with the alerts' release)."""
+        self.stopping = True
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._client.close()

@@ -8,7 +8,12 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from python_worker.config import KEEP_EMPTY, EnvSettings, read_settings
+from python_worker.config import (
+    DEFAULT_ELEVENLABS_BASE_URL,
+    KEEP_EMPTY,
+    EnvSettings,
+    read_settings,
+)
 from python_worker.stack.settings import default_database_url
 
 #: How the worker learns of queued rows besides its timer and poll (README "Worker").
@@ -90,6 +95,11 @@ class WorkerSettings(EnvSettings):
         DEFAULT_PUBLIC_API_URL
     )
     log_level: Annotated[str, Field(alias="CALLPANION_LOG_LEVEL")] = "INFO"
+    #: For erasure's provider deletions (the API's names); without a key they stay queued.
+    elevenlabs_api_key: Annotated[str | None, Field(alias="ELEVENLABS_API_KEY")] = None
+    elevenlabs_base_url: Annotated[str, Field(alias="ELEVENLABS_BASE_URL")] = (
+        DEFAULT_ELEVENLABS_BASE_URL
+    )
 
     @property
     def claim_ahead_s(self) -> float:
@@ -125,7 +135,7 @@ class WorkerSettings(EnvSettings):
     def _role(cls, value: str | None) -> str | None:
         return (value or "").strip() or None
 
-    @field_validator("supabase_url", "public_api_url")
+    @field_validator("supabase_url", "public_api_url", "elevenlabs_base_url")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value

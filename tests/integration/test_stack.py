@@ -152,11 +152,18 @@ def test_reset_recreates_the_database_and_loads_the_seed(lifecycle_stack: LocalS
         launcher = conn.execute(
             "select datname from pg_stat_activity where backend_type = 'pg_cron launcher'"
         ).fetchall()
-        jobs = conn.execute("select count(*) from cron.job where active").fetchone()
+        jobs = [
+            r[0] for r in conn.execute("select jobname from cron.job where active order by jobname")
+        ]
     assert names == ["The Smiths"]
     assert schedules == (2,)
     assert launcher == [("postgres",)]
-    assert jobs == (3,)
+    assert jobs == [
+        "callpanion-alert-escalation",
+        "callpanion-cleanup",
+        "callpanion-phase1-queue",
+        "callpanion-phase2-release",
+    ]
 
 
 def test_demo_reports_the_live_stack_and_loads_demo_data_once(lifecycle_stack: LocalStack) -> None:

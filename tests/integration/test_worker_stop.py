@@ -126,6 +126,18 @@ def test_sigterm_ends_a_worker_whose_providers_refuse_connections(
     stop_and_expect_exit(worker, wdb)
 
 
+def apns_answers_read(worker: WorkerProcess) -> float:
+    """APNs answers the worker has read and classified delivered (its /metrics)."""
+    text = worker.get("/metrics")[1].decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("callpanion_pushes_total{")
+        and 'provider="apns"' in line
+        and 'outcome="delivered"' in line
+    )
+
+
 def test_sigterm_mid_request_on_hanging_providers_records_what_was_sent_and_gives_back_the_rest(
     wdb: Conn, workers: Workers, emulators: ThreadedSuite
 ) -> None:
@@ -133,10 +145,14 @@ def test_sigterm_mid_request_on_hanging_providers_records_what_was_sent_and_give
     emulators.suite.fcm.faults.add(ANY, Fault(latency_s=600.0))  # Android hangs mid-request
     worker = workers.start(CALLPANION_BATCH_SIZE="100")
     ids = queue_many(wdb, 400, in_s=0.5)  # half iOS (answered), half Android (hanging)
+    # The fact the stop must keep: the worker has read all 200 iOS answers (its own counter,
+    # not the emulator's, which counts a push before its answer reaches the worker) while the
+    # Android half hangs.
     wait_for(
-        "the iOS half to be sent and the Android half to hang",
+        "the iOS half to be answered and the Android half to hang",
         lambda: (
             len(emulators.suite.apns.deliveries) == 200
+            and apns_answers_read(worker) == 200
             and metric(worker, "callpanion_in_flight") == 200
         ),
         timeout=60,
