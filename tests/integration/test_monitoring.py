@@ -55,7 +55,7 @@ def test_promtool_accepts_the_alerting_rules() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 5 rules found" in proc.stdout
+    assert "SUCCESS: 6 rules found" in proc.stdout
 
 
 def test_promtool_refuses_a_broken_rule(tmp_path: Path) -> None:
@@ -96,5 +96,8 @@ def test_the_dashboard_covers_lateness_outcomes_queue_depth_and_give_backs() -> 
         "callpanion_queue_rows",
         "callpanion_released_rows_total",
         "callpanion_api_requests_total",
+        "callpanion_alert_messages_total",
+        "callpanion_alert_lateness_seconds_bucket",
+        "callpanion_outbox_rows",
     ):
         assert metric in names
